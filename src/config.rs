@@ -1,0 +1,256 @@
+//! Command line and environment (DESIGN §2). Every flag can also be set with
+//! `WSGATE_<FLAG>`. Bad configuration is one clear line and exit code 2.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::log::Level;
+use crate::proto::cookie::is_valid_cookie_name;
+
+/// wsgate: a WebSocket gateway for fleets behind an L7 load balancer.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "wsgate", version, about, long_about = None)]
+pub struct Config {
+    /// Client traffic address (the load balancer's target port).
+    #[arg(long, env = "WSGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Metrics and admin address; never put it behind the load balancer.
+    #[arg(long, env = "WSGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Runtimes to run, one per CPU of the process's affinity mask, in order
+    /// [default: all CPUs this process may use].
+    #[arg(long, env = "WSGATE_CORES")]
+    pub cores: Option<usize>,
+
+    /// The gateway (pub/sub) WebSocket endpoint.
+    #[arg(long, env = "WSGATE_WS_PATH", default_value = "/ws")]
+    pub ws_path: String,
+
+    /// An echo WebSocket endpoint for conformance tests and benchmarks [default: off].
+    #[arg(long, env = "WSGATE_ECHO_PATH")]
+    pub echo_path: Option<String>,
+
+    /// Plain-HTTP health route: 200 when serving.
+    #[arg(long, env = "WSGATE_HEALTH_PATH", default_value = "/ws-health")]
+    pub health_path: String,
+
+    /// Sticky cookie name; must equal the target group's `cookie_name`.
+    #[arg(long, env = "WSGATE_COOKIE_NAME", default_value = "WS_SESSION_ID")]
+    pub cookie_name: String,
+
+    /// Cookie `Max-Age`.
+    #[arg(long, env = "WSGATE_COOKIE_MAX_AGE", default_value = "86400s", value_parser = parse_duration)]
+    pub cookie_max_age: Duration,
+
+    /// `false` drops `Secure` and `SameSite=None` (plain-HTTP local use).
+    #[arg(long, env = "WSGATE_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// Time allowed for a client to send its request head.
+    #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Open WebSocket connections per node; beyond, upgrades get 503.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Largest message accepted; beyond, close 1009.
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Browser origins allowed to connect, repeatable; `*` allows any
+    /// [default: same-origin only; requests without `Origin` pass].
+    #[arg(long, env = "WSGATE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
+    /// Node name in logs and metrics [default: hostname].
+    #[arg(long, env = "WSGATE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// error, warn, info or debug.
+    #[arg(long, env = "WSGATE_LOG_LEVEL", default_value = "info", value_parser = parse_level)]
+    pub log_level: Level,
+}
+
+impl Config {
+    /// Parses the command line; on a bad one prints one line and exits 2.
+    pub fn from_args() -> Config {
+        let config = match Config::try_parse() {
+            Ok(c) => c,
+            Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+            Err(e) => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                fail(first.trim_start_matches("error: "));
+            }
+        };
+        if let Err(msg) = config.validate() {
+            fail(&msg);
+        }
+        config
+    }
+
+    /// Checks combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cores == Some(0) {
+            return Err("--cores must be at least 1".into());
+        }
+        let mut paths = vec![("--ws-path", &self.ws_path), ("--health-path", &self.health_path)];
+        if let Some(echo) = &self.echo_path {
+            paths.push(("--echo-path", echo));
+        }
+        for (flag, path) in &paths {
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == b'?' || b >= 0x7f) {
+                return Err(format!("{flag} must be an absolute path without spaces or query: {path:?}"));
+            }
+            if path.as_str() == crate::server::SESSION_PATH {
+                return Err(format!("{flag} {path} collides with the built-in cookie route"));
+            }
+        }
+        for (i, (flag_a, a)) in paths.iter().enumerate() {
+            for (flag_b, b) in &paths[i + 1..] {
+                if a == b {
+                    return Err(format!("{flag_a} and {flag_b} are both {a}"));
+                }
+            }
+        }
+        if !is_valid_cookie_name(&self.cookie_name) {
+            return Err(format!("--cookie-name {:?} is not a valid cookie name", self.cookie_name));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("--handshake-timeout must be greater than 0".into());
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.max_message_size == 0 {
+            return Err("--max-message-size must be at least 1 byte".into());
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(is_name_byte) {
+                return Err(format!("--node-id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"));
+            }
+        }
+        for origin in &self.allowed_origin {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!("--allowed-origin {origin:?} must be `*` or scheme://host[:port]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes allowed in names that appear unquoted in protocol lines and logs.
+pub fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
+/// Prints `wsgate: error: <msg>` and exits with code 2.
+pub fn fail(msg: &str) -> ! {
+    eprintln!("wsgate: error: {msg}");
+    std::process::exit(2)
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`, `1d`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 500ms, 30s, 5m)"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `512`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of ten).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: u64 = num.parse().map_err(|_| format!("invalid size {s:?} (examples: 64KiB, 1MiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("invalid size unit in {s:?} (use B, KiB, MiB or GiB)")),
+    };
+    value
+        .checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|&v| v <= 1 << 40)
+        .ok_or_else(|| format!("size {s:?} is out of range"))
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    Level::parse(s).ok_or_else(|| format!("invalid log level {s:?} (use error, warn, info or debug)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("86400"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert!(parse_size("1.5MiB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::try_parse_from(["wsgate"]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.cookie_secure);
+        assert_eq!(c.max_message_size, 1 << 20);
+    }
+
+    #[test]
+    fn impossible_combinations_are_refused() {
+        for args in [
+            &["wsgate", "--cores", "0"][..],
+            &["wsgate", "--ws-path", "ws"],
+            &["wsgate", "--echo-path", "/ws"],
+            &["wsgate", "--cookie-name", "a b"],
+            &["wsgate", "--node-id", "has space"],
+            &["wsgate", "--allowed-origin", "example.com"],
+            &["wsgate", "--handshake-timeout", "0s"],
+        ] {
+            let c = Config::try_parse_from(args).unwrap();
+            assert!(c.validate().is_err(), "{args:?}");
+        }
+    }
+}

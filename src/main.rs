@@ -1,0 +1,9 @@
+//! The `wsgate` binary: parse flags, run the server.
+
+fn main() {
+    let config = wsgate::config::Config::from_args();
+    wsgate::log::set_level(config.log_level);
+    if let Err(e) = wsgate::server::run(config) {
+        wsgate::config::fail(&e.0);
+    }
+}

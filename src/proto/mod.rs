@@ -1,0 +1,12 @@
+//! The sans-IO protocol core: bytes in, decisions and bytes out. Nothing in
+//! here touches a socket, a clock or the runtime, so all of it is unit-tested
+//! and fuzzable on its own.
+
+pub mod close;
+pub mod cookie;
+pub mod frame;
+pub mod handshake;
+pub mod http;
+pub mod mask;
+pub mod receiver;
+pub mod utf8;

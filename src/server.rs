@@ -1,0 +1,268 @@
+//! Process start: one pinned monoio runtime per CPU, each with its own
+//! `SO_REUSEPORT` listener and accept loop (DESIGN §9).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+use crate::config::Config;
+use crate::connection;
+use crate::log::{self, Level};
+use crate::metrics::{CoreStats, Metrics};
+use crate::proto::cookie::CookieSpec;
+use crate::proto::handshake::{OriginPolicy, Routes};
+use crate::sys;
+
+/// The built-in route that only sets the cookie (204).
+pub const SESSION_PATH: &str = "/ws-session";
+
+/// Size of each core's shared receive buffer.
+pub const READ_BUF_SIZE: usize = 128 * 1024;
+
+/// Which io driver a runtime ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Driver {
+    /// io_uring.
+    IoUring,
+    /// epoll (monoio's legacy driver), where io_uring is blocked or forced off.
+    Epoll,
+}
+
+impl Driver {
+    /// The name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// State shared by all cores, read-only after start except for counters.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Path routing and origin policy.
+    pub routes: Routes,
+    /// The `Set-Cookie` line template.
+    pub cookie: CookieSpec,
+    /// This node's name.
+    pub node_id: String,
+    /// Open WebSocket connections on all cores (checked only at upgrade).
+    pub active: AtomicUsize,
+    /// Per-core counters.
+    pub metrics: Metrics,
+}
+
+/// What one core owns: its index, the shared state and its scratch buffers.
+pub struct Core {
+    /// Index of this core (0-based).
+    pub index: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// This core's counters.
+    pub stats: Arc<CoreStats>,
+    /// Receive buffer lent to whichever connection is reading right now.
+    pub read_buf: RefCell<Box<[u8]>>,
+    /// Output batch of the connection being served right now.
+    pub write_buf: RefCell<Vec<u8>>,
+}
+
+/// A fatal start-up problem (exit code 2).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+/// Starts every core and serves until the process ends.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let cpus = sys::allowed_cpus().map_err(|e| StartError(format!("sched_getaffinity: {e}")))?;
+    let cores = config.cores.unwrap_or(cpus.len());
+    if cores > cpus.len() {
+        return Err(StartError(format!(
+            "--cores {cores} exceeds the {} CPUs this process may use ({cpus:?})",
+            cpus.len()
+        )));
+    }
+    // Fail early and clearly on a port that is taken: our own listeners use
+    // SO_REUSEPORT and would otherwise silently share it with another process.
+    let listen = probe_bind(config.listen, "--listen")?;
+    let admin = probe_bind(config.admin_listen, "--admin-listen")?;
+    let node_id = config.node_id.clone().unwrap_or_else(sys::hostname);
+    let routes = Routes {
+        ws_path: config.ws_path.clone(),
+        echo_path: config.echo_path.clone(),
+        health_path: config.health_path.clone(),
+        session_path: SESSION_PATH.into(),
+        origins: OriginPolicy::new(&config.allowed_origin),
+    };
+    let cookie = CookieSpec::new(&config.cookie_name, config.cookie_max_age.as_secs(), config.cookie_secure);
+    let shared = Arc::new(Shared {
+        config,
+        routes,
+        cookie,
+        node_id,
+        active: AtomicUsize::new(0),
+        metrics: Metrics::new(cores),
+    });
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, Driver, SocketAddr), String>>();
+    let mut threads = Vec::with_capacity(cores);
+    for index in 0..cores {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let cpu = cpus[index];
+        let admin = (index == 0).then_some(admin);
+        let thread = std::thread::Builder::new()
+            .name(format!("wsgate-core-{index}"))
+            .spawn(move || core_main(index, cpu, listen, admin, shared, ready))
+            .map_err(|e| StartError(format!("spawning core {index}: {e}")))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut drivers = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok((index, driver, _))) => drivers.push((index, driver)),
+            Ok(Err(msg)) => return Err(StartError(msg)),
+            Err(_) => return Err(StartError("a core exited during start".into())),
+        }
+    }
+    drivers.sort();
+    let driver = drivers[0].1;
+    log::emit(
+        Level::Info,
+        "listening",
+        &[
+            ("listen", &listen),
+            ("admin", &admin),
+            ("cores", &cores),
+            ("cpus", &CpuList(&cpus[..cores])),
+            ("driver", &driver.name()),
+            ("node", &shared.node_id),
+        ],
+    );
+    if driver == Driver::Epoll && std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_none() {
+        log::emit(Level::Warn, "io_uring_unavailable", &[("fallback", &"epoll")]);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+struct CpuList<'a>(&'a [usize]);
+
+impl std::fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, cpu) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{cpu}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds a plain socket (no SO_REUSEPORT) to learn the port is free and to
+/// resolve port 0; it is closed again before the real listeners bind.
+fn probe_bind(addr: SocketAddr, flag: &str) -> Result<SocketAddr, StartError> {
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("{flag} {addr}: {e}")))?;
+    probe.local_addr().map_err(|e| StartError(format!("{flag} {addr}: {e}")))
+}
+
+type Ready = mpsc::Sender<Result<(usize, Driver, SocketAddr), String>>;
+
+fn core_main(index: usize, cpu: usize, listen: SocketAddr, admin: Option<SocketAddr>, shared: Arc<Shared>, ready: Ready) {
+    if let Err(e) = sys::pin_current_thread(cpu) {
+        let _ = ready.send(Err(format!("pinning core {index} to CPU {cpu}: {e}")));
+        return;
+    }
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(1024).build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("building the runtime of core {index}: {e}")));
+            return;
+        }
+    };
+    let stats = shared.metrics.core(index);
+    let core = Rc::new(Core {
+        index,
+        shared: shared.clone(),
+        stats,
+        read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
+        write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
+    });
+    match rt {
+        monoio::FusionRuntime::Uring(mut rt) => {
+            rt.block_on(serve_core(core, Driver::IoUring, listen, admin, ready));
+        }
+        monoio::FusionRuntime::Legacy(mut rt) => {
+            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, ready));
+        }
+    }
+}
+
+async fn serve_core(core: Rc<Core>, driver: Driver, listen: SocketAddr, admin: Option<SocketAddr>, ready: Ready) {
+    core.stats.set_driver(driver);
+    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let listener = match TcpListener::bind_with_config(listen, &opts) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("--listen {listen}: {e}")));
+            return;
+        }
+    };
+    if let Some(admin) = admin {
+        let admin_opts = ListenerOpts::new().reuse_port(false).reuse_addr(true).backlog(256);
+        match TcpListener::bind_with_config(admin, &admin_opts) {
+            Ok(l) => {
+                monoio::spawn(crate::admin::serve(l, core.shared.clone()));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("--admin-listen {admin}: {e}")));
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok((core.index, driver, listen)));
+    drop(ready);
+    accept_loop(listener, core).await;
+}
+
+async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                monoio::spawn(connection::serve(stream, peer, core.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                log::emit(Level::Warn, "accept_failed", &[("core", &core.index), ("error", &e)]);
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Takes a connection slot if under `--max-connections`.
+    pub fn try_acquire_connection(&self) -> bool {
+        let before = self.active.fetch_add(1, Ordering::Relaxed);
+        if before >= self.config.max_connections {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Returns a slot taken by [`Shared::try_acquire_connection`].
+    pub fn release_connection(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,115 @@
+//! The few system calls monoio does not wrap the way we need them.
+//!
+//! Reads and writes on WebSocket connections are plain non-blocking
+//! `recv`/`send` (`MSG_DONTWAIT`) issued after monoio reports readiness: the
+//! buffer is only borrowed for the duration of the call, so one per-core buffer
+//! serves every connection and an idle connection holds none.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// The CPUs this process may run on (`sched_getaffinity`), in ascending order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET only reads the set.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: as above; CPU_SET writes inside the set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t; 0 means the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Non-blocking receive into `buf`. `Ok(0)` is end of stream.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of buf.len() bytes for the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Non-blocking receive appended to `vec`, reading at most `max` bytes.
+pub fn recv_append(fd: RawFd, vec: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    vec.reserve(max);
+    let spare = vec.spare_capacity_mut();
+    let len = spare.len().min(max);
+    loop {
+        // SAFETY: the spare capacity is valid for writes of `len` bytes; recv
+        // initializes the first `n` of them, and only those are exposed below.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the kernel wrote `n` bytes right after the current length.
+            unsafe { vec.set_len(vec.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Non-blocking send; never raises SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of buf.len() bytes for the call.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `shutdown(2)`; errors (e.g. already disconnected) are irrelevant to callers.
+pub fn shutdown(fd: RawFd, how: std::net::Shutdown) {
+    let how = match how {
+        std::net::Shutdown::Read => libc::SHUT_RD,
+        std::net::Shutdown::Write => libc::SHUT_WR,
+        std::net::Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown on any fd value is memory-safe; failure is reported via errno.
+    unsafe { libc::shutdown(fd, how) };
+}
+
+/// The host name, for the default `--node-id`.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its full length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "wsgate".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name: String = buf[..end].iter().map(|&b| b as char).filter(|c| crate::config::is_name_byte(*c as u8)).collect();
+    if name.is_empty() {
+        "wsgate".into()
+    } else {
+        name
+    }
+}
