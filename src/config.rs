@@ -99,16 +99,23 @@ impl Config {
         if self.cores == Some(0) {
             return Err("--cores must be at least 1".into());
         }
-        let mut paths = vec![("--ws-path", &self.ws_path), ("--health-path", &self.health_path)];
+        let mut paths = vec![
+            ("--ws-path", &self.ws_path),
+            ("--health-path", &self.health_path),
+        ];
         if let Some(echo) = &self.echo_path {
             paths.push(("--echo-path", echo));
         }
         for (flag, path) in &paths {
             if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == b'?' || b >= 0x7f) {
-                return Err(format!("{flag} must be an absolute path without spaces or query: {path:?}"));
+                return Err(format!(
+                    "{flag} must be an absolute path without spaces or query: {path:?}"
+                ));
             }
             if path.as_str() == crate::server::SESSION_PATH {
-                return Err(format!("{flag} {path} collides with the built-in cookie route"));
+                return Err(format!(
+                    "{flag} {path} collides with the built-in cookie route"
+                ));
             }
         }
         for (i, (flag_a, a)) in paths.iter().enumerate() {
@@ -119,7 +126,10 @@ impl Config {
             }
         }
         if !is_valid_cookie_name(&self.cookie_name) {
-            return Err(format!("--cookie-name {:?} is not a valid cookie name", self.cookie_name));
+            return Err(format!(
+                "--cookie-name {:?} is not a valid cookie name",
+                self.cookie_name
+            ));
         }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than 0".into());
@@ -132,12 +142,16 @@ impl Config {
         }
         if let Some(id) = &self.node_id {
             if id.is_empty() || id.len() > 128 || !id.bytes().all(is_name_byte) {
-                return Err(format!("--node-id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"));
+                return Err(format!(
+                    "--node-id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"
+                ));
             }
         }
         for origin in &self.allowed_origin {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(format!("--allowed-origin {origin:?} must be `*` or scheme://host[:port]"));
+                return Err(format!(
+                    "--allowed-origin {origin:?} must be `*` or scheme://host[:port]"
+                ));
             }
         }
         Ok(())
@@ -158,16 +172,24 @@ pub fn fail(msg: &str) -> ! {
 /// Parses `250ms`, `30s`, `5m`, `1h`, `1d`, or bare seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 500ms, 30s, 5m)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (examples: 500ms, 30s, 5m)"))?;
     let secs = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration {s:?} is out of range"));
@@ -180,7 +202,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: u64 = num.parse().map_err(|_| format!("invalid size {s:?} (examples: 64KiB, 1MiB)"))?;
+    let value: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (examples: 64KiB, 1MiB)"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" => 1 << 10,
@@ -189,7 +213,11 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("invalid size unit in {s:?} (use B, KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use B, KiB, MiB or GiB)"
+            ))
+        }
     };
     value
         .checked_mul(mult)
@@ -199,7 +227,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 fn parse_level(s: &str) -> Result<Level, String> {
-    Level::parse(s).ok_or_else(|| format!("invalid log level {s:?} (use error, warn, info or debug)"))
+    Level::parse(s)
+        .ok_or_else(|| format!("invalid log level {s:?} (use error, warn, info or debug)"))
 }
 
 #[cfg(test)]

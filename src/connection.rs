@@ -39,7 +39,12 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Serves one accepted TCP connection to the end.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
     let _ = stream.set_nodelay(true);
-    let conn = Conn { fd: stream.as_raw_fd(), stream, peer, core };
+    let conn = Conn {
+        fd: stream.as_raw_fd(),
+        stream,
+        peer,
+        core,
+    };
     let mut out = Vec::new();
     if let Some(upgraded) = conn.handshake(&mut out).await {
         conn.websocket(upgraded, out).await;
@@ -69,7 +74,11 @@ enum Decision {
     /// A response is in the core's write buffer; close after it.
     Respond,
     /// The 101 is in the core's write buffer.
-    Upgrade { endpoint: Endpoint, session: SessionId, head_len: usize },
+    Upgrade {
+        endpoint: Endpoint,
+        session: SessionId,
+        head_len: usize,
+    },
 }
 
 /// Where a connection is in its close handshake.
@@ -130,7 +139,9 @@ impl Conn {
                 let data: &[u8] = if fresh { &rbuf[..n] } else { &head };
                 let decision = self.decide(data);
                 let early = match decision {
-                    Decision::Upgrade { head_len, .. } if head_len < data.len() => data[head_len..].to_vec(),
+                    Decision::Upgrade { head_len, .. } if head_len < data.len() => {
+                        data[head_len..].to_vec()
+                    }
                     _ => Vec::new(),
                 };
                 if matches!(decision, Decision::NeedMore) && fresh {
@@ -144,9 +155,15 @@ impl Conn {
                     self.take_output(out);
                     return None;
                 }
-                Decision::Upgrade { endpoint, session, .. } => {
+                Decision::Upgrade {
+                    endpoint, session, ..
+                } => {
                     self.take_output(out);
-                    return Some(Upgraded { endpoint, session, early });
+                    return Some(Upgraded {
+                        endpoint,
+                        session,
+                        early,
+                    });
                 }
             }
         }
@@ -156,7 +173,11 @@ impl Conn {
     fn take_output(&self, out: &mut Vec<u8>) {
         let mut wbuf = self.core.write_buf.borrow_mut();
         if let Err(e) = self.send_now(&wbuf, out) {
-            log::emit(Level::Debug, "send_failed", &[("peer", &self.peer), ("error", &e)]);
+            log::emit(
+                Level::Debug,
+                "send_failed",
+                &[("peer", &self.peer), ("error", &e)],
+            );
         }
         wbuf.clear();
         if wbuf.capacity() > 4 * READ_BUF_SIZE {
@@ -218,14 +239,18 @@ impl Conn {
                 Decision::Respond
             }
             Route::Session => {
-                let id = find_session(req.cookie_headers(), &shared.config.cookie_name).unwrap_or_else(SessionId::random);
+                let id = find_session(req.cookie_headers(), &shared.config.cookie_name)
+                    .unwrap_or_else(SessionId::random);
                 write_session_204(&mut wbuf, &shared.cookie, id);
                 Decision::Respond
             }
             Route::Upgrade { endpoint, key } => {
                 if !shared.try_acquire_connection() {
                     drop(wbuf);
-                    return self.reject(Rejection::Unavailable("connection limit reached"), req.forwarded_for);
+                    return self.reject(
+                        Rejection::Unavailable("connection limit reached"),
+                        req.forwarded_for,
+                    );
                 }
                 let known = find_session(req.cookie_headers(), &shared.config.cookie_name);
                 let session = known.unwrap_or_else(SessionId::random);
@@ -241,7 +266,11 @@ impl Conn {
                         ("client", &ClientAddr(self.peer, req.forwarded_for)),
                     ],
                 );
-                Decision::Upgrade { endpoint, session, head_len }
+                Decision::Upgrade {
+                    endpoint,
+                    session,
+                    head_len,
+                }
             }
         }
     }
@@ -250,7 +279,11 @@ impl Conn {
     fn reject(&self, rejection: Rejection, forwarded_for: Option<&[u8]>) -> Decision {
         rejection.write(&mut self.core.write_buf.borrow_mut());
         self.core.stats.rejected(rejection.status());
-        let level = if matches!(rejection, Rejection::NotFound | Rejection::Timeout) { Level::Debug } else { Level::Info };
+        let level = if matches!(rejection, Rejection::NotFound | Rejection::Timeout) {
+            Level::Debug
+        } else {
+            Level::Info
+        };
         log::emit(
             level,
             "rejected",
@@ -341,7 +374,10 @@ impl Conn {
         } else {
             let staged = ws.inbuf.len();
             rbuf[..staged].copy_from_slice(&ws.inbuf);
-            (crate::sys::recv(self.fd, &mut rbuf[staged..]), READ_BUF_SIZE - staged)
+            (
+                crate::sys::recv(self.fd, &mut rbuf[staged..]),
+                READ_BUF_SIZE - staged,
+            )
         };
         let n = match result {
             Ok(0) => {
@@ -355,7 +391,6 @@ impl Conn {
                 return true;
             }
         };
-        stats.received(0, n as u64);
         if direct {
             process_inbuf(ws, wbuf, stats);
         } else {
@@ -411,9 +446,14 @@ fn process_inbuf(ws: &mut Ws, wbuf: &mut Vec<u8>, stats: &crate::metrics::CoreSt
 
 /// Parses the frames in `data` and writes the replies; returns the bytes used.
 /// Once the connection is closing, the rest of the input is discarded.
-fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, stats: &crate::metrics::CoreStats) -> usize {
+fn process(
+    ws: &mut Ws,
+    data: &mut [u8],
+    out: &mut Vec<u8>,
+    stats: &crate::metrics::CoreStats,
+) -> usize {
     let mut used = 0;
-    let (mut messages_in, mut messages_out, mut bytes_out) = (0u64, 0u64, 0u64);
+    let (mut messages_in, mut bytes_in, mut messages_out, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
     while ws.phase == Phase::Open {
         match ws.rx.step(&mut data[used..]) {
             Ok(Step::NeedMore { frame_len }) => {
@@ -427,8 +467,13 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, stats: &crate::metri
                 match event {
                     Event::Text(payload) | Event::Binary(payload) => {
                         messages_in += 1;
+                        bytes_in += payload.len() as u64;
                         if ws.endpoint == Endpoint::Echo {
-                            let opcode = if matches!(event, Event::Text(_)) { OpCode::Text } else { OpCode::Binary };
+                            let opcode = if matches!(event, Event::Text(_)) {
+                                OpCode::Text
+                            } else {
+                                OpCode::Binary
+                            };
                             encode_frame(out, opcode, payload);
                             messages_out += 1;
                             bytes_out += payload.len() as u64;
@@ -451,11 +496,15 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, stats: &crate::metri
                 let code = e.close_code();
                 encode_close(out, code.0, e.reason());
                 ws.phase = Phase::Failed(code.0);
-                log::emit(Level::Debug, "protocol_error", &[("code", &code), ("reason", &e.reason())]);
+                log::emit(
+                    Level::Debug,
+                    "protocol_error",
+                    &[("code", &code), ("reason", &e.reason())],
+                );
             }
         }
     }
-    stats.received(messages_in, 0);
+    stats.received(messages_in, bytes_in);
     stats.sent(messages_out, bytes_out);
     if ws.phase != Phase::Open {
         return data.len();
@@ -474,4 +523,3 @@ impl std::fmt::Display for ClientAddr<'_> {
         }
     }
 }
-

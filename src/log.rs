@@ -61,7 +61,13 @@ pub fn emit(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
         return;
     }
     let mut line = String::with_capacity(128);
-    let _ = write!(line, "ts={} level={} event={}", Timestamp(SystemTime::now()), level.name(), event);
+    let _ = write!(
+        line,
+        "ts={} level={} event={}",
+        Timestamp(SystemTime::now()),
+        level.name(),
+        event
+    );
     for (key, value) in fields {
         let _ = write!(line, " {key}=");
         let start = line.len();
@@ -146,6 +152,9 @@ mod tests {
     fn timestamps() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(Timestamp(t).to_string(), "2026-11-18T11:06:40.123Z");
-        assert_eq!(Timestamp(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(UNIX_EPOCH).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

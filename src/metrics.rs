@@ -48,7 +48,10 @@ impl CoreStats {
 
     /// A WebSocket connection ended.
     pub fn connection_closed(&self) {
-        self.connections_active.store(self.connections_active.load(Relaxed).saturating_sub(1), Relaxed);
+        self.connections_active.store(
+            self.connections_active.load(Relaxed).saturating_sub(1),
+            Relaxed,
+        );
     }
 
     /// A request was answered with an error status.
@@ -86,7 +89,9 @@ pub struct Metrics {
 impl Metrics {
     /// Counters for `cores` cores.
     pub fn new(cores: usize) -> Metrics {
-        Metrics { cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect() }
+        Metrics {
+            cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
+        }
     }
 
     /// The counters of core `index`.
@@ -103,29 +108,80 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(out, "# HELP wsgate_connections_active Open WebSocket connections per core.\n# TYPE wsgate_connections_active gauge");
         for (i, c) in self.cores.iter().enumerate() {
-            let _ = writeln!(out, "wsgate_connections_active{{core=\"{i}\"}} {}", c.connections_active.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "wsgate_connections_active{{core=\"{i}\"}} {}",
+                c.connections_active.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP wsgate_upgrades_total Upgrade requests by result (ok or the HTTP status sent).\n# TYPE wsgate_upgrades_total counter");
-        let _ = writeln!(out, "wsgate_upgrades_total{{result=\"ok\"}} {}", self.sum(|c| &c.upgrades_ok));
+        let _ = writeln!(
+            out,
+            "wsgate_upgrades_total{{result=\"ok\"}} {}",
+            self.sum(|c| &c.upgrades_ok)
+        );
         for (i, status) in REJECT_STATUSES.iter().enumerate() {
-            let _ = writeln!(out, "wsgate_upgrades_total{{result=\"{status}\"}} {}", self.sum(|c| &c.rejects[i]));
+            let _ = writeln!(
+                out,
+                "wsgate_upgrades_total{{result=\"{status}\"}} {}",
+                self.sum(|c| &c.rejects[i])
+            );
         }
         let _ = writeln!(out, "# HELP wsgate_messages_total WebSocket messages by direction.\n# TYPE wsgate_messages_total counter");
-        let _ = writeln!(out, "wsgate_messages_total{{direction=\"in\"}} {}", self.sum(|c| &c.messages_in));
-        let _ = writeln!(out, "wsgate_messages_total{{direction=\"out\"}} {}", self.sum(|c| &c.messages_out));
+        let _ = writeln!(
+            out,
+            "wsgate_messages_total{{direction=\"in\"}} {}",
+            self.sum(|c| &c.messages_in)
+        );
+        let _ = writeln!(
+            out,
+            "wsgate_messages_total{{direction=\"out\"}} {}",
+            self.sum(|c| &c.messages_out)
+        );
         let _ = writeln!(out, "# HELP wsgate_bytes_total WebSocket payload bytes by direction.\n# TYPE wsgate_bytes_total counter");
-        let _ = writeln!(out, "wsgate_bytes_total{{direction=\"in\"}} {}", self.sum(|c| &c.bytes_in));
-        let _ = writeln!(out, "wsgate_bytes_total{{direction=\"out\"}} {}", self.sum(|c| &c.bytes_out));
+        let _ = writeln!(
+            out,
+            "wsgate_bytes_total{{direction=\"in\"}} {}",
+            self.sum(|c| &c.bytes_in)
+        );
+        let _ = writeln!(
+            out,
+            "wsgate_bytes_total{{direction=\"out\"}} {}",
+            self.sum(|c| &c.bytes_out)
+        );
         let _ = writeln!(out, "# HELP wsgate_closes_total Ended WebSocket connections by close code (1006: no close frame).\n# TYPE wsgate_closes_total counter");
         for (i, code) in CLOSE_CODES.iter().enumerate() {
-            let _ = writeln!(out, "wsgate_closes_total{{code=\"{code}\"}} {}", self.sum(|c| &c.closes[i]));
+            let _ = writeln!(
+                out,
+                "wsgate_closes_total{{code=\"{code}\"}} {}",
+                self.sum(|c| &c.closes[i])
+            );
         }
         let _ = writeln!(out, "# HELP wsgate_io_driver The io driver in use (1 for the active one).\n# TYPE wsgate_io_driver gauge");
-        let uring = self.cores.iter().filter(|c| c.driver.load(Relaxed) == Driver::IoUring as u8 + 1).count();
-        let _ = writeln!(out, "wsgate_io_driver{{driver=\"io_uring\"}} {}", u8::from(uring > 0));
-        let _ = writeln!(out, "wsgate_io_driver{{driver=\"epoll\"}} {}", u8::from(uring < self.cores.len()));
-        let _ = writeln!(out, "# HELP wsgate_info Static facts about this node.\n# TYPE wsgate_info gauge");
-        let _ = writeln!(out, "wsgate_info{{node=\"{node}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let uring = self
+            .cores
+            .iter()
+            .filter(|c| c.driver.load(Relaxed) == Driver::IoUring as u8 + 1)
+            .count();
+        let _ = writeln!(
+            out,
+            "wsgate_io_driver{{driver=\"io_uring\"}} {}",
+            u8::from(uring > 0)
+        );
+        let _ = writeln!(
+            out,
+            "wsgate_io_driver{{driver=\"epoll\"}} {}",
+            u8::from(uring < self.cores.len())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wsgate_info Static facts about this node.\n# TYPE wsgate_info gauge"
+        );
+        let _ = writeln!(
+            out,
+            "wsgate_info{{node=\"{node}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }

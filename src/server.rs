@@ -99,7 +99,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         session_path: SESSION_PATH.into(),
         origins: OriginPolicy::new(&config.allowed_origin),
     };
-    let cookie = CookieSpec::new(&config.cookie_name, config.cookie_max_age.as_secs(), config.cookie_secure);
+    let cookie = CookieSpec::new(
+        &config.cookie_name,
+        config.cookie_max_age.as_secs(),
+        config.cookie_secure,
+    );
     let shared = Arc::new(Shared {
         config,
         routes,
@@ -111,10 +115,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, Driver, SocketAddr), String>>();
     let mut threads = Vec::with_capacity(cores);
-    for index in 0..cores {
+    for (index, &cpu) in cpus.iter().enumerate().take(cores) {
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let cpu = cpus[index];
         let admin = (index == 0).then_some(admin);
         let thread = std::thread::Builder::new()
             .name(format!("wsgate-core-{index}"))
@@ -146,7 +149,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         ],
     );
     if driver == Driver::Epoll && std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_none() {
-        log::emit(Level::Warn, "io_uring_unavailable", &[("fallback", &"epoll")]);
+        log::emit(
+            Level::Warn,
+            "io_uring_unavailable",
+            &[("fallback", &"epoll")],
+        );
     }
     for t in threads {
         let _ = t.join();
@@ -171,18 +178,31 @@ impl std::fmt::Display for CpuList<'_> {
 /// Binds a plain socket (no SO_REUSEPORT) to learn the port is free and to
 /// resolve port 0; it is closed again before the real listeners bind.
 fn probe_bind(addr: SocketAddr, flag: &str) -> Result<SocketAddr, StartError> {
-    let probe = std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("{flag} {addr}: {e}")))?;
-    probe.local_addr().map_err(|e| StartError(format!("{flag} {addr}: {e}")))
+    let probe =
+        std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("{flag} {addr}: {e}")))?;
+    probe
+        .local_addr()
+        .map_err(|e| StartError(format!("{flag} {addr}: {e}")))
 }
 
 type Ready = mpsc::Sender<Result<(usize, Driver, SocketAddr), String>>;
 
-fn core_main(index: usize, cpu: usize, listen: SocketAddr, admin: Option<SocketAddr>, shared: Arc<Shared>, ready: Ready) {
+fn core_main(
+    index: usize,
+    cpu: usize,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    ready: Ready,
+) {
     if let Err(e) = sys::pin_current_thread(cpu) {
         let _ = ready.send(Err(format!("pinning core {index} to CPU {cpu}: {e}")));
         return;
     }
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(1024).build();
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .build();
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -208,9 +228,18 @@ fn core_main(index: usize, cpu: usize, listen: SocketAddr, admin: Option<SocketA
     }
 }
 
-async fn serve_core(core: Rc<Core>, driver: Driver, listen: SocketAddr, admin: Option<SocketAddr>, ready: Ready) {
+async fn serve_core(
+    core: Rc<Core>,
+    driver: Driver,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    ready: Ready,
+) {
     core.stats.set_driver(driver);
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     let listener = match TcpListener::bind_with_config(listen, &opts) {
         Ok(l) => l,
         Err(e) => {
@@ -219,7 +248,10 @@ async fn serve_core(core: Rc<Core>, driver: Driver, listen: SocketAddr, admin: O
         }
     };
     if let Some(admin) = admin {
-        let admin_opts = ListenerOpts::new().reuse_port(false).reuse_addr(true).backlog(256);
+        let admin_opts = ListenerOpts::new()
+            .reuse_port(false)
+            .reuse_addr(true)
+            .backlog(256);
         match TcpListener::bind_with_config(admin, &admin_opts) {
             Ok(l) => {
                 monoio::spawn(crate::admin::serve(l, core.shared.clone()));
@@ -243,7 +275,11 @@ async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                log::emit(Level::Warn, "accept_failed", &[("core", &core.index), ("error", &e)]);
+                log::emit(
+                    Level::Warn,
+                    "accept_failed",
+                    &[("core", &core.index), ("error", &e)],
+                );
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }

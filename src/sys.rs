@@ -13,12 +13,15 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: CPU_ISSET only reads the set.
-    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
 }
 
 /// Pins the calling thread to one CPU.
@@ -75,7 +78,14 @@ pub fn recv_append(fd: RawFd, vec: &mut Vec<u8>, max: usize) -> io::Result<usize
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for reads of buf.len() bytes for the call.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -106,7 +116,11 @@ pub fn hostname() -> String {
         return "wsgate".into();
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name: String = buf[..end].iter().map(|&b| b as char).filter(|c| crate::config::is_name_byte(*c as u8)).collect();
+    let name: String = buf[..end]
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| crate::config::is_name_byte(*c as u8))
+        .collect();
     if name.is_empty() {
         "wsgate".into()
     } else {

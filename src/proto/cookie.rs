@@ -76,11 +76,16 @@ impl fmt::Debug for SessionId {
 
 /// Finds the first syntactically valid session id named `name` in the
 /// request's `Cookie` header values (RFC 6265 §5.4: `a=1; b=2`).
-pub fn find_session<'a>(cookie_headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<SessionId> {
+pub fn find_session<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+) -> Option<SessionId> {
     for header in cookie_headers {
         for pair in header.split(|&b| b == b';') {
             let pair = trim(pair);
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else { continue };
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
             if &pair[..eq] != name.as_bytes() {
                 continue;
             }
@@ -97,15 +102,23 @@ pub fn find_session<'a>(cookie_headers: impl IntoIterator<Item = &'a [u8]>, name
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
 /// Whether `name` is a valid cookie name (an RFC 7230 token).
 pub fn is_valid_cookie_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The attributes of the `Set-Cookie` line, fixed at start.
@@ -128,7 +141,10 @@ impl CookieSpec {
             suffix.push_str("; SameSite=None; Secure");
         }
         suffix.push_str("; HttpOnly\r\n");
-        CookieSpec { prefix, suffix: suffix.into_bytes() }
+        CookieSpec {
+            prefix,
+            suffix: suffix.into_bytes(),
+        }
     }
 
     /// Appends the full header line for `id`.
@@ -171,7 +187,12 @@ mod tests {
             b"",
             b"not-a-uuid",
         ] {
-            assert_eq!(SessionId::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                SessionId::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -185,8 +206,14 @@ mod tests {
         assert!(find_session([quoted.as_bytes()], "WS_SESSION_ID").is_some());
         // Name match is exact; a malformed first value does not hide a valid second one.
         let tricky = format!("ws_session_id={id}; WS_SESSION_ID=junk; WS_SESSION_ID={id}");
-        assert_eq!(find_session([tricky.as_bytes()], "WS_SESSION_ID"), Some(found));
-        assert_eq!(find_session([&b"WS_SESSION_ID=junk"[..]], "WS_SESSION_ID"), None);
+        assert_eq!(
+            find_session([tricky.as_bytes()], "WS_SESSION_ID"),
+            Some(found)
+        );
+        assert_eq!(
+            find_session([&b"WS_SESSION_ID=junk"[..]], "WS_SESSION_ID"),
+            None
+        );
         assert_eq!(find_session([&b"WS_SESSION_ID"[..]], "WS_SESSION_ID"), None);
     }
 
@@ -201,7 +228,10 @@ mod tests {
         );
         out.clear();
         CookieSpec::new("S", 60, false).write(&mut out, id);
-        assert_eq!(out, b"Set-Cookie: S=0f8fad5b-d9cb-469f-a165-70867728950e; Path=/; Max-Age=60; HttpOnly\r\n");
+        assert_eq!(
+            out,
+            b"Set-Cookie: S=0f8fad5b-d9cb-469f-a165-70867728950e; Path=/; Max-Age=60; HttpOnly\r\n"
+        );
     }
 
     #[test]

@@ -102,11 +102,15 @@ impl FrameHeader {
         }
         let (payload_len, len_bytes) = match b1 & 0x7F {
             126 => {
-                let Some(b) = buf.get(2..4) else { return Ok(None) };
+                let Some(b) = buf.get(2..4) else {
+                    return Ok(None);
+                };
                 (u16::from_be_bytes([b[0], b[1]]) as u64, 2)
             }
             127 => {
-                let Some(b) = buf.get(2..10) else { return Ok(None) };
+                let Some(b) = buf.get(2..10) else {
+                    return Ok(None);
+                };
                 let len = u64::from_be_bytes(b.try_into().expect("8 bytes"));
                 // §5.2: the most significant bit of a 64-bit length MUST be 0.
                 if len >> 63 != 0 {
@@ -126,7 +130,9 @@ impl FrameHeader {
             }
         }
         let mask_at = 2 + len_bytes;
-        let Some(m) = buf.get(mask_at..mask_at + 4) else { return Ok(None) };
+        let Some(m) = buf.get(mask_at..mask_at + 4) else {
+            return Ok(None);
+        };
         Ok(Some(FrameHeader {
             fin,
             opcode,
@@ -183,7 +189,9 @@ mod tests {
     #[test]
     fn rfc_masked_hello_header() {
         // RFC 6455 §5.7: "A single-frame masked text message".
-        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let frame = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let h = FrameHeader::parse(&frame).unwrap().unwrap();
         assert_eq!(
             h,
@@ -216,7 +224,9 @@ mod tests {
 
     #[test]
     fn length_encodings_parse() {
-        let h = FrameHeader::parse(&[0x82, 0xFE, 0x01, 0x00, 1, 2, 3, 4]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x82, 0xFE, 0x01, 0x00, 1, 2, 3, 4])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, h.header_len), (256, 8));
         let h = FrameHeader::parse(&[0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4])
             .unwrap()

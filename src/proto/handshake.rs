@@ -86,7 +86,9 @@ impl Rejection {
     /// A short reason, used as the body and in logs.
     pub fn reason(self) -> &'static str {
         match self {
-            Rejection::BadRequest(why) | Rejection::UpgradeRequired(why) | Rejection::Unavailable(why) => why,
+            Rejection::BadRequest(why)
+            | Rejection::UpgradeRequired(why)
+            | Rejection::Unavailable(why) => why,
             Rejection::OriginNotAllowed => "origin not allowed",
             Rejection::NotFound => "not found",
             Rejection::MethodNotAllowed => "method not allowed",
@@ -98,7 +100,9 @@ impl Rejection {
     /// Appends the complete response.
     pub fn write(self, out: &mut Vec<u8>) {
         let extra: &[(&str, &str)] = match self {
-            Rejection::UpgradeRequired(_) => &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            Rejection::UpgradeRequired(_) => {
+                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+            }
             Rejection::MethodNotAllowed => &[("Allow", "GET")],
             _ => &[],
         };
@@ -122,7 +126,11 @@ impl OriginPolicy {
     pub fn new(allowed: &[String]) -> OriginPolicy {
         OriginPolicy {
             any: allowed.iter().any(|o| o == "*"),
-            allowed: allowed.iter().filter(|o| *o != "*").map(|o| normalize_origin(o.as_bytes())).collect(),
+            allowed: allowed
+                .iter()
+                .filter(|o| *o != "*")
+                .map(|o| normalize_origin(o.as_bytes()))
+                .collect(),
         }
     }
 
@@ -146,7 +154,12 @@ fn normalize_origin(origin: &[u8]) -> Vec<u8> {
     if o.last() == Some(&b'/') {
         o.pop();
     }
-    for (scheme, port) in [(&b"http://"[..], &b":80"[..]), (b"https://", b":443"), (b"ws://", b":80"), (b"wss://", b":443")] {
+    for (scheme, port) in [
+        (&b"http://"[..], &b":80"[..]),
+        (b"https://", b":443"),
+        (b"ws://", b":80"),
+        (b"wss://", b":443"),
+    ] {
         if o.starts_with(scheme) && o.ends_with(port) {
             o.truncate(o.len() - port.len());
         }
@@ -156,10 +169,16 @@ fn normalize_origin(origin: &[u8]) -> Vec<u8> {
 
 /// A normalized origin's host[:port] equals the `Host` field (default port elided).
 fn same_origin(origin: &[u8], host: &[u8]) -> bool {
-    let Some(sep) = origin.windows(3).position(|w| w == b"://") else { return false };
+    let Some(sep) = origin.windows(3).position(|w| w == b"://") else {
+        return false;
+    };
     let (scheme, authority) = (&origin[..sep], &origin[sep + 3..]);
     let host = host.to_ascii_lowercase();
-    let default_port: &[u8] = if scheme == b"https" || scheme == b"wss" { b":443" } else { b":80" };
+    let default_port: &[u8] = if scheme == b"https" || scheme == b"wss" {
+        b":443"
+    } else {
+        b":80"
+    };
     let host = host.strip_suffix(default_port).unwrap_or(&host);
     authority == host
 }
@@ -226,7 +245,11 @@ impl Routes {
         match req.ws_version {
             Some(b"13") => {}
             Some(b"") => return Err(Rejection::BadRequest("repeated Sec-WebSocket-Version")),
-            _ => return Err(Rejection::UpgradeRequired("Sec-WebSocket-Version 13 required")),
+            _ => {
+                return Err(Rejection::UpgradeRequired(
+                    "Sec-WebSocket-Version 13 required",
+                ))
+            }
         }
         // §4.2.1 item 5: a key that decodes to 16 bytes.
         let key = match req.key {
@@ -247,7 +270,10 @@ impl Routes {
 fn is_valid_key(key: &[u8]) -> bool {
     let mut decoded = [0u8; 18];
     key.len() == 24
-        && matches!(base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded), Ok(16))
+        && matches!(
+            base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded),
+            Ok(16)
+        )
 }
 
 /// Appends the 101 response: one buffer, fixed order, cookie included.
@@ -299,7 +325,10 @@ mod tests {
     fn route_of(lines: &[&str], origins: &[&str]) -> Result<(), u16> {
         let bytes = head(lines);
         let (req, _) = parse_request(&bytes).unwrap().unwrap();
-        routes(origins).route(&req).map(|_| ()).map_err(|r| r.status())
+        routes(origins)
+            .route(&req)
+            .map(|_| ())
+            .map_err(|r| r.status())
     }
 
     fn with(replace: usize, line: &str) -> Vec<&str> {
@@ -311,7 +340,10 @@ mod tests {
     #[test]
     fn rfc_accept_key() {
         // RFC 6455 §1.3.
-        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -320,7 +352,10 @@ mod tests {
         let (req, _) = parse_request(&bytes).unwrap().unwrap();
         assert_eq!(
             routes(&[]).route(&req),
-            Ok(Route::Upgrade { endpoint: Endpoint::Gateway, key: b"dGhlIHNhbXBsZSBub25jZQ==" })
+            Ok(Route::Upgrade {
+                endpoint: Endpoint::Gateway,
+                key: b"dGhlIHNhbXBsZSBub25jZQ=="
+            })
         );
     }
 
@@ -338,7 +373,10 @@ mod tests {
             (with(4, "X-No-Key: 1"), 400),
             (with(5, "Sec-WebSocket-Version: 8"), 426),
             (with(5, "X-No-Version: 1"), 426),
-            ([&BASE[..], &["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]].concat(), 400),
+            (
+                [&BASE[..], &["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]].concat(),
+                400,
+            ),
             ([&BASE[..], &["Origin: https://evil.example"]].concat(), 403),
             ([&BASE[..], &["Origin: null"]].concat(), 403),
         ];
@@ -361,24 +399,45 @@ mod tests {
         assert!(ok("http://localhost:8080", "localhost:8080", &[]));
         assert!(!ok("http://localhost:8081", "localhost:8080", &[]));
         assert!(!ok("https://app.example.com", "gw.example.com", &[]));
-        assert!(ok("https://app.example.com", "gw.example.com", &["https://app.example.com"]));
+        assert!(ok(
+            "https://app.example.com",
+            "gw.example.com",
+            &["https://app.example.com"]
+        ));
         assert!(ok("https://other.example", "gw.example.com", &["*"]));
-        assert!(route_of(&BASE, &[]).is_ok(), "no Origin: non-browser client passes");
+        assert!(
+            route_of(&BASE, &[]).is_ok(),
+            "no Origin: non-browser client passes"
+        );
     }
 
     #[test]
     fn health_and_session_routes() {
-        assert_eq!(route_of(&["GET /ws-health HTTP/1.1", "Host: a"], &[]), Ok(()));
+        assert_eq!(
+            route_of(&["GET /ws-health HTTP/1.1", "Host: a"], &[]),
+            Ok(())
+        );
         assert_eq!(route_of(&["GET /ws-health HTTP/1.0"], &[]), Ok(()));
-        assert_eq!(route_of(&["DELETE /ws-health HTTP/1.1", "Host: a"], &[]), Err(405));
-        assert_eq!(route_of(&["GET /ws-session HTTP/1.1", "Host: a"], &[]), Ok(()));
+        assert_eq!(
+            route_of(&["DELETE /ws-health HTTP/1.1", "Host: a"], &[]),
+            Err(405)
+        );
+        assert_eq!(
+            route_of(&["GET /ws-session HTTP/1.1", "Host: a"], &[]),
+            Ok(())
+        );
     }
 
     #[test]
     fn response_101_is_byte_exact() {
         let id = SessionId::parse(b"0f8fad5b-d9cb-469f-a165-70867728950e").unwrap();
         let mut out = Vec::new();
-        write_101(&mut out, b"dGhlIHNhbXBsZSBub25jZQ==", &CookieSpec::new("WS_SESSION_ID", 86400, true), id);
+        write_101(
+            &mut out,
+            b"dGhlIHNhbXBsZSBub25jZQ==",
+            &CookieSpec::new("WS_SESSION_ID", 86400, true),
+            id,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -110,15 +110,22 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
     let mut req = httparse::Request::new(&mut fields);
     match req.parse(&buf[..end]) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete request head")),
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete request head"))
+        }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::HeaderName) => return Err(HeadError::Malformed("invalid header name")),
-        Err(httparse::Error::HeaderValue) => return Err(HeadError::Malformed("invalid header value")),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HeadError::Malformed("invalid header name"))
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(HeadError::Malformed("invalid header value"))
+        }
         Err(httparse::Error::Version) => return Err(HeadError::Malformed("invalid HTTP version")),
         Err(httparse::Error::Token) => return Err(HeadError::Malformed("invalid method")),
         Err(_) => return Err(HeadError::Malformed("invalid request line")),
     }
-    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
         return Err(HeadError::Malformed("invalid request line"));
     };
     let path = target.split('?').next().unwrap_or(target);
@@ -170,12 +177,20 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
 
 /// Whether a comma-separated field value lists `token` (case-insensitive).
 fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(token))
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token))
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -187,7 +202,11 @@ pub fn write_response(out: &mut Vec<u8>, status: u16, extra_headers: &[(&str, &s
         let _ = write!(out, "{name}: {value}\r\n");
     }
     if status != 204 {
-        let _ = write!(out, "Content-Type: text/plain\r\nContent-Length: {}\r\n", body.len());
+        let _ = write!(
+            out,
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+            body.len()
+        );
     }
     out.extend_from_slice(b"Cache-Control: no-store\r\nConnection: close\r\n\r\n");
     if status != 204 {
@@ -234,17 +253,26 @@ Sec-WebSocket-Version: 13\r\nOrigin: http://example.com\r\nCookie: a=1\r\nCookie
         assert_eq!(req.key, KeyField::One(b"dGhlIHNhbXBsZSBub25jZQ=="));
         assert_eq!(req.ws_version, Some(&b"13"[..]));
         assert_eq!(req.origin, Some(&b"http://example.com"[..]));
-        assert_eq!(req.cookie_headers().collect::<Vec<_>>(), [&b"a=1"[..], b"b=2"]);
+        assert_eq!(
+            req.cookie_headers().collect::<Vec<_>>(),
+            [&b"a=1"[..], b"b=2"]
+        );
     }
 
     #[test]
     fn every_prefix_needs_more_and_trailing_bytes_are_not_consumed() {
         for end in 0..UPGRADE.len() {
-            assert!(parse_request(&UPGRADE[..end]).unwrap().is_none(), "end={end}");
+            assert!(
+                parse_request(&UPGRADE[..end]).unwrap().is_none(),
+                "end={end}"
+            );
         }
         let mut with_frame = UPGRADE.to_vec();
         with_frame.extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
-        assert_eq!(parse_request(&with_frame).unwrap().unwrap().1, UPGRADE.len());
+        assert_eq!(
+            parse_request(&with_frame).unwrap().unwrap().1,
+            UPGRADE.len()
+        );
     }
 
     #[test]

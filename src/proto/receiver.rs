@@ -103,7 +103,11 @@ impl Receiver {
         };
         if !h.opcode.is_control() {
             // Fail on size from the header alone, before any payload is buffered.
-            let before = if h.opcode == OpCode::Continuation { self.assembled.len() } else { 0 };
+            let before = if h.opcode == OpCode::Continuation {
+                self.assembled.len()
+            } else {
+                0
+            };
             if h.payload_len > (self.max_message - before) as u64 {
                 return Err(ProtocolError::MessageTooBig);
             }
@@ -121,12 +125,16 @@ impl Receiver {
             let fresh = &mut payload[self.progress..];
             apply_mask(fresh, h.mask, self.progress);
             if text {
-                self.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8
+                    .feed(fresh)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             self.progress = arrived;
         }
         if arrived < payload_len {
-            return Ok(Step::NeedMore { frame_len: Some(frame_len) });
+            return Ok(Step::NeedMore {
+                frame_len: Some(frame_len),
+            });
         }
         self.progress = 0;
 
@@ -164,7 +172,10 @@ impl Receiver {
                 }
             }
         };
-        Ok(Step::Frame { consumed: frame_len, event })
+        Ok(Step::Frame {
+            consumed: frame_len,
+            event,
+        })
     }
 }
 
@@ -178,7 +189,8 @@ fn parse_close(payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
             if !code.is_valid_on_wire() {
                 return Err(ProtocolError::InvalidCloseCode(code.0));
             }
-            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason =
+                std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok(Event::Close(Some(code), reason))
         }
     }
@@ -255,7 +267,9 @@ mod tests {
     fn sample_stream() -> (Vec<u8>, Vec<Owned>) {
         let mut s = Vec::new();
         // RFC 6455 §5.7 masked "Hello".
-        s.extend_from_slice(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        s.extend_from_slice(&[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ]);
         // Fragmented text "Hel" + "lo €" with a ping in between (§5.4 allows it).
         s.extend(client_frame(false, 0x1, b"Hel"));
         s.extend(client_frame(true, 0x9, b"ping!"));
@@ -295,7 +309,8 @@ mod tests {
         let (s, expected) = sample_stream();
         for a in 0..=s.len() {
             for b in a..=s.len() {
-                let got = drive(&mut Receiver::new(1 << 20), &[&s[..a], &s[a..b], &s[b..]]).unwrap();
+                let got =
+                    drive(&mut Receiver::new(1 << 20), &[&s[..a], &s[a..b], &s[b..]]).unwrap();
                 assert_eq!(got, expected, "a={a} b={b}");
             }
         }
@@ -305,7 +320,10 @@ mod tests {
     fn byte_by_byte() {
         let (s, expected) = sample_stream();
         let chunks: Vec<&[u8]> = s.chunks(1).collect();
-        assert_eq!(drive(&mut Receiver::new(1 << 20), &chunks).unwrap(), expected);
+        assert_eq!(
+            drive(&mut Receiver::new(1 << 20), &chunks).unwrap(),
+            expected
+        );
     }
 
     #[test]
@@ -323,9 +341,17 @@ mod tests {
         let f = client_frame(true, 0x2, &[1u8; 1000]);
         let mut buf = f[..10].to_vec();
         let mut rx = Receiver::new(1 << 20);
-        assert_eq!(rx.step(&mut buf).unwrap(), Step::NeedMore { frame_len: Some(1008) });
+        assert_eq!(
+            rx.step(&mut buf).unwrap(),
+            Step::NeedMore {
+                frame_len: Some(1008)
+            }
+        );
         let mut buf = f[..1].to_vec();
-        assert_eq!(rx.step(&mut buf).unwrap(), Step::NeedMore { frame_len: None });
+        assert_eq!(
+            rx.step(&mut buf).unwrap(),
+            Step::NeedMore { frame_len: None }
+        );
     }
 
     #[test]
@@ -335,20 +361,64 @@ mod tests {
         let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
             (vec![0x81, 0x00], UnmaskedFrameFromClient, 1002),
             (client_frame(true, 0x0, b"x"), UnexpectedContinuation, 1002),
-            ([client_frame(false, 0x1, b"a"), client_frame(true, 0x1, b"b")].concat(), ExpectedContinuation, 1002),
-            (client_frame(true, 0x1, b"\xce\xba\xed\xa0\x80"), InvalidUtf8, 1007),
-            ([client_frame(false, 0x1, b"a"), client_frame(true, 0x0, b"\xe2\x82")].concat(), InvalidUtf8, 1007),
+            (
+                [
+                    client_frame(false, 0x1, b"a"),
+                    client_frame(true, 0x1, b"b"),
+                ]
+                .concat(),
+                ExpectedContinuation,
+                1002,
+            ),
+            (
+                client_frame(true, 0x1, b"\xce\xba\xed\xa0\x80"),
+                InvalidUtf8,
+                1007,
+            ),
+            (
+                [
+                    client_frame(false, 0x1, b"a"),
+                    client_frame(true, 0x0, b"\xe2\x82"),
+                ]
+                .concat(),
+                InvalidUtf8,
+                1007,
+            ),
             (client_frame(true, 0x8, b"\x03"), CloseFrameOneByte, 1002),
-            (client_frame(true, 0x8, &1005u16.to_be_bytes()), InvalidCloseCode(1005), 1002),
-            (client_frame(true, 0x8, &999u16.to_be_bytes()), InvalidCloseCode(999), 1002),
+            (
+                client_frame(true, 0x8, &1005u16.to_be_bytes()),
+                InvalidCloseCode(1005),
+                1002,
+            ),
+            (
+                client_frame(true, 0x8, &999u16.to_be_bytes()),
+                InvalidCloseCode(999),
+                1002,
+            ),
             (client_frame(true, 0x8, b"\x03\xe8\xff"), InvalidUtf8, 1007),
             (too_big, MessageTooBig, 1009),
-            ([client_frame(false, 0x2, &[0u8; 60]), client_frame(true, 0x0, &[0u8; 41])].concat(), MessageTooBig, 1009),
-            (client_frame(true, 0x9, &[0u8; 126]), ControlFrameTooLong, 1002),
+            (
+                [
+                    client_frame(false, 0x2, &[0u8; 60]),
+                    client_frame(true, 0x0, &[0u8; 41]),
+                ]
+                .concat(),
+                MessageTooBig,
+                1009,
+            ),
+            (
+                client_frame(true, 0x9, &[0u8; 126]),
+                ControlFrameTooLong,
+                1002,
+            ),
             (client_frame(false, 0x9, b""), FragmentedControlFrame, 1002),
             (client_frame(true, 0x3, b""), ReservedOpcode(3), 1002),
             (client_frame(true, 0xB, b""), ReservedOpcode(0xB), 1002),
-            ([&[0x91u8][..], &client_frame(true, 0x1, b"")[1..]].concat(), ReservedBitsSet, 1002),
+            (
+                [&[0x91u8][..], &client_frame(true, 0x1, b"")[1..]].concat(),
+                ReservedBitsSet,
+                1002,
+            ),
         ];
         for (bytes, err, code) in cases {
             let got = drive(&mut Receiver::new(100), &[&bytes]);
@@ -365,16 +435,26 @@ mod tests {
         payload.extend_from_slice(&[b'a'; 1000]);
         let f = client_frame(true, 0x1, &payload);
         let mut head = f[..8 + 13].to_vec(); // 8-byte header (16-bit length), 13 payload bytes
-        assert_eq!(Receiver::new(1 << 20).step(&mut head), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            Receiver::new(1 << 20).step(&mut head),
+            Err(ProtocolError::InvalidUtf8)
+        );
     }
 
     #[test]
     fn fragmented_message_buffer_is_freed_after_delivery() {
         let mut rx = Receiver::new(1 << 20);
-        let s = [client_frame(false, 0x2, &[1u8; 5000]), client_frame(true, 0x0, &[2u8; 5000])].concat();
+        let s = [
+            client_frame(false, 0x2, &[1u8; 5000]),
+            client_frame(true, 0x0, &[2u8; 5000]),
+        ]
+        .concat();
         assert_eq!(drive(&mut rx, &[&s]).unwrap().len(), 1);
         let mut empty = Vec::new();
-        assert_eq!(rx.step(&mut empty).unwrap(), Step::NeedMore { frame_len: None });
+        assert_eq!(
+            rx.step(&mut empty).unwrap(),
+            Step::NeedMore { frame_len: None }
+        );
         assert_eq!(rx.assembled.capacity(), 0);
         assert!(rx.is_idle());
     }

@@ -19,7 +19,10 @@ pub struct InvalidUtf8;
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub const fn new() -> Self {
-        Utf8Validator { carry: [0; 4], carry_len: 0 }
+        Utf8Validator {
+            carry: [0; 4],
+            carry_len: 0,
+        }
     }
 
     /// Feeds the next bytes of the message.
@@ -117,14 +120,18 @@ mod tests {
     fn invalid_sequences_fail_at_every_split_point() {
         let cases: &[&[u8]] = &[
             b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited", // surrogate
-            b"\xf4\x90\x80\x80",                                              // > U+10FFFF
-            b"\xc0\xaf",                                                      // overlong
+            b"\xf4\x90\x80\x80",                                               // > U+10FFFF
+            b"\xc0\xaf",                                                       // overlong
             b"abc\xff",
             b"\x80",
         ];
         for case in cases {
             for split in 0..=case.len() {
-                assert_eq!(validate_split(case, split), Err(InvalidUtf8), "{case:?} split={split}");
+                assert_eq!(
+                    validate_split(case, split),
+                    Err(InvalidUtf8),
+                    "{case:?} split={split}"
+                );
             }
         }
     }
