@@ -52,7 +52,10 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
 fn route(method: &str, path: &str, shared: &Shared) -> Vec<u8> {
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = shared.metrics.render(&shared.node_id);
+            let body = shared.metrics.render(
+                &shared.node_id,
+                shared.draining.load(std::sync::atomic::Ordering::Relaxed),
+            );
             let mut out = Vec::with_capacity(body.len() + 200);
             write_response(&mut out, 200, &[], &body);
             out

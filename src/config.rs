@@ -50,6 +50,19 @@ pub struct Config {
     #[arg(long, env = "WSGATE_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// Time from SIGTERM to exit; keep it below the balancer's
+    /// `deregistration_delay` and the orchestrator's grace period.
+    #[arg(long, env = "WSGATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A connection silent this long gets a ping; keep it below the balancer's idle timeout.
+    #[arg(long, env = "WSGATE_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// No pong or data this long after a ping closes the connection.
+    #[arg(long, env = "WSGATE_PONG_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub pong_timeout: Duration,
+
     /// Time allowed for a client to send its request head.
     #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -61,6 +74,11 @@ pub struct Config {
     /// Largest message accepted; beyond, close 1009.
     #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub max_message_size: usize,
+
+    /// Bytes queued for one peer (pongs included) before it is no longer
+    /// read from (echo) or is closed as a slow consumer (fan-out).
+    #[arg(long, env = "WSGATE_MAX_BACKPRESSURE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_backpressure: usize,
 
     /// Browser origins allowed to connect, repeatable; `*` allows any
     /// [default: same-origin only; requests without `Origin` pass].
@@ -133,6 +151,21 @@ impl Config {
         }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than 0".into());
+        }
+        if self.drain_timeout.is_zero() {
+            return Err("--drain-timeout must be greater than 0".into());
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return Err("--ping-interval and --pong-timeout must be greater than 0".into());
+        }
+        if self.pong_timeout >= self.ping_interval {
+            return Err(format!(
+                "--pong-timeout {:?} must be shorter than --ping-interval {:?}",
+                self.pong_timeout, self.ping_interval
+            ));
+        }
+        if self.max_backpressure < 1024 {
+            return Err("--max-backpressure must be at least 1KiB".into());
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
@@ -277,6 +310,8 @@ mod tests {
             &["wsgate", "--node-id", "has space"],
             &["wsgate", "--allowed-origin", "example.com"],
             &["wsgate", "--handshake-timeout", "0s"],
+            &["wsgate", "--ping-interval", "5s", "--pong-timeout", "5s"],
+            &["wsgate", "--drain-timeout", "0s"],
         ] {
             let c = Config::try_parse_from(args).unwrap();
             assert!(c.validate().is_err(), "{args:?}");

@@ -16,6 +16,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use monoio::time::{timeout_at, Instant};
 
+use crate::conns::ConnEntry;
 use crate::log::{self, Level, Quoted};
 use crate::proto::cookie::{find_session, SessionId};
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
@@ -102,6 +103,8 @@ struct Ws {
     /// Full length of that frame, when its header has arrived.
     need: usize,
     phase: Phase,
+    /// What the core knows of this connection (heartbeat, drain).
+    entry: Rc<ConnEntry>,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -190,29 +193,43 @@ impl Conn {
     fn send_now(&self, batch: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         if !out.is_empty() {
             out.extend_from_slice(batch);
-            return Ok(());
+            return self.try_flush(out);
         }
+        let sent = self.send_some(batch)?;
+        out.extend_from_slice(&batch[sent..]);
+        Ok(())
+    }
+
+    /// Sends as much of `out` as the socket takes now.
+    fn try_flush(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        let sent = self.send_some(out)?;
+        out.drain(..sent);
+        if out.is_empty() {
+            *out = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Non-blocking sends until `data` is out or the socket is full.
+    fn send_some(&self, data: &[u8]) -> io::Result<usize> {
         let mut sent = 0;
-        while sent < batch.len() {
-            match crate::sys::send(self.fd, &batch[sent..]) {
+        while sent < data.len() {
+            match crate::sys::send(self.fd, &data[sent..]) {
                 Ok(0) => break,
                 Ok(n) => sent += n,
                 Err(e) if would_block(&e) => break,
                 Err(e) => return Err(e),
             }
         }
-        out.extend_from_slice(&batch[sent..]);
-        Ok(())
+        Ok(sent)
     }
 
     /// Waits until `out` is fully sent.
     async fn flush(&self, out: &mut Vec<u8>) -> io::Result<()> {
         while !out.is_empty() {
             self.stream.writable(false).await?;
-            let pending = std::mem::take(out);
-            self.send_now(&pending, out)?;
+            self.try_flush(out)?;
         }
-        *out = Vec::new();
         Ok(())
     }
 
@@ -234,6 +251,10 @@ impl Conn {
             }
         };
         match route {
+            Route::Health if shared.is_draining() => {
+                write_response(&mut wbuf, 503, &[], "draining\n");
+                Decision::Respond
+            }
             Route::Health => {
                 write_response(&mut wbuf, 200, &[], "ok\n");
                 Decision::Respond
@@ -243,6 +264,10 @@ impl Conn {
                     .unwrap_or_else(SessionId::random);
                 write_session_204(&mut wbuf, &shared.cookie, id);
                 Decision::Respond
+            }
+            Route::Upgrade { .. } if shared.is_draining() => {
+                drop(wbuf);
+                self.reject(Rejection::Unavailable("draining"), req.forwarded_for)
             }
             Route::Upgrade { endpoint, key } => {
                 if !shared.try_acquire_connection() {
@@ -254,6 +279,10 @@ impl Conn {
                 }
                 let known = find_session(req.cookie_headers(), &shared.config.cookie_name);
                 let session = known.unwrap_or_else(SessionId::random);
+                if known.is_some() {
+                    // Nothing outlives a socket yet, so a cookie never finds its session here.
+                    self.core.stats.sticky_miss();
+                }
                 write_101(&mut wbuf, key, &shared.cookie, session);
                 self.core.stats.connection_opened();
                 log::emit(
@@ -299,40 +328,81 @@ impl Conn {
     /// Runs an upgraded connection until it closes.
     async fn websocket(&self, up: Upgraded, mut out: Vec<u8>) {
         let shared = self.core.shared.clone();
+        let registration = self.core.conns.register(self.fd, self.core.now());
         let mut ws = Ws {
             endpoint: up.endpoint,
             rx: Receiver::new(shared.config.max_message_size),
             inbuf: up.early,
             need: 0,
             phase: Phase::Open,
+            entry: registration.entry.clone(),
         };
         let _ = up.session; // sessions arrive with the gateway protocol
+        self.note_output(&ws.entry, &out);
         if !ws.inbuf.is_empty() {
             // A client may send its first frames right behind the request head.
             self.pump(&mut ws, &mut out, false);
         }
+        let max_backpressure = shared.config.max_backpressure;
         while ws.phase == Phase::Open {
-            if !out.is_empty() {
-                // Back-pressure: read nothing more until the peer takes what it is owed.
-                if self.flush(&mut out).await.is_err() {
-                    ws.phase = Phase::Gone;
-                }
-                continue;
-            }
-            if self.stream.readable(false).await.is_err() {
+            if ws.entry.cut.get() {
                 ws.phase = Phase::Gone;
                 break;
             }
-            self.pump(&mut ws, &mut out, true);
+            if out.is_empty() {
+                if let Some((code, reason)) = ws.entry.close_wanted.take() {
+                    // A close the core asked for while our output was queued.
+                    encode_close(&mut out, code, reason);
+                    ws.entry.close_sent.set(code);
+                    if self.try_flush(&mut out).is_err() {
+                        ws.phase = Phase::Gone;
+                        break;
+                    }
+                }
+            }
+            // Read while the peer owes us less than --max-backpressure;
+            // beyond it, only wait for the peer to take its output.
+            let readable = if out.is_empty() {
+                self.stream.readable(false).await.map(|_| true)
+            } else if out.len() >= max_backpressure {
+                self.stream.writable(false).await.map(|_| false)
+            } else {
+                monoio::select! {
+                    r = self.stream.readable(false) => r.map(|_| true),
+                    w = self.stream.writable(false) => w.map(|_| false),
+                }
+            };
+            match readable {
+                Ok(true) => self.pump(&mut ws, &mut out, true),
+                Ok(false) => {
+                    if self.try_flush(&mut out).is_err() {
+                        ws.phase = Phase::Gone;
+                    }
+                }
+                Err(_) => ws.phase = Phase::Gone,
+            }
+            self.note_output(&ws.entry, &out);
         }
-        let code = match ws.phase {
-            Phase::CloseReceived(code) | Phase::Failed(code) => code,
-            _ => 1006,
+        let code = match (ws.phase, ws.entry.close_sent.get()) {
+            (Phase::Gone, _) => 1006,
+            (_, sent) if sent != 0 => sent,
+            (Phase::CloseReceived(code) | Phase::Failed(code), _) => code,
+            (Phase::Open, _) => 1006,
         };
         self.core.stats.closed_with(code);
         self.core.stats.connection_closed();
         shared.release_connection();
         self.linger_close(out).await;
+        drop(registration);
+    }
+
+    /// Tells the core whether output is waiting on the peer, and since when.
+    fn note_output(&self, entry: &ConnEntry, out: &[u8]) {
+        if out.is_empty() {
+            entry.out_since.set(0);
+        } else if entry.out_since.get() == 0 {
+            entry.out_since.set(self.core.now());
+        }
     }
 
     /// Reads what the socket has (if `read`; else only the bytes already
@@ -391,6 +461,9 @@ impl Conn {
                 return true;
             }
         };
+        // Any inbound traffic is proof of life (and answers a pending ping).
+        ws.entry.last_seen.set(self.core.now());
+        ws.entry.ping_sent.set(0);
         if direct {
             process_inbuf(ws, wbuf, stats);
         } else {
@@ -453,6 +526,8 @@ fn process(
     stats: &crate::metrics::CoreStats,
 ) -> usize {
     let mut used = 0;
+    // After our close frame (drain), nothing but the peer's close matters (§5.5.1).
+    let closing = ws.entry.close_sent.get() != 0;
     let (mut messages_in, mut bytes_in, mut messages_out, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
     while ws.phase == Phase::Open {
         match ws.rx.step(&mut data[used..]) {
@@ -468,7 +543,7 @@ fn process(
                     Event::Text(payload) | Event::Binary(payload) => {
                         messages_in += 1;
                         bytes_in += payload.len() as u64;
-                        if ws.endpoint == Endpoint::Echo {
+                        if ws.endpoint == Endpoint::Echo && !closing {
                             let opcode = if matches!(event, Event::Text(_)) {
                                 OpCode::Text
                             } else {
@@ -480,9 +555,13 @@ fn process(
                         }
                     }
                     // §5.5.2: a pong with the same application data.
-                    Event::Ping(payload) => encode_frame(out, OpCode::Pong, payload),
+                    Event::Ping(payload) if !closing => encode_frame(out, OpCode::Pong, payload),
+                    Event::Ping(_) => {}
                     Event::Pong(_) => {}
                     // §5.5.1: answer with a close, echoing the status code.
+                    Event::Close(code, _) if closing => {
+                        ws.phase = Phase::CloseReceived(code.map_or(1005, |c| c.0));
+                    }
                     Event::Close(code, _) => {
                         match code {
                             Some(code) => encode_close(out, code.0, ""),

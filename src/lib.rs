@@ -12,14 +12,19 @@
 //!   parses them and calls [`server::run`].
 //! - [`server`]: one pinned monoio runtime per CPU and its accept loop.
 //! - [`connection`]: the only socket code of a client connection.
+//! - [`conns`]: the per-core registry of open connections; [`heartbeat`]:
+//!   pings and dead-peer cuts; [`shutdown`]: SIGTERM and the drain.
 //! - [`admin`]: the admin listener; [`metrics`]: per-core counters.
 //! - [`log`]: `key=value` log lines; [`sys`]: the raw system calls.
 
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod conns;
+pub mod heartbeat;
 pub mod log;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod shutdown;
 pub mod sys;

@@ -28,6 +28,10 @@ pub struct CoreStats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     closes: [AtomicU64; CLOSE_CODES.len()],
+    sticky_hits: AtomicU64,
+    sticky_misses: AtomicU64,
+    slow_consumer_closes: AtomicU64,
+    heartbeat_timeouts: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -81,6 +85,29 @@ impl CoreStats {
     }
 }
 
+impl CoreStats {
+    /// An upgrade carried a valid cookie for a session this node has.
+    pub fn sticky_hit(&self) {
+        bump(&self.sticky_hits, 1);
+    }
+
+    /// An upgrade carried a valid cookie for a session this node does not
+    /// know: routing drift, or a session that expired.
+    pub fn sticky_miss(&self) {
+        bump(&self.sticky_misses, 1);
+    }
+
+    /// A peer was closed for not taking its output.
+    pub fn slow_consumer_close(&self) {
+        bump(&self.slow_consumer_closes, 1);
+    }
+
+    /// A peer was cut for not answering a ping.
+    pub fn heartbeat_timeout(&self) {
+        bump(&self.heartbeat_timeouts, 1);
+    }
+}
+
 /// All cores' counters.
 pub struct Metrics {
     cores: Vec<Arc<CoreStats>>,
@@ -104,7 +131,7 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text exposition format.
-    pub fn render(&self, node: &str) -> String {
+    pub fn render(&self, node: &str, draining: bool) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(out, "# HELP wsgate_connections_active Open WebSocket connections per core.\n# TYPE wsgate_connections_active gauge");
         for (i, c) in self.cores.iter().enumerate() {
@@ -157,6 +184,35 @@ impl Metrics {
                 self.sum(|c| &c.closes[i])
             );
         }
+        let _ = writeln!(out, "# HELP wsgate_sticky_hits_total Upgrades whose cookie named a session this node has.\n# TYPE wsgate_sticky_hits_total counter");
+        let _ = writeln!(
+            out,
+            "wsgate_sticky_hits_total {}",
+            self.sum(|c| &c.sticky_hits)
+        );
+        let _ = writeln!(out, "# HELP wsgate_sticky_misses_total Upgrades whose valid cookie named a session this node does not have (routing drift).\n# TYPE wsgate_sticky_misses_total counter");
+        let _ = writeln!(
+            out,
+            "wsgate_sticky_misses_total {}",
+            self.sum(|c| &c.sticky_misses)
+        );
+        let _ = writeln!(out, "# HELP wsgate_slow_consumer_closes_total Connections closed for not reading their output.\n# TYPE wsgate_slow_consumer_closes_total counter");
+        let _ = writeln!(
+            out,
+            "wsgate_slow_consumer_closes_total {}",
+            self.sum(|c| &c.slow_consumer_closes)
+        );
+        let _ = writeln!(out, "# HELP wsgate_heartbeat_timeouts_total Connections cut for not answering a ping in time.\n# TYPE wsgate_heartbeat_timeouts_total counter");
+        let _ = writeln!(
+            out,
+            "wsgate_heartbeat_timeouts_total {}",
+            self.sum(|c| &c.heartbeat_timeouts)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wsgate_draining 1 from SIGTERM until exit.\n# TYPE wsgate_draining gauge"
+        );
+        let _ = writeln!(out, "wsgate_draining {}", u8::from(draining));
         let _ = writeln!(out, "# HELP wsgate_io_driver The io driver in use (1 for the active one).\n# TYPE wsgate_io_driver gauge");
         let uring = self
             .cores

@@ -1,10 +1,12 @@
 //! Process start: one pinned monoio runtime per CPU, each with its own
 //! `SO_REUSEPORT` listener and accept loop (DESIGN §9).
 
+use std::cell::Cell;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -12,10 +14,12 @@ use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::config::Config;
 use crate::connection;
+use crate::conns::Registry;
 use crate::log::{self, Level};
 use crate::metrics::{CoreStats, Metrics};
 use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::{OriginPolicy, Routes};
+use crate::shutdown;
 use crate::sys;
 
 /// The built-in route that only sets the cookie (204).
@@ -57,6 +61,8 @@ pub struct Shared {
     pub active: AtomicUsize,
     /// Per-core counters.
     pub metrics: Metrics,
+    /// Set once by the signal thread: health and upgrades answer 503.
+    pub draining: AtomicBool,
 }
 
 /// What one core owns: its index, the shared state and its scratch buffers.
@@ -71,6 +77,26 @@ pub struct Core {
     pub read_buf: RefCell<Box<[u8]>>,
     /// Output batch of the connection being served right now.
     pub write_buf: RefCell<Vec<u8>>,
+    /// This core's open WebSocket connections.
+    pub conns: Registry,
+    /// This core has started draining.
+    pub draining: Cell<bool>,
+    epoch: std::time::Instant,
+    now_ms: Cell<u64>,
+}
+
+impl Core {
+    /// Coarse time in milliseconds (never 0), advanced by [`Core::tick`].
+    pub fn now(&self) -> u64 {
+        self.now_ms.get()
+    }
+
+    /// Reads the clock into the coarse time and returns it.
+    pub fn tick(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.now_ms.set(now);
+        now
+    }
 }
 
 /// A fatal start-up problem (exit code 2).
@@ -79,6 +105,8 @@ pub struct StartError(pub String);
 
 /// Starts every core and serves until the process ends.
 pub fn run(config: Config) -> Result<(), StartError> {
+    // Before any thread exists, so every thread inherits the mask.
+    shutdown::block_signals();
     let cpus = sys::allowed_cpus().map_err(|e| StartError(format!("sched_getaffinity: {e}")))?;
     let cores = config.cores.unwrap_or(cpus.len());
     if cores > cpus.len() {
@@ -111,17 +139,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
         node_id,
         active: AtomicUsize::new(0),
         metrics: Metrics::new(cores),
+        draining: AtomicBool::new(false),
     });
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, Driver, SocketAddr), String>>();
     let mut threads = Vec::with_capacity(cores);
+    let mut rings = Vec::with_capacity(cores);
     for (index, &cpu) in cpus.iter().enumerate().take(cores) {
+        let (ring, bell) =
+            shutdown::doorbell().map_err(|e| StartError(format!("doorbell: {e}")))?;
+        rings.push(ring);
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let admin = (index == 0).then_some(admin);
         let thread = std::thread::Builder::new()
             .name(format!("wsgate-core-{index}"))
-            .spawn(move || core_main(index, cpu, listen, admin, shared, ready))
+            .spawn(move || core_main(index, cpu, listen, admin, shared, bell, ready))
             .map_err(|e| StartError(format!("spawning core {index}: {e}")))?;
         threads.push(thread);
     }
@@ -155,9 +188,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
             &[("fallback", &"epoll")],
         );
     }
+    shutdown::spawn_signal_thread(shared.clone(), rings);
     for t in threads {
         let _ = t.join();
     }
+    log::emit(Level::Info, "exit", &[("code", &0)]);
     Ok(())
 }
 
@@ -193,6 +228,7 @@ fn core_main(
     listen: SocketAddr,
     admin: Option<SocketAddr>,
     shared: Arc<Shared>,
+    bell: StdUnixStream,
     ready: Ready,
 ) {
     if let Err(e) = sys::pin_current_thread(cpu) {
@@ -217,13 +253,24 @@ fn core_main(
         stats,
         read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
         write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
+        conns: Registry::default(),
+        draining: Cell::new(false),
+        epoch: std::time::Instant::now(),
+        now_ms: Cell::new(1),
     });
     match rt {
         monoio::FusionRuntime::Uring(mut rt) => {
-            rt.block_on(serve_core(core, Driver::IoUring, listen, admin, ready));
+            rt.block_on(serve_core(
+                core,
+                Driver::IoUring,
+                listen,
+                admin,
+                bell,
+                ready,
+            ));
         }
         monoio::FusionRuntime::Legacy(mut rt) => {
-            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, ready));
+            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, bell, ready));
         }
     }
 }
@@ -233,6 +280,7 @@ async fn serve_core(
     driver: Driver,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
+    bell: StdUnixStream,
     ready: Ready,
 ) {
     core.stats.set_driver(driver);
@@ -264,7 +312,14 @@ async fn serve_core(
     }
     let _ = ready.send(Ok((core.index, driver, listen)));
     drop(ready);
-    accept_loop(listener, core).await;
+    core.tick();
+    monoio::spawn(crate::heartbeat::run(core.clone()));
+    // Serve until this core's drain is over; returning ends the runtime.
+    let drained = shutdown::drain(core.clone(), bell);
+    monoio::select! {
+        _ = accept_loop(listener, core.clone()) => {}
+        _ = drained => {}
+    }
 }
 
 async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
@@ -287,6 +342,11 @@ async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
 }
 
 impl Shared {
+    /// Whether the process is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// Takes a connection slot if under `--max-connections`.
     pub fn try_acquire_connection(&self) -> bool {
         let before = self.active.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,164 @@
+//! Where an open connection is known to its core: the per-core registry that
+//! the heartbeat sweeper and the drain walk, and the small shared record
+//! through which they act on a connection without waking its task.
+//!
+//! Everything here is core-local (`Rc`, `Cell`): no locks, no atomics.
+
+use std::cell::{Cell, RefCell};
+use std::net::Shutdown;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use crate::proto::frame::{encode_close, encode_frame, OpCode};
+use crate::sys;
+
+/// The part of a connection that its core may look at and act on.
+pub struct ConnEntry {
+    fd: RawFd,
+    /// Coarse time (ms) of the last inbound bytes.
+    pub last_seen: Cell<u64>,
+    /// Coarse time a heartbeat ping was sent; 0 when none is outstanding.
+    pub ping_sent: Cell<u64>,
+    /// Coarse time output started waiting on the peer; 0 when none is queued.
+    pub out_since: Cell<u64>,
+    /// The code of the close frame sent on the core's behalf; 0 when none.
+    pub close_sent: Cell<u16>,
+    /// A close the connection task must send once its queued output is out.
+    pub close_wanted: Cell<Option<(u16, &'static str)>>,
+    /// The socket was shut down by the core (dead peer, drain deadline).
+    pub cut: Cell<bool>,
+}
+
+impl ConnEntry {
+    /// Whether the connection task has output queued (a frame may be half-sent).
+    pub fn output_pending(&self) -> bool {
+        self.out_since.get() != 0
+    }
+
+    /// Sends a ping now, unless output is queued. A peer whose socket cannot
+    /// take two bytes is not reading: it is cut.
+    pub fn send_ping(&self, now: u64) {
+        if self.output_pending() || self.cut.get() || self.close_sent.get() != 0 {
+            return;
+        }
+        let mut frame = Vec::with_capacity(2);
+        encode_frame(&mut frame, OpCode::Ping, &[]);
+        if self.send_whole(&frame) {
+            self.ping_sent.set(now);
+        }
+    }
+
+    /// Starts a close handshake with `code`: sent now if nothing is queued,
+    /// otherwise by the connection task right after its queued output.
+    pub fn request_close(&self, code: u16, reason: &'static str) {
+        if self.cut.get() || self.close_sent.get() != 0 {
+            return;
+        }
+        if self.output_pending() {
+            self.close_wanted.set(Some((code, reason)));
+            return;
+        }
+        let mut frame = Vec::with_capacity(32);
+        encode_close(&mut frame, code, reason);
+        if self.send_whole(&frame) {
+            self.close_sent.set(code);
+        }
+    }
+
+    /// Shuts the socket down; the connection task then sees end of stream.
+    pub fn cut(&self) {
+        if !self.cut.replace(true) {
+            sys::shutdown(self.fd, Shutdown::Both);
+        }
+    }
+
+    /// Sends a small control frame in one piece, or cuts the connection: a
+    /// partial control frame could never be completed without the task.
+    fn send_whole(&self, frame: &[u8]) -> bool {
+        match sys::send(self.fd, frame) {
+            Ok(n) if n == frame.len() => true,
+            _ => {
+                self.cut();
+                false
+            }
+        }
+    }
+}
+
+/// One core's open WebSocket connections.
+#[derive(Default)]
+pub struct Registry {
+    slots: RefCell<Vec<Option<Rc<ConnEntry>>>>,
+    free: RefCell<Vec<usize>>,
+    len: Cell<usize>,
+}
+
+/// Removes its connection from the registry when dropped.
+pub struct Registration<'a> {
+    registry: &'a Registry,
+    slot: usize,
+    /// The registered entry.
+    pub entry: Rc<ConnEntry>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.registry.slots.borrow_mut()[self.slot] = None;
+        self.registry.free.borrow_mut().push(self.slot);
+        self.registry.len.set(self.registry.len.get() - 1);
+    }
+}
+
+impl Registry {
+    /// Registers a connection on socket `fd`, seen at coarse time `now`.
+    pub fn register(&self, fd: RawFd, now: u64) -> Registration<'_> {
+        let entry = Rc::new(ConnEntry {
+            fd,
+            last_seen: Cell::new(now),
+            ping_sent: Cell::new(0),
+            out_since: Cell::new(0),
+            close_sent: Cell::new(0),
+            close_wanted: Cell::new(None),
+            cut: Cell::new(false),
+        });
+        let mut slots = self.slots.borrow_mut();
+        let slot = match self.free.borrow_mut().pop() {
+            Some(slot) => {
+                slots[slot] = Some(entry.clone());
+                slot
+            }
+            None => {
+                slots.push(Some(entry.clone()));
+                slots.len() - 1
+            }
+        };
+        self.len.set(self.len.get() + 1);
+        Registration {
+            registry: self,
+            slot,
+            entry,
+        }
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.len.get()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len.get() == 0
+    }
+
+    /// Calls `f` on every open connection.
+    pub fn for_each(&self, mut f: impl FnMut(&ConnEntry)) {
+        for entry in self.slots.borrow().iter().flatten() {
+            f(entry);
+        }
+    }
+
+    /// The open connections right now (for work spread over time).
+    pub fn snapshot(&self) -> Vec<Rc<ConnEntry>> {
+        self.slots.borrow().iter().flatten().cloned().collect()
+    }
+}
