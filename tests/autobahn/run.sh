@@ -22,7 +22,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT="$ROOT/target/autobahn"
 TEMPLATE="$HERE/fuzzingclient.json"
 EXPECTED="$HERE/expected.txt"
-VENV="${WSGATE_AUTOBAHN_VENV:-$HOME/.cache/wsgate/autobahn-venv}"
+VENV="${WSGATE_AUTOBAHN_VENV:-${HOME:-/tmp}/.cache/wsgate/autobahn-venv}"
 RUN_TIMEOUT="${WSGATE_AUTOBAHN_TIMEOUT:-1200}"
 DRIVERS="${WSGATE_AUTOBAHN_DRIVERS:-io_uring epoll}"
 CASES="${WSGATE_AUTOBAHN_CASES:-}"
@@ -50,6 +50,7 @@ die() { printf 'autobahn: ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- cleanup
 GW_PID=""
 WSTEST_PID=""
+# shellcheck disable=SC2317  # invoked from the EXIT trap
 cleanup() {
   # wstest runs under `timeout`, which forwards TERM to it.
   if [[ -n "$WSTEST_PID" ]] && kill -0 "$WSTEST_PID" 2>/dev/null; then
@@ -83,7 +84,7 @@ install_wstest() {
   [[ -x "$py27" ]] || die "Python 2.7 not found at $py27 (set WSGATE_PYTHON27)"
   log "installing wstest into $VENV (python: $py27)"
   if ! "$py27" -m virtualenv --version >/dev/null 2>&1; then
-    "$py27" -m pip install --disable-pip-version-check --no-python-version-warning -q "$VIRTUALENV_PIN"
+    "$py27" -m pip install --disable-pip-version-check -q "$VIRTUALENV_PIN"
   fi
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
@@ -142,6 +143,11 @@ start_gateway() {
   done
   GW_PORT=$(sed -nE 's/.*[[:space:]]listen="?[^ ":]*:([0-9]+).*/\1/p' <<<"$line")
   [[ -n "$GW_PORT" ]] || die "$driver: cannot parse listen= port from: $line"
+  # monoio falls back to epoll silently when io_uring is unavailable; if the
+  # gateway reports its driver, make sure we are testing the one we meant.
+  local actual
+  actual=$(sed -nE 's/.*[[:space:]]driver="?([A-Za-z_]+).*/\1/p' <<<"$line")
+  [[ -z "$actual" || "$actual" == "$driver" ]] || die "$driver: gateway runs driver=$actual, not $driver"
   local status; status=$(http_status "$GW_PORT" /ws-health)
   [[ "$status" == 200 ]] || die "$driver: GET /ws-health on :$GW_PORT answered $status, want 200"
   log "$driver: gateway pid $GW_PID listening on 127.0.0.1:$GW_PORT (ws-health 200)"
@@ -153,8 +159,7 @@ stop_gateway() {
   local pid=$GW_PID; GW_PID=""
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
     [[ "${1:-}" == quiet ]] || log "WARNING: gateway pid $pid ignored SIGTERM for 5 s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
@@ -284,9 +289,12 @@ for driver in $DRIVERS; do
 
   log "$driver: results (summary: $OUT/$driver/summary.txt, report: $OUT/$driver/index.html)"
   summarize "$driver" || status=FAILED
+  n=0
+  [[ -f "$OUT/$driver/summary.txt" ]] || { results+=("$driver FAILED"); failed=1; continue; }
   n=$(wc -l <"$OUT/$driver/summary.txt")
 
-  if [[ "$BLESS" == 1 && $blessed == 0 && $rc == 0 ]]; then
+  # Bless only a run that completed against a gateway that stayed up.
+  if [[ "$BLESS" == 1 && $blessed == 0 && $rc == 0 && $alive == 1 ]]; then
     cp "$OUT/$driver/summary.txt" "$EXPECTED"
     blessed=1
     log "$driver: BLESS wrote $EXPECTED ($n cases)"
@@ -295,8 +303,13 @@ for driver in $DRIVERS; do
     log "$driver: partial run (WSGATE_AUTOBAHN_CASES=$CASES), expected.txt diff skipped"
   elif [[ ! -f "$EXPECTED" ]]; then
     log "$driver: FAIL $EXPECTED missing (run with WSGATE_AUTOBAHN_BLESS=1)"; status=FAILED
-  elif ! diff -u --label expected.txt --label "$driver/summary.txt" "$EXPECTED" "$OUT/$driver/summary.txt"; then
-    log "$driver: FAIL results differ from expected.txt (diff above; if intended, re-bless)"; status=FAILED
+  elif ! diff -u --label expected.txt --label "$driver/summary.txt" "$EXPECTED" "$OUT/$driver/summary.txt" \
+      >"$OUT/$driver/expected.diff"; then
+    # A crashed run can differ in hundreds of lines: show the start only.
+    head -n 80 "$OUT/$driver/expected.diff"
+    log "$driver: FAIL results differ from expected.txt ($(grep -c '^[-+][0-9]' "$OUT/$driver/expected.diff") lines;" \
+      "full diff: $OUT/$driver/expected.diff; if intended, re-bless)"
+    status=FAILED
   fi
 
   [[ "$status" == OK ]] || failed=1
