@@ -252,11 +252,11 @@ impl Conn {
         };
         match route {
             Route::Health if shared.is_draining() => {
-                write_response(&mut wbuf, 503, &[], "draining\n");
+                write_response(&mut wbuf, 503, &[], "draining");
                 Decision::Respond
             }
             Route::Health => {
-                write_response(&mut wbuf, 200, &[], "ok\n");
+                write_response(&mut wbuf, 200, &[], "ok");
                 Decision::Respond
             }
             Route::Session => {

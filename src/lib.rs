@@ -22,6 +22,7 @@ pub mod config;
 pub mod connection;
 pub mod conns;
 pub mod heartbeat;
+pub mod hub;
 pub mod log;
 pub mod metrics;
 pub mod proto;

@@ -28,7 +28,16 @@ fn text_and_binary_are_echoed() {
 #[test]
 fn payload_length_encodings() {
     // (length, expected size of the extended length field in the echo)
-    let cases = [(0usize, 0usize), (1, 0), (125, 0), (126, 2), (127, 2), (65535, 2), (65536, 8), (200_000, 8)];
+    let cases = [
+        (0usize, 0usize),
+        (1, 0),
+        (125, 0),
+        (126, 2),
+        (127, 2),
+        (65535, 2),
+        (65536, 8),
+        (200_000, 8),
+    ];
     for_each_driver(&ECHO, |gw| {
         let mut c = gw.upgrade("/echo");
         for &(len, ext) in &cases {
@@ -64,9 +73,19 @@ fn fragmented_message_with_interleaved_ping() {
         let a = c.read_frame();
         let b = c.read_frame();
         let (pong, msg) = if a.opcode == OP_PONG { (a, b) } else { (b, a) };
-        assert_eq!((pong.opcode, pong.fin, pong.masked, pong.payload.as_slice()), (OP_PONG, true, false, &b"p1"[..]), "{pong:?}");
         assert_eq!(
-            (msg.opcode, msg.fin, msg.masked, msg.rsv, msg.payload.as_slice()),
+            (pong.opcode, pong.fin, pong.masked, pong.payload.as_slice()),
+            (OP_PONG, true, false, &b"p1"[..]),
+            "{pong:?}"
+        );
+        assert_eq!(
+            (
+                msg.opcode,
+                msg.fin,
+                msg.masked,
+                msg.rsv,
+                msg.payload.as_slice()
+            ),
             (OP_TEXT, true, false, 0, &b"Hello, world"[..]),
             "fragmented message must be echoed as one frame: {msg:?}"
         );
@@ -80,7 +99,11 @@ fn fragmented_message_with_interleaved_ping() {
         let b = c.read_frame();
         let (pong, msg) = if a.opcode == OP_PONG { (a, b) } else { (b, a) };
         assert_eq!((pong.opcode, pong.payload.len()), (OP_PONG, 0), "{pong:?}");
-        assert_eq!((msg.opcode, msg.fin, msg.payload.as_slice()), (OP_BINARY, true, &[1u8, 2, 3, 4, 5][..]), "{msg:?}");
+        assert_eq!(
+            (msg.opcode, msg.fin, msg.payload.as_slice()),
+            (OP_BINARY, true, &[1u8, 2, 3, 4, 5][..]),
+            "{msg:?}"
+        );
     });
 }
 
@@ -127,9 +150,17 @@ fn many_frames_in_one_write_are_all_answered_in_order() {
         c.send(&w);
         for i in 0..200 {
             if i % 10 == 5 {
-                c.expect_frame(OP_PONG, format!("ping-{i}").as_bytes(), &format!("pong #{i}"));
+                c.expect_frame(
+                    OP_PONG,
+                    format!("ping-{i}").as_bytes(),
+                    &format!("pong #{i}"),
+                );
             } else {
-                c.expect_frame(OP_TEXT, format!("msg-{i}").as_bytes(), &format!("echo #{i}"));
+                c.expect_frame(
+                    OP_TEXT,
+                    format!("msg-{i}").as_bytes(),
+                    &format!("echo #{i}"),
+                );
             }
         }
     });
@@ -175,5 +206,34 @@ fn concurrent_clients_are_echoed_independently() {
                 std::panic::resume_unwind(e);
             }
         }
+    });
+}
+
+#[test]
+fn full_duplex_volume_with_backpressure() {
+    // 100 messages of 100 KB written by one thread while another reads the
+    // echoes: the server must keep reading while its writes are blocked by a
+    // slow reader and vice versa, and must not lose or reorder anything.
+    for_each_driver(&ECHO, |gw| {
+        let c = gw.upgrade("/echo");
+        let mut writer = c.stream.try_clone().unwrap();
+        let mut reader = c;
+        const N: usize = 100;
+        const LEN: usize = 100_000;
+        let w = std::thread::spawn(move || {
+            use std::io::Write;
+            for i in 0..N {
+                let payload = vec![(i % 251) as u8; LEN];
+                writer
+                    .write_all(&frame(true, OP_BINARY, &payload))
+                    .expect("write");
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300)); // let buffers fill up first
+        for i in 0..N {
+            let expected = vec![(i % 251) as u8; LEN];
+            reader.expect_frame(OP_BINARY, &expected, &format!("echo #{i}"));
+        }
+        w.join().expect("writer thread");
     });
 }

@@ -16,7 +16,10 @@ fn half_head_gets_408_after_the_timeout() {
         let waited = started.elapsed();
         assert_rejection(&resp, 408, "half a request head");
         // It is the timeout that fired, not an early parse rejection.
-        assert!(waited >= Duration::from_millis(800), "408 after only {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(800),
+            "408 after only {waited:?}"
+        );
     });
 }
 
@@ -42,20 +45,34 @@ fn trickling_bytes_does_not_extend_the_deadline() {
                 break;
             }
         }
-        assert!(got.is_some(), "no response while trickling for {:?}", started.elapsed());
+        assert!(
+            got.is_some(),
+            "no response while trickling for {:?}",
+            started.elapsed()
+        );
         let resp = c.read_response(true);
         assert_rejection(&resp, 408, "trickled head");
-        assert!(started.elapsed() < Duration::from_secs(4), "deadline extended by trickling");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "deadline extended by trickling"
+        );
     });
 }
 
 #[test]
 fn complete_head_within_timeout_is_served() {
-    for_each_driver(&["--handshake-timeout", "1s", "--echo-path", "/echo"], |gw| {
-        let mut c = gw.upgrade("/echo");
-        // The handshake timeout must not apply after the upgrade.
-        std::thread::sleep(Duration::from_millis(1500));
-        c.send_frame(true, OP_TEXT, b"still here");
-        c.expect_frame(OP_TEXT, b"still here", "echo after the handshake timeout elapsed");
-    });
+    for_each_driver(
+        &["--handshake-timeout", "1s", "--echo-path", "/echo"],
+        |gw| {
+            let mut c = gw.upgrade("/echo");
+            // The handshake timeout must not apply after the upgrade.
+            std::thread::sleep(Duration::from_millis(1500));
+            c.send_frame(true, OP_TEXT, b"still here");
+            c.expect_frame(
+                OP_TEXT,
+                b"still here",
+                "echo after the handshake timeout elapsed",
+            );
+        },
+    );
 }

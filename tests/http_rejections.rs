@@ -6,7 +6,11 @@ use common::*;
 
 fn expect(gw: &Gateway, raw: &[u8], code: u16, what: &str) -> Response {
     let resp = gw.roundtrip(raw);
-    assert_rejection(&resp, code, &format!("{what}\nrequest: {:?}", String::from_utf8_lossy(raw)));
+    assert_rejection(
+        &resp,
+        code,
+        &format!("{what}\nrequest: {:?}", String::from_utf8_lossy(raw)),
+    );
     resp
 }
 
@@ -18,24 +22,46 @@ fn unknown_path_is_404() {
         expect(gw, &Req::get("/").bytes(), 404, "GET /");
         // A prefix of or extension to the WS path is not the WS path.
         expect(gw, &Req::upgrade("/wsx").bytes(), 404, "upgrade on /wsx");
-        expect(gw, &Req::upgrade("/ws/extra").bytes(), 404, "upgrade on /ws/extra");
+        expect(
+            gw,
+            &Req::upgrade("/ws/extra").bytes(),
+            404,
+            "upgrade on /ws/extra",
+        );
     });
 }
 
 #[test]
 fn echo_path_is_404_unless_configured() {
     for_each_driver(&[], |gw| {
-        expect(gw, &Req::upgrade("/echo").bytes(), 404, "upgrade on /echo without --echo-path");
+        expect(
+            gw,
+            &Req::upgrade("/echo").bytes(),
+            404,
+            "upgrade on /echo without --echo-path",
+        );
     });
 }
 
 #[test]
 fn non_get_on_ws_path_is_405_with_allow_get() {
     for_each_driver(&["--echo-path", "/echo"], |gw| {
-        for (method, path) in [("POST", "/ws"), ("PUT", "/ws"), ("DELETE", "/ws"), ("POST", "/echo")] {
-            let req = Req::upgrade(path).method(method).header("Content-Length", "0");
+        for (method, path) in [
+            ("POST", "/ws"),
+            ("PUT", "/ws"),
+            ("DELETE", "/ws"),
+            ("POST", "/echo"),
+        ] {
+            let req = Req::upgrade(path)
+                .method(method)
+                .header("Content-Length", "0");
             let resp = expect(gw, &req.bytes(), 405, &format!("{method} {path}"));
-            assert_eq!(resp.header("Allow"), Some("GET"), "{method} {path}:\n{}", resp.head);
+            assert_eq!(
+                resp.header("Allow"),
+                Some("GET"),
+                "{method} {path}:\n{}",
+                resp.head
+            );
         }
     });
 }
@@ -43,7 +69,12 @@ fn non_get_on_ws_path_is_405_with_allow_get() {
 #[test]
 fn http_1_0_upgrade_is_400() {
     for_each_driver(&[], |gw| {
-        expect(gw, &Req::upgrade("/ws").version("HTTP/1.0").bytes(), 400, "HTTP/1.0 upgrade");
+        expect(
+            gw,
+            &Req::upgrade("/ws").version("HTTP/1.0").bytes(),
+            400,
+            "HTTP/1.0 upgrade",
+        );
     });
 }
 
@@ -83,7 +114,12 @@ fn bare_lf_anywhere_in_head_is_400() {
             expect(gw, raw.as_bytes(), 400, what);
         }
         // Also on a non-upgrade route.
-        expect(gw, b"GET /ws-health HTTP/1.1\nHost: gw.example\r\n\r\n", 400, "bare LF on health request line");
+        expect(
+            gw,
+            b"GET /ws-health HTTP/1.1\nHost: gw.example\r\n\r\n",
+            400,
+            "bare LF on health request line",
+        );
     });
 }
 
@@ -102,7 +138,12 @@ fn bare_cr_in_head_is_400() {
 #[test]
 fn missing_host_is_400() {
     for_each_driver(&[], |gw| {
-        expect(gw, &Req::upgrade("/ws").without("Host").bytes(), 400, "upgrade without Host");
+        expect(
+            gw,
+            &Req::upgrade("/ws").without("Host").bytes(),
+            400,
+            "upgrade without Host",
+        );
     });
 }
 
@@ -110,7 +151,12 @@ fn missing_host_is_400() {
 fn connection_without_upgrade_token_is_400() {
     for_each_driver(&[], |gw| {
         for v in ["keep-alive", "close", "keep-alive, notupgrade", "upgrades"] {
-            expect(gw, &Req::upgrade("/ws").set("Connection", v).bytes(), 400, &format!("Connection: {v}"));
+            expect(
+                gw,
+                &Req::upgrade("/ws").set("Connection", v).bytes(),
+                400,
+                &format!("Connection: {v}"),
+            );
         }
     });
 }
@@ -118,12 +164,30 @@ fn connection_without_upgrade_token_is_400() {
 #[test]
 fn bad_sec_websocket_key_is_400() {
     let cases: Vec<(String, Req)> = vec![
-        ("missing key".into(), Req::upgrade("/ws").without("Sec-WebSocket-Key")),
-        ("empty key".into(), Req::upgrade("/ws").set("Sec-WebSocket-Key", "")),
-        ("key of 3 bytes".into(), Req::upgrade("/ws").set("Sec-WebSocket-Key", "AAAA")),
-        ("key of 15 bytes".into(), Req::upgrade("/ws").set("Sec-WebSocket-Key", &base64(&[7u8; 15]))),
-        ("key of 17 bytes".into(), Req::upgrade("/ws").set("Sec-WebSocket-Key", &base64(&[7u8; 17]))),
-        ("key of 32 bytes".into(), Req::upgrade("/ws").set("Sec-WebSocket-Key", &base64(&[7u8; 32]))),
+        (
+            "missing key".into(),
+            Req::upgrade("/ws").without("Sec-WebSocket-Key"),
+        ),
+        (
+            "empty key".into(),
+            Req::upgrade("/ws").set("Sec-WebSocket-Key", ""),
+        ),
+        (
+            "key of 3 bytes".into(),
+            Req::upgrade("/ws").set("Sec-WebSocket-Key", "AAAA"),
+        ),
+        (
+            "key of 15 bytes".into(),
+            Req::upgrade("/ws").set("Sec-WebSocket-Key", &base64(&[7u8; 15])),
+        ),
+        (
+            "key of 17 bytes".into(),
+            Req::upgrade("/ws").set("Sec-WebSocket-Key", &base64(&[7u8; 17])),
+        ),
+        (
+            "key of 32 bytes".into(),
+            Req::upgrade("/ws").set("Sec-WebSocket-Key", &base64(&[7u8; 32])),
+        ),
         (
             "24 chars that are not base64".into(),
             Req::upgrade("/ws").set("Sec-WebSocket-Key", "!!!!!!!!!!!!!!!!!!!!!!=="),
@@ -148,13 +212,27 @@ fn bad_sec_websocket_key_is_400() {
 fn unsupported_or_missing_version_is_426() {
     for_each_driver(&[], |gw| {
         let cases = [
-            ("version 8", Req::upgrade("/ws").set("Sec-WebSocket-Version", "8")),
-            ("version 14", Req::upgrade("/ws").set("Sec-WebSocket-Version", "14")),
-            ("version missing", Req::upgrade("/ws").without("Sec-WebSocket-Version")),
+            (
+                "version 8",
+                Req::upgrade("/ws").set("Sec-WebSocket-Version", "8"),
+            ),
+            (
+                "version 14",
+                Req::upgrade("/ws").set("Sec-WebSocket-Version", "14"),
+            ),
+            (
+                "version missing",
+                Req::upgrade("/ws").without("Sec-WebSocket-Version"),
+            ),
         ];
         for (what, req) in cases {
             let resp = expect(gw, &req.bytes(), 426, what);
-            assert_eq!(resp.header("Sec-WebSocket-Version"), Some("13"), "{what}:\n{}", resp.head);
+            assert_eq!(
+                resp.header("Sec-WebSocket-Version"),
+                Some("13"),
+                "{what}:\n{}",
+                resp.head
+            );
         }
     });
 }
@@ -168,7 +246,12 @@ fn ws_path_without_upgrade_websocket_is_426() {
         ];
         for (what, req) in cases {
             let resp = expect(gw, &req.bytes(), 426, what);
-            assert_eq!(resp.header("Sec-WebSocket-Version"), Some("13"), "{what}:\n{}", resp.head);
+            assert_eq!(
+                resp.header("Sec-WebSocket-Version"),
+                Some("13"),
+                "{what}:\n{}",
+                resp.head
+            );
         }
     });
 }
@@ -178,7 +261,9 @@ fn oversized_head(complete: bool) -> Vec<u8> {
     raw.extend(std::iter::repeat(b'a').take(20 * 1024));
     if complete {
         raw.extend_from_slice(b"\r\n");
-        raw.extend_from_slice(&Req::upgrade("/ws").bytes()[b"GET /ws HTTP/1.1\r\nHost: gw.example\r\n".len()..]);
+        raw.extend_from_slice(
+            &Req::upgrade("/ws").bytes()[b"GET /ws HTTP/1.1\r\nHost: gw.example\r\n".len()..],
+        );
     }
     raw
 }
@@ -200,8 +285,18 @@ fn oversized_head_is_431() {
 fn many_rejections_leave_the_server_serving() {
     for_each_driver(&[], |gw| {
         for i in 0..30 {
-            expect(gw, &Req::upgrade("/ws").without("Host").bytes(), 400, "missing Host");
-            expect(gw, &Req::get(&format!("/nope{i}")).bytes(), 404, "unknown path");
+            expect(
+                gw,
+                &Req::upgrade("/ws").without("Host").bytes(),
+                400,
+                "missing Host",
+            );
+            expect(
+                gw,
+                &Req::get(&format!("/nope{i}")).bytes(),
+                404,
+                "unknown path",
+            );
         }
         let _ = gw.upgrade("/ws");
     });

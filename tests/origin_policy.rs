@@ -15,7 +15,11 @@ fn check(gw: &Gateway, host: &str, origin: Option<&str>, allowed: bool) {
         let mut c = gw.connect();
         c.send(&req.bytes());
         let resp = c.read_head();
-        assert_eq!(resp.status, 101, "{what}: expected 101, got:\n{}", resp.head);
+        assert_eq!(
+            resp.status, 101,
+            "{what}: expected 101, got:\n{}",
+            resp.head
+        );
         assert_101(&resp, RFC_KEY, DEFAULT_COOKIE_NAME, DEFAULT_COOKIE_ATTRS);
     } else {
         let resp = gw.roundtrip(&req.bytes());
@@ -45,7 +49,12 @@ fn same_origin_default_policy() {
         // Different host.
         check(gw, "gw.example", Some("https://evil.example"), false);
         // Suffix / prefix tricks.
-        check(gw, "gw.example", Some("https://gw.example.evil.example"), false);
+        check(
+            gw,
+            "gw.example",
+            Some("https://gw.example.evil.example"),
+            false,
+        );
         check(gw, "gw.example", Some("https://evilgw.example"), false);
         check(gw, "gw.example", Some("https://sub.gw.example"), false);
         // Different explicit port.
@@ -73,10 +82,25 @@ fn allowed_origin_flag_adds_exact_origins() {
         check(gw, "gw.example", None, true);
         // Exactness: scheme, port, host.
         check(gw, "gw.example", Some("http://app.example.com"), false);
-        check(gw, "gw.example", Some("https://app.example.com:8443"), false);
+        check(
+            gw,
+            "gw.example",
+            Some("https://app.example.com:8443"),
+            false,
+        );
         check(gw, "gw.example", Some("https://other.example.com"), false);
-        check(gw, "gw.example", Some("https://app.example.com.evil.example"), false);
-        check(gw, "gw.example", Some("https://evil.app.example.com"), false);
+        check(
+            gw,
+            "gw.example",
+            Some("https://app.example.com.evil.example"),
+            false,
+        );
+        check(
+            gw,
+            "gw.example",
+            Some("https://evil.app.example.com"),
+            false,
+        );
     });
 }
 

@@ -60,7 +60,11 @@ fn malformed_cookie_gets_a_fresh_id_and_is_never_reflected() {
     let long_value = format!("{}{}", valid, "z".repeat(4000));
     let cases: Vec<(&str, String, String)> = vec![
         // (what, Cookie header, substring that must not appear in the head)
-        ("not-a-uuid", "WS_SESSION_ID=not-a-uuid".into(), "not-a-uuid".into()),
+        (
+            "not-a-uuid",
+            "WS_SESSION_ID=not-a-uuid".into(),
+            "not-a-uuid".into(),
+        ),
         (
             "percent-encoded CRLF header injection",
             format!("WS_SESSION_ID={valid}%0d%0aSet-Cookie:%20evil=1"),
@@ -76,8 +80,16 @@ fn malformed_cookie_gets_a_fresh_id_and_is_never_reflected() {
             format!("WS_SESSION_ID={valid}X-Injected:1"),
             "X-Injected".into(),
         ),
-        ("over-long value", format!("WS_SESSION_ID={long_value}"), "zzzz".into()),
-        ("empty value", "WS_SESSION_ID=".into(), "WS_SESSION_ID=;".into()),
+        (
+            "over-long value",
+            format!("WS_SESSION_ID={long_value}"),
+            "zzzz".into(),
+        ),
+        (
+            "empty value",
+            "WS_SESSION_ID=".into(),
+            "WS_SESSION_ID=;".into(),
+        ),
         (
             "uuid without hyphens",
             format!("WS_SESSION_ID={}", valid.replace('-', "")),
@@ -97,8 +109,16 @@ fn malformed_cookie_gets_a_fresh_id_and_is_never_reflected() {
                 "{what}: request cookie value reflected in the response head:\n{}",
                 resp.head
             );
-            assert_ne!(&id, &valid, "{what}: the embedded id was accepted from a malformed value");
-            assert_eq!(resp.headers_named("Set-Cookie").len(), 1, "{what}:\n{}", resp.head);
+            assert_ne!(
+                &id, &valid,
+                "{what}: the embedded id was accepted from a malformed value"
+            );
+            assert_eq!(
+                resp.headers_named("Set-Cookie").len(),
+                1,
+                "{what}:\n{}",
+                resp.head
+            );
         }
     });
 }
@@ -113,7 +133,11 @@ fn non_v4_uuid_cookie_is_replaced() {
         // Uppercase hex is not the canonical lowercase form the server emits.
         let upper = make_uuid_v4().to_uppercase();
         let (resp, id) = upgrade_with_cookie(gw, Some(&format!("WS_SESSION_ID={upper}")));
-        assert!(!resp.head.contains(&upper), "uppercase id reflected verbatim:\n{}", resp.head);
+        assert!(
+            !resp.head.contains(&upper),
+            "uppercase id reflected verbatim:\n{}",
+            resp.head
+        );
         assert!(is_uuid_v4(&id));
     });
 }
@@ -128,7 +152,10 @@ fn cookie_name_must_match_exactly() {
             format!("ws_session_id={mine}"),
         ] {
             let (_, id) = upgrade_with_cookie(gw, Some(&cookie));
-            assert_ne!(id, mine, "cookie `{cookie}` was taken as the session cookie");
+            assert_ne!(
+                id, mine,
+                "cookie `{cookie}` was taken as the session cookie"
+            );
         }
     });
 }
@@ -140,7 +167,12 @@ fn cookie_flags_change_name_max_age_and_security_attributes() {
         let mut c = gw.connect();
         c.send(&Req::upgrade("/ws").bytes());
         let resp = c.read_head();
-        assert_101(&resp, RFC_KEY, "WS_SESSION_ID", "; Path=/; Max-Age=86400; HttpOnly");
+        assert_101(
+            &resp,
+            RFC_KEY,
+            "WS_SESSION_ID",
+            "; Path=/; Max-Age=86400; HttpOnly",
+        );
     });
     // --cookie-name renames the cookie, both emitted and accepted.
     for_each_driver(&["--cookie-name", "LB_STICKY"], |gw| {
@@ -152,12 +184,23 @@ fn cookie_flags_change_name_max_age_and_security_attributes() {
 
         let mine = make_uuid_v4();
         let mut c = gw.connect();
-        c.send(&Req::upgrade("/ws").header("Cookie", &format!("LB_STICKY={mine}")).bytes());
-        assert_eq!(assert_101(&c.read_head(), RFC_KEY, "LB_STICKY", DEFAULT_COOKIE_ATTRS), mine);
+        c.send(
+            &Req::upgrade("/ws")
+                .header("Cookie", &format!("LB_STICKY={mine}"))
+                .bytes(),
+        );
+        assert_eq!(
+            assert_101(&c.read_head(), RFC_KEY, "LB_STICKY", DEFAULT_COOKIE_ATTRS),
+            mine
+        );
 
         // The default name is no longer the session cookie.
         let mut c = gw.connect();
-        c.send(&Req::upgrade("/ws").header("Cookie", &format!("WS_SESSION_ID={mine}")).bytes());
+        c.send(
+            &Req::upgrade("/ws")
+                .header("Cookie", &format!("WS_SESSION_ID={mine}"))
+                .bytes(),
+        );
         let other = assert_101(&c.read_head(), RFC_KEY, "LB_STICKY", DEFAULT_COOKIE_ATTRS);
         assert_ne!(other, mine);
         assert_ne!(other, id);
@@ -176,11 +219,23 @@ fn cookie_flags_change_name_max_age_and_security_attributes() {
     });
     // All together.
     for_each_driver(
-        &["--cookie-secure", "false", "--cookie-name", "X", "--cookie-max-age", "3600s"],
+        &[
+            "--cookie-secure",
+            "false",
+            "--cookie-name",
+            "X",
+            "--cookie-max-age",
+            "3600s",
+        ],
         |gw| {
             let mut c = gw.connect();
             c.send(&Req::upgrade("/ws").bytes());
-            assert_101(&c.read_head(), RFC_KEY, "X", "; Path=/; Max-Age=3600; HttpOnly");
+            assert_101(
+                &c.read_head(),
+                RFC_KEY,
+                "X",
+                "; Path=/; Max-Age=3600; HttpOnly",
+            );
         },
     );
 }

@@ -10,7 +10,10 @@ fn test_helpers_sha1_and_accept_match_known_vectors() {
     let abc: String = sha1(b"abc").iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(abc, "a9993e364706816aba3e25717850c26c9cd0d89d");
     assert_eq!(accept_for(RFC_KEY), RFC_ACCEPT);
-    assert_eq!(accept_for("x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
+    assert_eq!(
+        accept_for("x3JJHMbDL1EzLkh9GBhXDw=="),
+        "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
+    );
     assert_eq!(base64(b"f"), "Zg==");
     assert_eq!(base64(b"fo"), "Zm8=");
     assert_eq!(base64(b"foo"), "Zm9v");
@@ -26,7 +29,9 @@ fn rfc_sample_key_gets_exact_101_head() {
         let resp = c.read_head();
         // assert_101 compares the whole head byte for byte (order included).
         let id = assert_101(&resp, RFC_KEY, DEFAULT_COOKIE_NAME, DEFAULT_COOKIE_ATTRS);
-        assert!(resp.head.contains(&format!("Sec-WebSocket-Accept: {RFC_ACCEPT}\r\n")));
+        assert!(resp
+            .head
+            .contains(&format!("Sec-WebSocket-Accept: {RFC_ACCEPT}\r\n")));
         assert!(is_uuid_v4(&id));
         // The server must not send anything on its own after the 101.
         c.expect_silent_open(std::time::Duration::from_millis(300), "after 101");

@@ -3,6 +3,7 @@
 //! and fuzzable on its own.
 
 pub mod close;
+pub mod command;
 pub mod cookie;
 pub mod frame;
 pub mod handshake;

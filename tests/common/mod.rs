@@ -76,7 +76,10 @@ pub struct Gateway {
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
-        .find_map(|tok| tok.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+        .find_map(|tok| {
+            tok.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+        })
         .map(|v| v.trim_matches('"'))
 }
 
@@ -136,9 +139,7 @@ impl Gateway {
                         Ok(_) => {}
                     }
                     let line = String::from_utf8_lossy(&raw).trim_end().to_string();
-                    if !announced
-                        && line.split_whitespace().any(|t| t == "event=listening")
-                    {
+                    if !announced && line.split_whitespace().any(|t| t == "event=listening") {
                         let listen = field(&line, "listen").and_then(|v| v.parse().ok());
                         let admin = field(&line, "admin").and_then(|v| v.parse().ok());
                         if let (Some(l), Some(a)) = (listen, admin) {
@@ -177,7 +178,7 @@ impl Gateway {
                 );
             }
         };
-        Gateway {
+        let gw = Gateway {
             child: Mutex::new(child),
             pid,
             addr,
@@ -186,6 +187,34 @@ impl Gateway {
             args,
             logs,
             dumped: Mutex::new(false),
+        };
+        gw.assert_driver();
+        gw
+    }
+
+    /// Make sure the requested io driver is really in use, so that "both
+    /// drivers" is not silently one driver twice: the process must hold an
+    /// io_uring instance exactly when the io_uring driver was asked for.
+    fn assert_driver(&self) {
+        let links: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .expect("read /proc/<pid>/fd")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        let uring = links.iter().any(|l| l.contains("io_uring"));
+        let epoll = links.iter().any(|l| l.contains("eventpoll"));
+        let ok = match self.driver {
+            Driver::IoUring => uring,
+            Driver::Legacy => epoll && !uring,
+        };
+        if !ok {
+            self.dump_logs();
+            panic!(
+                "[{}] wsgate is not running the requested io driver (io_uring fds: {uring}, \
+                 epoll fds: {epoll}); is io_uring available here?",
+                self.driver.name()
+            );
         }
     }
 
@@ -232,7 +261,8 @@ impl Gateway {
             self.driver.name(),
             resp.head
         );
-        assert_eq!(resp.body, b"ok", "health body");
+        // Liveness only; the exact body is checked in health_and_session_route.rs.
+        assert_eq!(resp.body_str().trim_end(), "ok", "health body");
     }
 
     pub fn connect(&self) -> Conn {
@@ -261,7 +291,10 @@ impl Gateway {
         let mut c = self.connect();
         c.send(&req.bytes());
         let resp = c.read_head();
-        let key = req.get_header("Sec-WebSocket-Key").unwrap_or(RFC_KEY).to_string();
+        let key = req
+            .get_header("Sec-WebSocket-Key")
+            .unwrap_or(RFC_KEY)
+            .to_string();
         let id = assert_101(&resp, &key, DEFAULT_COOKIE_NAME, DEFAULT_COOKIE_ATTRS);
         (id, c)
     }
@@ -308,11 +341,19 @@ fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
 pub fn for_each_driver<F: Fn(&Gateway)>(args: &[&str], f: F) {
     let mut failures = Vec::new();
     for driver in Driver::ALL {
-        eprintln!("=== running with the {} driver, args {:?} ===", driver.name(), args);
+        eprintln!(
+            "=== running with the {} driver, args {:?} ===",
+            driver.name(),
+            args
+        );
         let gw = match catch_unwind(AssertUnwindSafe(|| Gateway::start(driver, args))) {
             Ok(gw) => gw,
             Err(e) => {
-                failures.push(format!("[{}] startup: {}", driver.name(), panic_message(&*e)));
+                failures.push(format!(
+                    "[{}] startup: {}",
+                    driver.name(),
+                    panic_message(&*e)
+                ));
                 continue;
             }
         };
@@ -326,7 +367,11 @@ pub fn for_each_driver<F: Fn(&Gateway)>(args: &[&str], f: F) {
         }
     }
     if !failures.is_empty() {
-        panic!("failed on {} driver(s):\n{}", failures.len(), failures.join("\n"));
+        panic!(
+            "failed on {} driver(s):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
 
@@ -383,7 +428,11 @@ impl Req {
     /// Replace every header named `name` (case-insensitive) by one with `value`,
     /// keeping the position of the first; append if absent.
     pub fn set(mut self, name: &str, value: &str) -> Req {
-        if let Some(i) = self.headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        if let Some(i) = self
+            .headers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             self.headers[i].1 = value.into();
             let mut seen = false;
             self.headers.retain(|(n, _)| {
@@ -447,14 +496,23 @@ impl Response {
     pub fn parse_head(head: &[u8]) -> Response {
         let text = String::from_utf8(head.to_vec())
             .unwrap_or_else(|_| panic!("response head is not UTF-8: {:?}", head));
-        assert!(text.ends_with("\r\n\r\n"), "head not CRLF-terminated: {text:?}");
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "head not CRLF-terminated: {text:?}"
+        );
         let inner = &text[..text.len() - 4];
         for (i, b) in inner.bytes().enumerate() {
             if b == b'\n' {
-                assert!(i > 0 && inner.as_bytes()[i - 1] == b'\r', "bare LF in response head: {text:?}");
+                assert!(
+                    i > 0 && inner.as_bytes()[i - 1] == b'\r',
+                    "bare LF in response head: {text:?}"
+                );
             }
             if b == b'\r' {
-                assert!(inner.as_bytes().get(i + 1) == Some(&b'\n'), "bare CR in response head: {text:?}");
+                assert!(
+                    inner.as_bytes().get(i + 1) == Some(&b'\n'),
+                    "bare CR in response head: {text:?}"
+                );
             }
         }
         let mut lines = inner.split("\r\n");
@@ -471,10 +529,20 @@ impl Response {
             let (n, v) = line
                 .split_once(':')
                 .unwrap_or_else(|| panic!("malformed response header line {line:?} in {text:?}"));
-            assert!(!n.is_empty() && !n.ends_with(' '), "malformed header name {line:?}");
+            assert!(
+                !n.is_empty() && !n.ends_with(' '),
+                "malformed header name {line:?}"
+            );
             headers.push((n.to_string(), v.trim().to_string()));
         }
-        Response { head: text, version, status, reason, headers, body: Vec::new() }
+        Response {
+            head: text,
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        }
     }
 
     pub fn status_line(&self) -> String {
@@ -530,9 +598,20 @@ pub fn assert_rejection(resp: &Response, code: u16, what: &str) {
         resp.body_str()
     );
     assert_common_close_headers(resp, what);
-    assert!(!resp.body.is_empty(), "{what}: expected a short text body, got none");
-    assert!(resp.body.len() < 1024, "{what}: body not short ({} bytes)", resp.body.len());
-    assert!(std::str::from_utf8(&resp.body).is_ok(), "{what}: body is not text: {:?}", resp.body);
+    assert!(
+        !resp.body.is_empty(),
+        "{what}: expected a short text body, got none"
+    );
+    assert!(
+        resp.body.len() < 1024,
+        "{what}: body not short ({} bytes)",
+        resp.body.len()
+    );
+    assert!(
+        std::str::from_utf8(&resp.body).is_ok(),
+        "{what}: body is not text: {:?}",
+        resp.body
+    );
 }
 
 /// `Content-Length` present and equal to the body length, `Connection: close`.
@@ -549,7 +628,10 @@ pub fn assert_common_close_headers(resp: &Response, what: &str) {
     let conn = resp
         .header("Connection")
         .unwrap_or_else(|| panic!("{what}: no Connection header in:\n{}", resp.head));
-    assert!(conn.eq_ignore_ascii_case("close"), "{what}: Connection: {conn:?}, expected close");
+    assert!(
+        conn.eq_ignore_ascii_case("close"),
+        "{what}: Connection: {conn:?}, expected close"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -562,22 +644,33 @@ pub struct Conn {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        assert!(addr.ip().is_loopback(), "tests only talk to 127.0.0.1, got {addr}");
+        assert!(
+            addr.ip().is_loopback(),
+            "tests only talk to 127.0.0.1, got {addr}"
+        );
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buf: Vec::new() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("write {} bytes: {e}", bytes.len()));
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write {} bytes: {e}", bytes.len()));
     }
 
     /// Write, ignoring a reset/broken pipe (the server may reject and close
@@ -636,7 +729,10 @@ impl Conn {
                 let head: Vec<u8> = self.buf.drain(..pos + 4).collect();
                 return Response::parse_head(&head);
             }
-            assert!(self.buf.len() < 64 * 1024, "response head larger than 64 KiB");
+            assert!(
+                self.buf.len() < 64 * 1024,
+                "response head larger than 64 KiB"
+            );
             self.fill("an HTTP response head");
         }
     }
@@ -648,7 +744,10 @@ impl Conn {
         if resp.status != 101 {
             let len = resp
                 .header("Content-Length")
-                .map(|v| v.parse::<usize>().unwrap_or_else(|_| panic!("bad Content-Length {v:?}")))
+                .map(|v| {
+                    v.parse::<usize>()
+                        .unwrap_or_else(|_| panic!("bad Content-Length {v:?}"))
+                })
                 .unwrap_or(0);
             resp.body = self.read_exact_bytes(len, "the response body");
             self.expect_closed(allow_reset, &format!("after `{}`", resp.status_line()));
@@ -681,7 +780,11 @@ impl Conn {
 
     /// Nothing arrives within `wait` and the connection is not closed.
     pub fn expect_silent_open(&mut self, wait: Duration, ctx: &str) {
-        assert!(self.buf.is_empty(), "{ctx}: unexpected buffered bytes {:?}", self.buf);
+        assert!(
+            self.buf.is_empty(),
+            "{ctx}: unexpected buffered bytes {:?}",
+            self.buf
+        );
         self.stream.set_read_timeout(Some(wait)).unwrap();
         let mut tmp = [0u8; 1024];
         let r = self.stream.read(&mut tmp);
@@ -689,7 +792,10 @@ impl Conn {
         match r {
             Err(e) if is_timeout(&e) => {}
             Ok(0) => panic!("{ctx}: connection was closed by the server"),
-            Ok(n) => panic!("{ctx}: unexpected data: {:?}", String::from_utf8_lossy(&tmp[..n])),
+            Ok(n) => panic!(
+                "{ctx}: unexpected data: {:?}",
+                String::from_utf8_lossy(&tmp[..n])
+            ),
             Err(e) => panic!("{ctx}: unexpected error {e}"),
         }
     }
@@ -715,7 +821,10 @@ impl Conn {
             }
             n => (n, 0),
         };
-        assert!(len <= 64 * 1024 * 1024, "implausible frame length {len} (header {h:?})");
+        assert!(
+            len <= 64 * 1024 * 1024,
+            "implausible frame length {len} (header {h:?})"
+        );
         let mask = if masked {
             Some(<[u8; 4]>::try_from(self.read_exact_bytes(4, "a mask key")).unwrap())
         } else {
@@ -725,7 +834,14 @@ impl Conn {
         if let Some(m) = mask {
             apply_mask(&mut payload, m);
         }
-        Frame { fin, rsv, opcode, masked, payload, ext_len_bytes }
+        Frame {
+            fin,
+            rsv,
+            opcode,
+            masked,
+            payload,
+            ext_len_bytes,
+        }
     }
 
     /// Next frame must be a well-formed server close frame carrying `code`.
@@ -737,9 +853,16 @@ impl Conn {
             (OP_CLOSE, true, 0, false),
             "{ctx}: expected an unmasked FIN close frame, got {f:?}"
         );
-        assert!(f.payload.len() >= 2, "{ctx}: close frame without status code: {f:?}");
+        assert!(
+            f.payload.len() >= 2,
+            "{ctx}: close frame without status code: {f:?}"
+        );
         assert!(f.payload.len() <= 125, "{ctx}: close frame too long");
-        assert_eq!(f.close_code(), Some(code), "{ctx}: wrong close code, frame {f:?}");
+        assert_eq!(
+            f.close_code(),
+            Some(code),
+            "{ctx}: wrong close code, frame {f:?}"
+        );
         assert!(
             std::str::from_utf8(&f.payload[2..]).is_ok(),
             "{ctx}: close reason not UTF-8: {f:?}"
@@ -767,7 +890,11 @@ impl Conn {
         assert_eq!(f.rsv, 0, "{ctx}: server frame has RSV bits: {f:?}");
         assert!(f.fin, "{ctx}: server frame is fragmented (FIN=0): {f:?}");
         assert_eq!(f.opcode, opcode, "{ctx}: wrong opcode in {f:?}");
-        assert_eq!(f.payload.len(), payload.len(), "{ctx}: wrong payload length");
+        assert_eq!(
+            f.payload.len(),
+            payload.len(),
+            "{ctx}: wrong payload length"
+        );
         assert!(f.payload == payload, "{ctx}: payload bytes differ");
         f
     }
@@ -797,7 +924,11 @@ pub struct Frame {
 
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown: &[u8] = if self.payload.len() > 64 { &self.payload[..64] } else { &self.payload };
+        let shown: &[u8] = if self.payload.len() > 64 {
+            &self.payload[..64]
+        } else {
+            &self.payload
+        };
         write!(
             f,
             "Frame {{ fin: {}, rsv: {}, opcode: {:#x}, masked: {}, len: {} (ext {}B), payload[..64]: {:?} }}",
@@ -834,7 +965,11 @@ static RNG: AtomicU64 = AtomicU64::new(0);
 pub fn rand_u64() -> u64 {
     let mut x = RNG.load(Ordering::Relaxed);
     if x == 0 {
-        x = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        x = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
     }
     x ^= x << 13;
     x ^= x >> 7;
@@ -858,7 +993,13 @@ pub fn rand_mask() -> [u8; 4] {
 }
 
 /// Encode a frame. `rsv` is the 3-bit RSV1..3 field; `mask` None = unmasked.
-pub fn encode_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+pub fn encode_frame(
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     out.push(((fin as u8) << 7) | ((rsv & 0x7) << 4) | (opcode & 0x0f));
     let mbit = if mask.is_some() { 0x80 } else { 0 };
@@ -923,7 +1064,14 @@ pub fn make_uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Parse the cookie id out of a `Set-Cookie` value `<name>=<id><attrs>`.
@@ -940,12 +1088,21 @@ pub fn cookie_id<'a>(set_cookie: &'a str, name: &str) -> &'a str {
 ///  Sec-WebSocket-Accept: <accept>\r\nSet-Cookie: <name>=<uuid v4><attrs>\r\n\r\n`.
 /// Returns the session id.
 pub fn assert_101(resp: &Response, key: &str, cookie_name: &str, cookie_attrs: &str) -> String {
-    assert_eq!(resp.status_line(), "HTTP/1.1 101 Switching Protocols", "full head:\n{}", resp.head);
+    assert_eq!(
+        resp.status_line(),
+        "HTTP/1.1 101 Switching Protocols",
+        "full head:\n{}",
+        resp.head
+    );
     let set_cookie = resp
         .header("Set-Cookie")
         .unwrap_or_else(|| panic!("101 without Set-Cookie:\n{}", resp.head));
     let id = cookie_id(set_cookie, cookie_name).to_string();
-    assert!(is_uuid_v4(&id), "session id {id:?} is not a lowercase v4 UUID; head:\n{}", resp.head);
+    assert!(
+        is_uuid_v4(&id),
+        "session id {id:?} is not a lowercase v4 UUID; head:\n{}",
+        resp.head
+    );
     let expected = format!(
         "HTTP/1.1 101 Switching Protocols\r\n\
          Upgrade: websocket\r\n\
@@ -1024,8 +1181,16 @@ pub fn base64(data: &[u8]) -> String {
             | *c.get(2).unwrap_or(&0) as u32;
         s.push(T[(n >> 18) as usize & 63] as char);
         s.push(T[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }

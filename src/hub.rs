@@ -1,0 +1,805 @@
+//! Where a session lives: one core's share of the gateway, as a sans-IO state
+//! machine (DESIGN §4, §6).
+//!
+//! Each core has a `Hub`. It owns the sessions whose id maps to this core and
+//! the topics whose name maps to this core. A topic's owner assigns sequence
+//! numbers, keeps the history and the member set, and fans each message out
+//! to the cores that have subscribers, which deliver it to their local
+//! sessions. Cores talk only through [`Msg`] values, and a core's mailbox is
+//! FIFO per sender, so everything one topic owner sends to one core (replays,
+//! live messages, acks) arrives in the order it was sent: that is what makes
+//! "replay before live, no duplicates" hold without locks.
+//!
+//! Inputs are method calls with the current time in milliseconds; outputs are
+//! [`Output`] values drained with [`Hub::poll_output`]. No sockets, no clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::proto::command::{self, Command};
+use crate::proto::cookie::SessionId;
+use crate::proto::frame::{encode_frame, OpCode};
+
+/// A connection's token on its core.
+pub type ConnId = u64;
+
+/// Who is waiting for a publish's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// A session's connection (`ok pub <topic> <seq>`).
+    Session(usize, SessionId),
+    /// A publish-API request on the admin core, by request number.
+    Admin(usize, u64),
+}
+
+/// A message from one core's hub to another's.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// Subscribe `session` (on core `from`). `after: None` is a new
+    /// subscription (announced with `join`); `Some(seq)` resumes after `seq`.
+    Subscribe {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+        after: Option<u64>,
+    },
+    /// Unsubscribe; announced with `leave`.
+    Unsubscribe {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+    },
+    /// Publish to a topic.
+    Publish {
+        topic: Arc<str>,
+        payload: Arc<[u8]>,
+        binary: bool,
+        reply: Reply,
+    },
+    /// Ask for the member list.
+    Who {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+    },
+    /// A message to deliver to the local subscribers of `topic`.
+    Deliver {
+        topic: Arc<str>,
+        seq: u64,
+        payload: Arc<[u8]>,
+        binary: bool,
+    },
+    /// The owner's answer to `Subscribe`: the current sequence number, the
+    /// history after the requested point, and the hole history cannot cover.
+    Subscribed {
+        topic: Arc<str>,
+        session: SessionId,
+        fresh: bool,
+        current: u64,
+        gap: Option<(u64, u64)>,
+        history: Vec<Stored>,
+    },
+    /// `join` / `leave` for the local subscribers of `topic`.
+    Presence {
+        topic: Arc<str>,
+        joined: bool,
+        session: SessionId,
+    },
+    /// The answer to `Who`.
+    Members {
+        topic: Arc<str>,
+        session: SessionId,
+        members: Vec<SessionId>,
+    },
+    /// The sequence number a publish got.
+    Published {
+        topic: Arc<str>,
+        seq: u64,
+        reply: Reply,
+    },
+}
+
+/// A message kept in a topic's history.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its payload.
+    pub payload: Arc<[u8]>,
+    /// Whether it was published in a binary frame.
+    pub binary: bool,
+}
+
+/// What the hub asks the I/O layer to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send a complete WebSocket frame to a connection of this core.
+    Send { conn: ConnId, frame: Rc<[u8]> },
+    /// Close a connection with a close frame.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Post a message to another core.
+    Mail { core: usize, msg: Msg },
+    /// A publish-API request on this core got its sequence number.
+    AdminPublished { request: u64, seq: u64 },
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This core's index.
+    pub core: usize,
+    /// Number of cores.
+    pub cores: usize,
+    /// Name used in `hello`.
+    pub node_id: String,
+    /// How long a disconnected session is kept, in ms.
+    pub session_ttl_ms: u64,
+    /// Messages kept per topic.
+    pub history_size: usize,
+}
+
+/// A session's view of one subscribed topic.
+#[derive(Debug)]
+struct Sub {
+    /// The last sequence number delivered to the client.
+    last: u64,
+    /// Waiting for the owner's `Subscribed`; live messages are covered by it.
+    pending: bool,
+}
+
+#[derive(Debug)]
+struct Session {
+    conn: Option<ConnId>,
+    subs: HashMap<Arc<str>, Sub>,
+    /// When the socket went away (ms); `None` while connected.
+    disconnected_at: Option<u64>,
+}
+
+/// A topic owned by this core.
+#[derive(Debug, Default)]
+struct Topic {
+    seq: u64,
+    history: VecDeque<Stored>,
+    /// Subscribed sessions per core.
+    cores: Vec<u32>,
+    members: HashSet<SessionId>,
+}
+
+/// Counters the I/O layer exports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Sessions created.
+    pub sessions_new: u64,
+    /// Sessions resumed by a reconnect.
+    pub sessions_resumed: u64,
+    /// Sessions that expired or ended.
+    pub sessions_ended: u64,
+}
+
+/// One core's sessions and topics.
+pub struct Hub {
+    cfg: HubConfig,
+    sessions: HashMap<SessionId, Session>,
+    conns: HashMap<ConnId, SessionId>,
+    /// Local sessions subscribed to each topic.
+    local_subs: HashMap<Arc<str>, Vec<SessionId>>,
+    topics: HashMap<Arc<str>, Topic>,
+    /// Messages to this core itself, handled in order before returning.
+    local: VecDeque<Msg>,
+    out: VecDeque<Output>,
+    /// Lifetime counters.
+    pub stats: HubStats,
+}
+
+/// The core that owns a topic: FNV-1a of its name.
+pub fn topic_owner(topic: &str, cores: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % cores.max(1) as u64) as usize
+}
+
+fn text_frame(build: impl FnOnce(&mut Vec<u8>)) -> Rc<[u8]> {
+    let mut line = Vec::with_capacity(64);
+    build(&mut line);
+    frame_of(&line, false)
+}
+
+fn frame_of(payload: &[u8], binary: bool) -> Rc<[u8]> {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    encode_frame(
+        &mut frame,
+        if binary { OpCode::Binary } else { OpCode::Text },
+        payload,
+    );
+    frame.into()
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(cfg: HubConfig) -> Hub {
+        Hub {
+            cfg,
+            sessions: HashMap::new(),
+            conns: HashMap::new(),
+            local_subs: HashMap::new(),
+            topics: HashMap::new(),
+            local: VecDeque::new(),
+            out: VecDeque::new(),
+            stats: HubStats::default(),
+        }
+    }
+
+    /// Whether this core holds `session` (a sticky hit).
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// Sessions held (connected or waiting for a resume).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Rc<[u8]>) {
+        self.out.push_back(Output::Send { conn, frame });
+    }
+
+    fn mail(&mut self, core: usize, msg: Msg) {
+        if core == self.cfg.core {
+            self.local.push_back(msg);
+        } else {
+            self.out.push_back(Output::Mail { core, msg });
+        }
+    }
+
+    fn run_local(&mut self) {
+        while let Some(msg) = self.local.pop_front() {
+            self.handle(msg);
+        }
+    }
+
+    /// A connection for `session` (owned by this core) is open. Sends
+    /// `hello`, takes over an older connection of the same session, and asks
+    /// the topic owners to replay what was missed. Returns whether it resumed.
+    pub fn attach(&mut self, conn: ConnId, session: SessionId, _now: u64) -> bool {
+        let sid = session.to_string();
+        let resumed = match self.sessions.get_mut(&session) {
+            Some(s) => {
+                if let Some(old) = s.conn.replace(conn) {
+                    // The old socket still looks open: this reconnect replaces it.
+                    self.conns.remove(&old);
+                    self.out.push_back(Output::Close {
+                        conn: old,
+                        code: 1008,
+                        reason: "replaced",
+                    });
+                }
+                s.disconnected_at = None;
+                true
+            }
+            None => {
+                self.sessions.insert(
+                    session,
+                    Session {
+                        conn: Some(conn),
+                        subs: HashMap::new(),
+                        disconnected_at: None,
+                    },
+                );
+                false
+            }
+        };
+        self.conns.insert(conn, session);
+        let node = self.cfg.node_id.clone();
+        self.send(
+            conn,
+            text_frame(|l| command::write_hello(l, &sid, resumed, &node)),
+        );
+        if resumed {
+            self.stats.sessions_resumed += 1;
+            let from = self.cfg.core;
+            let s = self.sessions.get_mut(&session).expect("just attached");
+            let mut asks = Vec::with_capacity(s.subs.len());
+            for (topic, sub) in s.subs.iter_mut() {
+                sub.pending = true;
+                asks.push((topic.clone(), sub.last));
+            }
+            for (topic, last) in asks {
+                let owner = topic_owner(&topic, self.cfg.cores);
+                self.mail(
+                    owner,
+                    Msg::Subscribe {
+                        topic,
+                        from,
+                        session,
+                        after: Some(last),
+                    },
+                );
+            }
+        } else {
+            self.stats.sessions_new += 1;
+        }
+        self.run_local();
+        resumed
+    }
+
+    /// The connection's socket is gone. A close with 1000 ends the session at
+    /// once; anything else keeps it for `--session-ttl`.
+    pub fn detach(&mut self, conn: ConnId, now: u64, ended_by_client: bool) {
+        let Some(session) = self.conns.remove(&conn) else {
+            return;
+        };
+        if ended_by_client {
+            self.end_session(session);
+        } else if let Some(s) = self.sessions.get_mut(&session) {
+            s.conn = None;
+            s.disconnected_at = Some(now);
+        }
+        self.run_local();
+    }
+
+    /// Expires sessions disconnected for longer than the TTL.
+    pub fn tick(&mut self, now: u64) {
+        let ttl = self.cfg.session_ttl_ms;
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.disconnected_at
+                    .is_some_and(|t| now.saturating_sub(t) >= ttl)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.end_session(id);
+        }
+        self.run_local();
+    }
+
+    fn end_session(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        if let Some(conn) = s.conn {
+            self.conns.remove(&conn);
+        }
+        self.stats.sessions_ended += 1;
+        let from = self.cfg.core;
+        for topic in s.subs.into_keys() {
+            self.remove_local_sub(&topic, session);
+            let owner = topic_owner(&topic, self.cfg.cores);
+            self.mail(
+                owner,
+                Msg::Unsubscribe {
+                    topic,
+                    from,
+                    session,
+                },
+            );
+        }
+    }
+
+    fn remove_local_sub(&mut self, topic: &Arc<str>, session: SessionId) {
+        if let Some(list) = self.local_subs.get_mut(topic) {
+            list.retain(|s| *s != session);
+            if list.is_empty() {
+                self.local_subs.remove(topic);
+            }
+        }
+    }
+
+    /// A command from a connection of this core.
+    pub fn command(&mut self, conn: ConnId, cmd: Command<'_>, binary: bool) {
+        let Some(&session) = self.conns.get(&conn) else {
+            return;
+        };
+        let from = self.cfg.core;
+        match cmd {
+            Command::Sub(topic) => {
+                let s = self.sessions.get_mut(&session).expect("conn has a session");
+                if s.subs.contains_key(topic) {
+                    let topic: Arc<str> = topic.into();
+                    let last = s.subs[&topic].last;
+                    self.send(
+                        conn,
+                        text_frame(|l| command::write_ok(l, "sub", &topic, Some(last))),
+                    );
+                    return;
+                }
+                let topic: Arc<str> = topic.into();
+                s.subs.insert(
+                    topic.clone(),
+                    Sub {
+                        last: 0,
+                        pending: true,
+                    },
+                );
+                self.local_subs
+                    .entry(topic.clone())
+                    .or_default()
+                    .push(session);
+                let owner = topic_owner(&topic, self.cfg.cores);
+                self.mail(
+                    owner,
+                    Msg::Subscribe {
+                        topic,
+                        from,
+                        session,
+                        after: None,
+                    },
+                );
+            }
+            Command::Unsub(topic) => {
+                let s = self.sessions.get_mut(&session).expect("conn has a session");
+                if let Some((topic, _)) = s.subs.remove_entry(topic) {
+                    self.remove_local_sub(&topic, session);
+                    let owner = topic_owner(&topic, self.cfg.cores);
+                    self.mail(
+                        owner,
+                        Msg::Unsubscribe {
+                            topic: topic.clone(),
+                            from,
+                            session,
+                        },
+                    );
+                }
+                self.send(
+                    conn,
+                    text_frame(|l| command::write_ok(l, "unsub", topic, None)),
+                );
+            }
+            Command::Pub { topic, payload } => {
+                let topic: Arc<str> = topic.into();
+                let owner = topic_owner(&topic, self.cfg.cores);
+                let reply = Reply::Session(from, session);
+                self.mail(
+                    owner,
+                    Msg::Publish {
+                        topic,
+                        payload: payload.into(),
+                        binary,
+                        reply,
+                    },
+                );
+            }
+            Command::Who(topic) => {
+                let owner = topic_owner(topic, self.cfg.cores);
+                self.mail(
+                    owner,
+                    Msg::Who {
+                        topic: topic.into(),
+                        from,
+                        session,
+                    },
+                );
+            }
+        }
+        self.run_local();
+    }
+
+    /// A publish from the admin API (on this core).
+    pub fn publish_api(&mut self, request: u64, topic: &str, payload: &[u8], binary: bool) {
+        let owner = topic_owner(topic, self.cfg.cores);
+        let reply = Reply::Admin(self.cfg.core, request);
+        self.mail(
+            owner,
+            Msg::Publish {
+                topic: topic.into(),
+                payload: payload.into(),
+                binary,
+                reply,
+            },
+        );
+        self.run_local();
+    }
+
+    /// A message from another core's hub.
+    pub fn receive(&mut self, msg: Msg) {
+        self.handle(msg);
+        self.run_local();
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Subscribe {
+                topic,
+                from,
+                session,
+                after,
+            } => self.on_subscribe(topic, from, session, after),
+            Msg::Unsubscribe {
+                topic,
+                from,
+                session,
+            } => {
+                let Some(t) = self.topics.get_mut(&topic) else {
+                    return;
+                };
+                if t.members.remove(&session) {
+                    t.cores[from] = t.cores[from].saturating_sub(1);
+                    self.announce(&topic, false, session);
+                }
+            }
+            Msg::Publish {
+                topic,
+                payload,
+                binary,
+                reply,
+            } => {
+                let cores = self.cfg.cores;
+                let history_size = self.cfg.history_size;
+                let t = self.topics.entry(topic.clone()).or_insert_with(|| Topic {
+                    cores: vec![0; cores],
+                    ..Default::default()
+                });
+                t.seq += 1;
+                let seq = t.seq;
+                t.history.push_back(Stored {
+                    seq,
+                    payload: payload.clone(),
+                    binary,
+                });
+                while t.history.len() > history_size {
+                    t.history.pop_front();
+                }
+                let targets: Vec<usize> = (0..cores).filter(|&c| t.cores[c] > 0).collect();
+                for core in targets {
+                    self.mail(
+                        core,
+                        Msg::Deliver {
+                            topic: topic.clone(),
+                            seq,
+                            payload: payload.clone(),
+                            binary,
+                        },
+                    );
+                }
+                let reply_core = match reply {
+                    Reply::Session(core, _) | Reply::Admin(core, _) => core,
+                };
+                self.mail(reply_core, Msg::Published { topic, seq, reply });
+            }
+            Msg::Who {
+                topic,
+                from,
+                session,
+            } => {
+                let mut members: Vec<SessionId> = self
+                    .topics
+                    .get(&topic)
+                    .map(|t| t.members.iter().copied().collect())
+                    .unwrap_or_default();
+                members.sort_by_key(|m| m.to_text());
+                self.mail(
+                    from,
+                    Msg::Members {
+                        topic,
+                        session,
+                        members,
+                    },
+                );
+            }
+            Msg::Deliver {
+                topic,
+                seq,
+                payload,
+                binary,
+            } => self.on_deliver(topic, seq, payload, binary),
+            Msg::Subscribed {
+                topic,
+                session,
+                fresh,
+                current,
+                gap,
+                history,
+            } => self.on_subscribed(topic, session, fresh, current, gap, history),
+            Msg::Presence {
+                topic,
+                joined,
+                session,
+            } => {
+                let Some(list) = self.local_subs.get(&topic) else {
+                    return;
+                };
+                let sid = session.to_string();
+                let frame = text_frame(|l| command::write_presence(l, joined, &topic, &sid));
+                let conns: Vec<ConnId> = list
+                    .iter()
+                    .filter(|s| **s != session)
+                    .filter_map(|s| self.sessions.get(s).and_then(|s| s.conn))
+                    .collect();
+                for conn in conns {
+                    self.send(conn, frame.clone());
+                }
+            }
+            Msg::Members {
+                topic,
+                session,
+                members,
+            } => {
+                let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+                    return;
+                };
+                let ids: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+                let frame = text_frame(|l| {
+                    command::write_members(l, &topic, ids.iter().map(|s| s.as_str()))
+                });
+                self.send(conn, frame);
+            }
+            Msg::Published { topic, seq, reply } => match reply {
+                Reply::Session(_, session) => {
+                    let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+                        return;
+                    };
+                    self.send(
+                        conn,
+                        text_frame(|l| command::write_ok(l, "pub", &topic, Some(seq))),
+                    );
+                }
+                Reply::Admin(_, request) => {
+                    self.out.push_back(Output::AdminPublished { request, seq })
+                }
+            },
+        }
+    }
+
+    fn on_subscribe(
+        &mut self,
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+        after: Option<u64>,
+    ) {
+        let cores = self.cfg.cores;
+        let t = self.topics.entry(topic.clone()).or_insert_with(|| Topic {
+            cores: vec![0; cores],
+            ..Default::default()
+        });
+        let current = t.seq;
+        let (fresh, gap, history) = match after {
+            None => {
+                let joined = t.members.insert(session);
+                if joined {
+                    t.cores[from] += 1;
+                }
+                (true, None, Vec::new())
+            }
+            Some(last) => {
+                if t.members.insert(session) {
+                    // The topic forgot this member (it cannot, on one node); re-add it.
+                    t.cores[from] += 1;
+                }
+                let oldest = t.history.front().map_or(current + 1, |m| m.seq);
+                let gap = (last + 1 < oldest && last < current).then(|| (last + 1, oldest - 1));
+                let history = t.history.iter().filter(|m| m.seq > last).cloned().collect();
+                (false, gap, history)
+            }
+        };
+        if fresh {
+            self.announce(&topic, true, session);
+        }
+        self.mail(
+            from,
+            Msg::Subscribed {
+                topic,
+                session,
+                fresh,
+                current,
+                gap,
+                history,
+            },
+        );
+    }
+
+    /// Sends `join`/`leave` to every core with subscribers of the topic.
+    fn announce(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
+        let Some(t) = self.topics.get(topic) else {
+            return;
+        };
+        let targets: Vec<usize> = (0..self.cfg.cores).filter(|&c| t.cores[c] > 0).collect();
+        for core in targets {
+            self.mail(
+                core,
+                Msg::Presence {
+                    topic: topic.clone(),
+                    joined,
+                    session,
+                },
+            );
+        }
+    }
+
+    fn on_deliver(&mut self, topic: Arc<str>, seq: u64, payload: Arc<[u8]>, binary: bool) {
+        let Some(list) = self.local_subs.get(&topic) else {
+            return;
+        };
+        let mut frame: Option<Rc<[u8]>> = None;
+        let mut sends = Vec::new();
+        for id in list {
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
+            let Some(sub) = s.subs.get_mut(&topic) else {
+                continue;
+            };
+            // Pending: the owner's `Subscribed` (sent after this) covers it.
+            // Disconnected: it is missed, and replayed on resume.
+            if sub.pending || seq <= sub.last {
+                continue;
+            }
+            let Some(conn) = s.conn else { continue };
+            sub.last = seq;
+            let frame = frame.get_or_insert_with(|| {
+                let mut line = Vec::with_capacity(payload.len() + topic.len() + 24);
+                command::write_msg(&mut line, &topic, seq, &payload, binary);
+                frame_of(&line, binary)
+            });
+            sends.push((conn, frame.clone()));
+        }
+        for (conn, frame) in sends {
+            self.send(conn, frame);
+        }
+    }
+
+    fn on_subscribed(
+        &mut self,
+        topic: Arc<str>,
+        session: SessionId,
+        fresh: bool,
+        current: u64,
+        gap: Option<(u64, u64)>,
+        history: Vec<Stored>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(sub) = s.subs.get_mut(&topic) else {
+            return;
+        };
+        sub.pending = false;
+        let Some(conn) = s.conn else {
+            if fresh {
+                sub.last = current;
+            }
+            return;
+        };
+        let mut frames = Vec::new();
+        if fresh {
+            sub.last = current;
+            frames.push(text_frame(|l| {
+                command::write_ok(l, "sub", &topic, Some(current))
+            }));
+        } else {
+            if let Some((from, to)) = gap {
+                if to > sub.last {
+                    frames.push(text_frame(|l| {
+                        command::write_gap(l, &topic, from.max(sub.last + 1), to)
+                    }));
+                }
+            }
+            for m in history.iter().filter(|m| m.seq > sub.last) {
+                let mut line = Vec::with_capacity(m.payload.len() + topic.len() + 24);
+                command::write_msg(&mut line, &topic, m.seq, &m.payload, m.binary);
+                frames.push(frame_of(&line, m.binary));
+            }
+            sub.last = sub.last.max(current);
+        }
+        for f in frames {
+            self.send(conn, f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

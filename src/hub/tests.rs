@@ -1,0 +1,339 @@
+//! The hub driven in memory: several cores, FIFO mailboxes, simulated time.
+
+use super::*;
+use crate::proto::command::parse;
+
+/// Cores wired together the way the I/O layer wires them.
+struct Cluster {
+    hubs: Vec<Hub>,
+    mailboxes: Vec<VecDeque<Msg>>,
+    /// What each connection received, as text lines.
+    received: HashMap<ConnId, Vec<String>>,
+    closed: Vec<(ConnId, u16)>,
+    admin: Vec<(u64, u64)>,
+    next_conn: ConnId,
+    /// conn → core
+    conn_core: HashMap<ConnId, usize>,
+}
+
+fn payload_text(frame: &[u8]) -> String {
+    let (len, start) = match frame[1] & 0x7f {
+        126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    assert_eq!(frame.len(), start + len);
+    String::from_utf8_lossy(&frame[start..]).into_owned()
+}
+
+impl Cluster {
+    fn new(cores: usize, history_size: usize) -> Cluster {
+        Cluster {
+            hubs: (0..cores)
+                .map(|core| {
+                    Hub::new(HubConfig {
+                        core,
+                        cores,
+                        node_id: "n1".into(),
+                        session_ttl_ms: 10_000,
+                        history_size,
+                    })
+                })
+                .collect(),
+            mailboxes: vec![VecDeque::new(); cores],
+            received: HashMap::new(),
+            closed: Vec::new(),
+            admin: Vec::new(),
+            next_conn: 1,
+            conn_core: HashMap::new(),
+        }
+    }
+
+    /// Runs until every mailbox is empty, visiting cores round-robin.
+    fn settle(&mut self) {
+        loop {
+            for core in 0..self.hubs.len() {
+                while let Some(out) = self.hubs[core].poll_output() {
+                    match out {
+                        Output::Send { conn, frame } => self
+                            .received
+                            .entry(conn)
+                            .or_default()
+                            .push(payload_text(&frame)),
+                        Output::Close { conn, code, .. } => self.closed.push((conn, code)),
+                        Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
+                        Output::AdminPublished { request, seq } => self.admin.push((request, seq)),
+                    }
+                }
+            }
+            let mut any = false;
+            for core in 0..self.hubs.len() {
+                // One message per core per round: interleaves cores adversarially.
+                if let Some(msg) = self.mailboxes[core].pop_front() {
+                    self.hubs[core].receive(msg);
+                    any = true;
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn connect(&mut self, session: SessionId, now: u64) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let core = session.owner(self.hubs.len());
+        self.conn_core.insert(conn, core);
+        self.hubs[core].attach(conn, session, now);
+        self.settle();
+        conn
+    }
+
+    fn cmd(&mut self, conn: ConnId, text: &str) {
+        let core = self.conn_core[&conn];
+        self.hubs[core].command(conn, parse(text.as_bytes(), false).unwrap(), false);
+        self.settle();
+    }
+
+    fn drop_conn(&mut self, conn: ConnId, now: u64, normal: bool) {
+        let core = self.conn_core[&conn];
+        self.hubs[core].detach(conn, now, normal);
+        self.settle();
+    }
+
+    fn tick(&mut self, now: u64) {
+        for hub in &mut self.hubs {
+            hub.tick(now);
+        }
+        self.settle();
+    }
+
+    fn lines(&mut self, conn: ConnId) -> Vec<String> {
+        self.received.remove(&conn).unwrap_or_default()
+    }
+}
+
+fn sid() -> SessionId {
+    SessionId::random()
+}
+
+#[test]
+fn new_session_says_hello_new() {
+    let mut c = Cluster::new(2, 16);
+    let id = sid();
+    let conn = c.connect(id, 0);
+    assert_eq!(c.lines(conn), [format!("hello {id} new n1")]);
+}
+
+#[test]
+fn every_subscriber_gets_every_message_in_the_same_order() {
+    let mut c = Cluster::new(3, 16);
+    let ids: Vec<SessionId> = (0..6).map(|_| sid()).collect();
+    let conns: Vec<ConnId> = ids.iter().map(|id| c.connect(*id, 0)).collect();
+    for conn in &conns {
+        c.cmd(*conn, "sub room");
+    }
+    for conn in &conns {
+        c.lines(*conn);
+    }
+    for (i, conn) in conns.iter().enumerate() {
+        c.cmd(*conn, &format!("pub room m{i}"));
+    }
+    let expected: Vec<String> = (0..6).map(|i| format!("msg room {} m{i}", i + 1)).collect();
+    for (i, conn) in conns.iter().enumerate() {
+        let lines = c.lines(*conn);
+        let msgs: Vec<String> = lines
+            .iter()
+            .filter(|l| l.starts_with("msg"))
+            .cloned()
+            .collect();
+        assert_eq!(msgs, expected, "subscriber {i}");
+        // The publisher also gets its ack, right after its own message.
+        let at = lines
+            .iter()
+            .position(|l| *l == format!("msg room {} m{i}", i + 1))
+            .unwrap();
+        assert_eq!(lines[at + 1], format!("ok pub room {}", i + 1));
+    }
+}
+
+#[test]
+fn subscribe_acks_with_the_current_sequence_and_announces_a_join() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(ca, "pub t one");
+    c.lines(ca);
+    c.cmd(cb, "sub t");
+    assert_eq!(c.lines(cb)[1], "ok sub t 1");
+    assert_eq!(c.lines(ca), [format!("join t {b}")]);
+    c.cmd(cb, "who t");
+    let mut ids = [a.to_string(), b.to_string()];
+    ids.sort();
+    assert_eq!(c.lines(cb), [format!("members t 2 {} {}", ids[0], ids[1])]);
+}
+
+#[test]
+fn resume_replays_missed_messages_in_order_then_live_ones() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(cb, "sub t");
+    c.cmd(cb, "pub t 1");
+    c.lines(ca);
+    c.lines(cb);
+    c.drop_conn(ca, 100, false);
+    for i in 2..=6 {
+        c.cmd(cb, &format!("pub t {i}"));
+    }
+    let cb_lines = c.lines(cb);
+    assert!(
+        !cb_lines.iter().any(|l| l.starts_with("leave")),
+        "no leave on a drop: {cb_lines:?}"
+    );
+    let ca2 = c.connect(a, 200);
+    c.cmd(cb, "pub t 7");
+    let lines = c.lines(ca2);
+    let mut expected = vec![format!("hello {a} resumed n1")];
+    expected.extend((2..=7).map(|i| format!("msg t {i} {i}")));
+    assert_eq!(lines, expected);
+    assert!(
+        !c.lines(cb).iter().any(|l| l.starts_with("join")),
+        "no join on a resume"
+    );
+}
+
+#[test]
+fn resume_with_nothing_missed_replays_nothing() {
+    let mut c = Cluster::new(2, 16);
+    let a = sid();
+    let ca = c.connect(a, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(ca, "pub t x");
+    c.drop_conn(ca, 10, false);
+    let ca2 = c.connect(a, 20);
+    assert_eq!(c.lines(ca2), [format!("hello {a} resumed n1")]);
+}
+
+#[test]
+fn gap_when_history_cannot_cover_then_the_newest_history() {
+    let mut c = Cluster::new(2, 3);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.drop_conn(ca, 1, false);
+    for i in 1..=8 {
+        c.cmd(cb, &format!("pub t {i}"));
+    }
+    let ca2 = c.connect(a, 2);
+    assert_eq!(
+        c.lines(ca2),
+        [
+            format!("hello {a} resumed n1"),
+            "gap t 1 5".to_string(),
+            "msg t 6 6".to_string(),
+            "msg t 7 7".to_string(),
+            "msg t 8 8".to_string()
+        ]
+    );
+}
+
+#[test]
+fn ttl_expiry_emits_leave_and_a_later_reconnect_is_new() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(cb, "sub t");
+    c.lines(cb);
+    c.drop_conn(ca, 1_000, false);
+    c.tick(10_999);
+    assert!(c.lines(cb).is_empty(), "still inside the TTL");
+    c.tick(11_000);
+    assert_eq!(c.lines(cb), [format!("leave t {a}")]);
+    let ca2 = c.connect(a, 12_000);
+    assert_eq!(c.lines(ca2), [format!("hello {a} new n1")]);
+}
+
+#[test]
+fn close_1000_ends_the_session_at_once() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(cb, "sub t");
+    c.lines(cb);
+    c.drop_conn(ca, 5, true);
+    assert_eq!(c.lines(cb), [format!("leave t {a}")]);
+    let owner = a.owner(2);
+    assert!(!c.hubs[owner].has_session(a));
+}
+
+#[test]
+fn a_reconnect_takes_over_an_open_connection() {
+    let mut c = Cluster::new(2, 16);
+    let a = sid();
+    let ca = c.connect(a, 0);
+    c.cmd(ca, "sub t");
+    let ca2 = c.connect(a, 1);
+    assert_eq!(c.closed, [(ca, 1008)]);
+    assert_eq!(c.lines(ca2), [format!("hello {a} resumed n1")]);
+    // The old connection's later detach must not disturb the new one.
+    c.drop_conn(ca, 2, false);
+    c.cmd(ca2, "pub t hi");
+    assert_eq!(c.lines(ca2), ["msg t 1 hi", "ok pub t 1"]);
+}
+
+#[test]
+fn unsub_stops_delivery_and_announces_leave() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(cb, "sub t");
+    c.lines(ca);
+    c.lines(cb);
+    c.cmd(ca, "unsub t");
+    assert_eq!(c.lines(ca), ["ok unsub t"]);
+    assert_eq!(c.lines(cb), [format!("leave t {a}")]);
+    c.cmd(cb, "pub t x");
+    assert!(c.lines(ca).is_empty());
+}
+
+#[test]
+fn admin_publish_gets_its_sequence_number() {
+    let mut c = Cluster::new(2, 16);
+    let a = sid();
+    let ca = c.connect(a, 0);
+    c.cmd(ca, "sub news");
+    c.lines(ca);
+    c.hubs[0].publish_api(7, "news", b"hello", false);
+    c.settle();
+    assert_eq!(c.admin, [(7, 1)]);
+    assert_eq!(c.lines(ca), ["msg news 1 hello"]);
+}
+
+#[test]
+fn expired_sessions_are_reclaimed() {
+    let mut c = Cluster::new(1, 16);
+    for i in 0..100 {
+        let conn = c.connect(sid(), i);
+        c.drop_conn(conn, i, false);
+    }
+    assert_eq!(c.hubs[0].session_count(), 100);
+    c.tick(1_000_000);
+    assert_eq!(c.hubs[0].session_count(), 0);
+    assert_eq!(c.hubs[0].stats.sessions_ended, 100);
+}
