@@ -50,6 +50,18 @@ pub struct Config {
     #[arg(long, env = "WSGATE_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// How long a disconnected session is kept for a resume.
+    #[arg(long, env = "WSGATE_SESSION_TTL", default_value = "120s", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// Messages kept per topic for replay.
+    #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 128)]
+    pub history_size: usize,
+
+    /// Bearer token for `POST /publish/<topic>` on the admin port [default: publish API off].
+    #[arg(long, env = "WSGATE_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
     /// Time from SIGTERM to exit; keep it below the balancer's
     /// `deregistration_delay` and the orchestrator's grace period.
     #[arg(long, env = "WSGATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -151,6 +163,17 @@ impl Config {
         }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than 0".into());
+        }
+        if self.session_ttl.is_zero() {
+            return Err("--session-ttl must be greater than 0".into());
+        }
+        if self.history_size == 0 || self.history_size > 1_000_000 {
+            return Err("--history-size must be between 1 and 1000000".into());
+        }
+        if let Some(token) = &self.publish_token {
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("--publish-token must be at least 16 printable characters".into());
+            }
         }
         if self.drain_timeout.is_zero() {
             return Err("--drain-timeout must be greater than 0".into());

@@ -5,9 +5,12 @@
 //! Everything here is core-local (`Rc`, `Cell`): no locks, no atomics.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::Shutdown;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
 use crate::sys;
@@ -27,9 +30,80 @@ pub struct ConnEntry {
     pub close_wanted: Cell<Option<(u16, &'static str)>>,
     /// The socket was shut down by the core (dead peer, drain deadline).
     pub cut: Cell<bool>,
+    /// Output waiting for the peer to read, in order (empty when idle).
+    pub outbox: RefCell<Vec<u8>>,
+    waker: Cell<Option<Waker>>,
+    notified: Cell<bool>,
+}
+
+/// Resolves when the connection's task was notified (see [`ConnEntry::notify`]).
+pub struct Notified<'a>(&'a ConnEntry);
+
+impl Future for Notified<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.notified.replace(false) {
+            Poll::Ready(())
+        } else {
+            self.0.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
 }
 
 impl ConnEntry {
+    /// Wakes the connection's task: its outbox or close request changed.
+    pub fn notify(&self) {
+        self.notified.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// A future that resolves at the next [`ConnEntry::notify`].
+    pub fn notified(&self) -> Notified<'_> {
+        Notified(self)
+    }
+
+    /// Queues a complete frame produced elsewhere on this core (fan-out,
+    /// replies): sent at once when nothing is queued, else appended. A peer
+    /// owed more than `max_backpressure` bytes is not reading: it is cut as a
+    /// slow consumer (its socket is full, so no close frame could reach it)
+    /// and `false` is returned.
+    pub fn push_frame(&self, frame: &[u8], max_backpressure: usize, now: u64) -> bool {
+        if self.cut.get() || self.close_sent.get() != 0 {
+            return true; // closing: nothing more is sent
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        if outbox.is_empty() {
+            let sent = match sys::send(self.fd, frame) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    drop(outbox);
+                    self.cut();
+                    return true;
+                }
+            };
+            if sent == frame.len() {
+                return true;
+            }
+            outbox.extend_from_slice(&frame[sent..]);
+            self.out_since.set(now);
+            drop(outbox);
+            self.notify(); // the task must now wait for the socket to drain
+            return true;
+        }
+        if outbox.len() + frame.len() > max_backpressure {
+            *outbox = Vec::new();
+            drop(outbox);
+            self.cut();
+            return false;
+        }
+        outbox.extend_from_slice(frame);
+        true
+    }
+
     /// Whether the connection task has output queued (a frame may be half-sent).
     pub fn output_pending(&self) -> bool {
         self.out_since.get() != 0
@@ -38,7 +112,11 @@ impl ConnEntry {
     /// Sends a ping now, unless output is queued. A peer whose socket cannot
     /// take two bytes is not reading: it is cut.
     pub fn send_ping(&self, now: u64) {
-        if self.output_pending() || self.cut.get() || self.close_sent.get() != 0 {
+        if self.output_pending()
+            || !self.outbox.borrow().is_empty()
+            || self.cut.get()
+            || self.close_sent.get() != 0
+        {
             return;
         }
         let mut frame = Vec::with_capacity(2);
@@ -54,8 +132,9 @@ impl ConnEntry {
         if self.cut.get() || self.close_sent.get() != 0 {
             return;
         }
-        if self.output_pending() {
+        if self.output_pending() || !self.outbox.borrow().is_empty() {
             self.close_wanted.set(Some((code, reason)));
+            self.notify();
             return;
         }
         let mut frame = Vec::with_capacity(32);
@@ -69,6 +148,7 @@ impl ConnEntry {
     pub fn cut(&self) {
         if !self.cut.replace(true) {
             sys::shutdown(self.fd, Shutdown::Both);
+            self.notify();
         }
     }
 
@@ -120,6 +200,9 @@ impl Registry {
             close_sent: Cell::new(0),
             close_wanted: Cell::new(None),
             cut: Cell::new(false),
+            outbox: RefCell::new(Vec::new()),
+            waker: Cell::new(None),
+            notified: Cell::new(false),
         });
         let mut slots = self.slots.borrow_mut();
         let slot = match self.free.borrow_mut().pop() {

@@ -63,6 +63,9 @@ pub async fn run(core: Rc<Core>) {
     loop {
         monoio::time::sleep(period).await;
         let now = core.tick();
+        // Sessions whose TTL ran out end here (and their `leave`s go out).
+        core.hub.borrow_mut().tick(now);
+        crate::gateway::flush_hub(&core);
         if core.draining.get() {
             continue; // the drain owns every connection now
         }

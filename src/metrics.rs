@@ -32,6 +32,10 @@ pub struct CoreStats {
     sticky_misses: AtomicU64,
     slow_consumer_closes: AtomicU64,
     heartbeat_timeouts: AtomicU64,
+    sessions_new: AtomicU64,
+    sessions_resumed: AtomicU64,
+    sessions_ended: AtomicU64,
+    sessions_held: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -44,10 +48,14 @@ impl CoreStats {
         self.driver.store(driver as u8 + 1, Relaxed);
     }
 
-    /// A WebSocket connection opened (+1) or ended (-1).
+    /// An upgrade was answered with 101.
+    pub fn upgraded(&self) {
+        bump(&self.upgrades_ok, 1);
+    }
+
+    /// A WebSocket connection started running on this core.
     pub fn connection_opened(&self) {
         bump(&self.connections_active, 1);
-        bump(&self.upgrades_ok, 1);
     }
 
     /// A WebSocket connection ended.
@@ -102,6 +110,16 @@ impl CoreStats {
         bump(&self.slow_consumer_closes, 1);
     }
 
+    /// Copies the hub's session counters.
+    pub fn set_sessions(&self, hub: &crate::hub::Hub) {
+        self.sessions_new.store(hub.stats.sessions_new, Relaxed);
+        self.sessions_resumed
+            .store(hub.stats.sessions_resumed, Relaxed);
+        self.sessions_ended.store(hub.stats.sessions_ended, Relaxed);
+        self.sessions_held
+            .store(hub.session_count() as u64, Relaxed);
+    }
+
     /// A peer was cut for not answering a ping.
     pub fn heartbeat_timeout(&self) {
         bump(&self.heartbeat_timeouts, 1);
@@ -133,111 +151,214 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self, node: &str, draining: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP wsgate_connections_active Open WebSocket connections per core.\n# TYPE wsgate_connections_active gauge");
+        let o = &mut out;
+        family(
+            o,
+            "wsgate_connections_active",
+            "gauge",
+            "Open WebSocket connections per core.",
+        );
         for (i, c) in self.cores.iter().enumerate() {
             let _ = writeln!(
-                out,
+                o,
                 "wsgate_connections_active{{core=\"{i}\"}} {}",
                 c.connections_active.load(Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP wsgate_upgrades_total Upgrade requests by result (ok or the HTTP status sent).\n# TYPE wsgate_upgrades_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_upgrades_total{{result=\"ok\"}} {}",
-            self.sum(|c| &c.upgrades_ok)
+        family(
+            o,
+            "wsgate_upgrades_total",
+            "counter",
+            "Upgrade requests by result (ok or the HTTP status sent).",
+        );
+        sample(
+            o,
+            "wsgate_upgrades_total",
+            "result=\"ok\"",
+            self.sum(|c| &c.upgrades_ok),
         );
         for (i, status) in REJECT_STATUSES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "wsgate_upgrades_total{{result=\"{status}\"}} {}",
-                self.sum(|c| &c.rejects[i])
+            sample(
+                o,
+                "wsgate_upgrades_total",
+                &format!("result=\"{status}\""),
+                self.sum(|c| &c.rejects[i]),
             );
         }
-        let _ = writeln!(out, "# HELP wsgate_messages_total WebSocket messages by direction.\n# TYPE wsgate_messages_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_messages_total{{direction=\"in\"}} {}",
-            self.sum(|c| &c.messages_in)
+        family(
+            o,
+            "wsgate_sessions_total",
+            "counter",
+            "Gateway sessions by event (ended: expired or closed with 1000).",
         );
-        let _ = writeln!(
-            out,
-            "wsgate_messages_total{{direction=\"out\"}} {}",
-            self.sum(|c| &c.messages_out)
+        sample(
+            o,
+            "wsgate_sessions_total",
+            "event=\"new\"",
+            self.sum(|c| &c.sessions_new),
         );
-        let _ = writeln!(out, "# HELP wsgate_bytes_total WebSocket payload bytes by direction.\n# TYPE wsgate_bytes_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_bytes_total{{direction=\"in\"}} {}",
-            self.sum(|c| &c.bytes_in)
+        sample(
+            o,
+            "wsgate_sessions_total",
+            "event=\"resumed\"",
+            self.sum(|c| &c.sessions_resumed),
         );
-        let _ = writeln!(
-            out,
-            "wsgate_bytes_total{{direction=\"out\"}} {}",
-            self.sum(|c| &c.bytes_out)
+        sample(
+            o,
+            "wsgate_sessions_total",
+            "event=\"ended\"",
+            self.sum(|c| &c.sessions_ended),
         );
-        let _ = writeln!(out, "# HELP wsgate_closes_total Ended WebSocket connections by close code (1006: no close frame).\n# TYPE wsgate_closes_total counter");
+        family(
+            o,
+            "wsgate_sessions_held",
+            "gauge",
+            "Sessions held, connected or waiting for a resume.",
+        );
+        sample(
+            o,
+            "wsgate_sessions_held",
+            "",
+            self.sum(|c| &c.sessions_held),
+        );
+        family(
+            o,
+            "wsgate_sticky_hits_total",
+            "counter",
+            "Upgrades whose cookie named a session this node has.",
+        );
+        sample(
+            o,
+            "wsgate_sticky_hits_total",
+            "",
+            self.sum(|c| &c.sticky_hits),
+        );
+        family(
+            o,
+            "wsgate_sticky_misses_total",
+            "counter",
+            "Upgrades whose valid cookie named a session this node does not have (routing drift).",
+        );
+        sample(
+            o,
+            "wsgate_sticky_misses_total",
+            "",
+            self.sum(|c| &c.sticky_misses),
+        );
+        family(
+            o,
+            "wsgate_messages_total",
+            "counter",
+            "WebSocket messages by direction.",
+        );
+        sample(
+            o,
+            "wsgate_messages_total",
+            "direction=\"in\"",
+            self.sum(|c| &c.messages_in),
+        );
+        sample(
+            o,
+            "wsgate_messages_total",
+            "direction=\"out\"",
+            self.sum(|c| &c.messages_out),
+        );
+        family(
+            o,
+            "wsgate_bytes_total",
+            "counter",
+            "WebSocket payload bytes by direction.",
+        );
+        sample(
+            o,
+            "wsgate_bytes_total",
+            "direction=\"in\"",
+            self.sum(|c| &c.bytes_in),
+        );
+        sample(
+            o,
+            "wsgate_bytes_total",
+            "direction=\"out\"",
+            self.sum(|c| &c.bytes_out),
+        );
+        family(
+            o,
+            "wsgate_closes_total",
+            "counter",
+            "Ended WebSocket connections by close code (1006: no close frame).",
+        );
         for (i, code) in CLOSE_CODES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "wsgate_closes_total{{code=\"{code}\"}} {}",
-                self.sum(|c| &c.closes[i])
+            sample(
+                o,
+                "wsgate_closes_total",
+                &format!("code=\"{code}\""),
+                self.sum(|c| &c.closes[i]),
             );
         }
-        let _ = writeln!(out, "# HELP wsgate_sticky_hits_total Upgrades whose cookie named a session this node has.\n# TYPE wsgate_sticky_hits_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_sticky_hits_total {}",
-            self.sum(|c| &c.sticky_hits)
+        family(
+            o,
+            "wsgate_slow_consumer_closes_total",
+            "counter",
+            "Connections closed for not reading their output.",
         );
-        let _ = writeln!(out, "# HELP wsgate_sticky_misses_total Upgrades whose valid cookie named a session this node does not have (routing drift).\n# TYPE wsgate_sticky_misses_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_sticky_misses_total {}",
-            self.sum(|c| &c.sticky_misses)
+        sample(
+            o,
+            "wsgate_slow_consumer_closes_total",
+            "",
+            self.sum(|c| &c.slow_consumer_closes),
         );
-        let _ = writeln!(out, "# HELP wsgate_slow_consumer_closes_total Connections closed for not reading their output.\n# TYPE wsgate_slow_consumer_closes_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_slow_consumer_closes_total {}",
-            self.sum(|c| &c.slow_consumer_closes)
+        family(
+            o,
+            "wsgate_heartbeat_timeouts_total",
+            "counter",
+            "Connections cut for not answering a ping in time.",
         );
-        let _ = writeln!(out, "# HELP wsgate_heartbeat_timeouts_total Connections cut for not answering a ping in time.\n# TYPE wsgate_heartbeat_timeouts_total counter");
-        let _ = writeln!(
-            out,
-            "wsgate_heartbeat_timeouts_total {}",
-            self.sum(|c| &c.heartbeat_timeouts)
+        sample(
+            o,
+            "wsgate_heartbeat_timeouts_total",
+            "",
+            self.sum(|c| &c.heartbeat_timeouts),
         );
-        let _ = writeln!(
-            out,
-            "# HELP wsgate_draining 1 from SIGTERM until exit.\n# TYPE wsgate_draining gauge"
+        family(o, "wsgate_draining", "gauge", "1 from SIGTERM until exit.");
+        sample(o, "wsgate_draining", "", u64::from(draining));
+        family(
+            o,
+            "wsgate_io_driver",
+            "gauge",
+            "The io driver in use (1 for the active one).",
         );
-        let _ = writeln!(out, "wsgate_draining {}", u8::from(draining));
-        let _ = writeln!(out, "# HELP wsgate_io_driver The io driver in use (1 for the active one).\n# TYPE wsgate_io_driver gauge");
         let uring = self
             .cores
             .iter()
             .filter(|c| c.driver.load(Relaxed) == Driver::IoUring as u8 + 1)
             .count();
-        let _ = writeln!(
-            out,
-            "wsgate_io_driver{{driver=\"io_uring\"}} {}",
-            u8::from(uring > 0)
+        sample(
+            o,
+            "wsgate_io_driver",
+            "driver=\"io_uring\"",
+            u64::from(uring > 0),
         );
-        let _ = writeln!(
-            out,
-            "wsgate_io_driver{{driver=\"epoll\"}} {}",
-            u8::from(uring < self.cores.len())
+        sample(
+            o,
+            "wsgate_io_driver",
+            "driver=\"epoll\"",
+            u64::from(uring < self.cores.len()),
         );
-        let _ = writeln!(
-            out,
-            "# HELP wsgate_info Static facts about this node.\n# TYPE wsgate_info gauge"
-        );
-        let _ = writeln!(
-            out,
-            "wsgate_info{{node=\"{node}\",version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
+        family(o, "wsgate_info", "gauge", "Static facts about this node.");
+        let labels = format!("node=\"{node}\",version=\"{}\"", env!("CARGO_PKG_VERSION"));
+        sample(o, "wsgate_info", &labels, 1);
         out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
 }

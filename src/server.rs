@@ -14,13 +14,17 @@ use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::config::Config;
 use crate::connection;
-use crate::conns::Registry;
+use crate::conns::{ConnEntry, Registry};
+use crate::gateway::AdminWaiter;
+use crate::hub::{ConnId, Hub, HubConfig};
 use crate::log::{self, Level};
+use crate::mailbox::Mailbox;
 use crate::metrics::{CoreStats, Metrics};
 use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::{OriginPolicy, Routes};
 use crate::shutdown;
 use crate::sys;
+use std::collections::HashMap;
 
 /// The built-in route that only sets the cookie (204).
 pub const SESSION_PATH: &str = "/ws-session";
@@ -63,6 +67,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set once by the signal thread: health and upgrades answer 503.
     pub draining: AtomicBool,
+    /// Number of cores.
+    pub cores: usize,
+    /// Each core's inbox, by core index.
+    pub mailboxes: Vec<Mailbox>,
 }
 
 /// What one core owns: its index, the shared state and its scratch buffers.
@@ -81,11 +89,25 @@ pub struct Core {
     pub conns: Registry,
     /// This core has started draining.
     pub draining: Cell<bool>,
+    /// This core's sessions and topics.
+    pub hub: RefCell<Hub>,
+    /// Gateway connections of this core, by hub token.
+    pub gateway_conns: RefCell<HashMap<ConnId, Rc<ConnEntry>>>,
+    /// Publish-API requests waiting for their sequence number.
+    pub admin_waiters: RefCell<HashMap<u64, Rc<AdminWaiter>>>,
+    next_id: Cell<u64>,
     epoch: std::time::Instant,
     now_ms: Cell<u64>,
 }
 
 impl Core {
+    /// A token unique on this core (connections, requests).
+    pub fn next_conn_id(&self) -> u64 {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        id
+    }
+
     /// Coarse time in milliseconds (never 0), advanced by [`Core::tick`].
     pub fn now(&self) -> u64 {
         self.now_ms.get()
@@ -132,6 +154,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.cookie_max_age.as_secs(),
         config.cookie_secure,
     );
+    let mut bells = Vec::with_capacity(cores);
+    let mut mailboxes = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let (ring, bell) = shutdown::doorbell().map_err(|e| StartError(format!("mailbox: {e}")))?;
+        mailboxes.push(Mailbox::new(ring));
+        bells.push(Some(bell));
+    }
     let shared = Arc::new(Shared {
         config,
         routes,
@@ -140,6 +169,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         active: AtomicUsize::new(0),
         metrics: Metrics::new(cores),
         draining: AtomicBool::new(false),
+        cores,
+        mailboxes,
     });
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, Driver, SocketAddr), String>>();
@@ -149,12 +180,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let (ring, bell) =
             shutdown::doorbell().map_err(|e| StartError(format!("doorbell: {e}")))?;
         rings.push(ring);
+        let mail_bell = bells[index].take().expect("one bell per core");
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let admin = (index == 0).then_some(admin);
         let thread = std::thread::Builder::new()
             .name(format!("wsgate-core-{index}"))
-            .spawn(move || core_main(index, cpu, listen, admin, shared, bell, ready))
+            .spawn(move || core_main(index, cpu, listen, admin, shared, [bell, mail_bell], ready))
             .map_err(|e| StartError(format!("spawning core {index}: {e}")))?;
         threads.push(thread);
     }
@@ -228,7 +260,7 @@ fn core_main(
     listen: SocketAddr,
     admin: Option<SocketAddr>,
     shared: Arc<Shared>,
-    bell: StdUnixStream,
+    bells: [StdUnixStream; 2],
     ready: Ready,
 ) {
     if let Err(e) = sys::pin_current_thread(cpu) {
@@ -255,6 +287,16 @@ fn core_main(
         write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
         conns: Registry::default(),
         draining: Cell::new(false),
+        hub: RefCell::new(Hub::new(HubConfig {
+            core: index,
+            cores: shared.cores,
+            node_id: shared.node_id.clone(),
+            session_ttl_ms: shared.config.session_ttl.as_millis() as u64,
+            history_size: shared.config.history_size,
+        })),
+        gateway_conns: RefCell::new(HashMap::new()),
+        admin_waiters: RefCell::new(HashMap::new()),
+        next_id: Cell::new(0),
         epoch: std::time::Instant::now(),
         now_ms: Cell::new(1),
     });
@@ -265,12 +307,12 @@ fn core_main(
                 Driver::IoUring,
                 listen,
                 admin,
-                bell,
+                bells,
                 ready,
             ));
         }
         monoio::FusionRuntime::Legacy(mut rt) => {
-            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, bell, ready));
+            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, bells, ready));
         }
     }
 }
@@ -280,9 +322,10 @@ async fn serve_core(
     driver: Driver,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
-    bell: StdUnixStream,
+    bells: [StdUnixStream; 2],
     ready: Ready,
 ) {
+    let [drain_bell, mail_bell] = bells;
     core.stats.set_driver(driver);
     let opts = ListenerOpts::new()
         .reuse_port(true)
@@ -302,7 +345,7 @@ async fn serve_core(
             .backlog(256);
         match TcpListener::bind_with_config(admin, &admin_opts) {
             Ok(l) => {
-                monoio::spawn(crate::admin::serve(l, core.shared.clone()));
+                monoio::spawn(crate::admin::serve(l, core.clone()));
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("--admin-listen {admin}: {e}")));
@@ -314,8 +357,9 @@ async fn serve_core(
     drop(ready);
     core.tick();
     monoio::spawn(crate::heartbeat::run(core.clone()));
+    monoio::spawn(crate::gateway::mailbox_loop(core.clone(), mail_bell));
     // Serve until this core's drain is over; returning ends the runtime.
-    let drained = shutdown::drain(core.clone(), bell);
+    let drained = shutdown::drain(core.clone(), drain_bell);
     monoio::select! {
         _ = accept_loop(listener, core.clone()) => {}
         _ = drained => {}

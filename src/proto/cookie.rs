@@ -15,6 +15,17 @@ impl SessionId {
         SessionId(uuid::Uuid::new_v4().as_u128())
     }
 
+    /// A fresh random id whose owner (see [`SessionId::owner`]) is `core`, so a
+    /// new session starts on the core that accepted it.
+    pub fn random_owned_by(core: usize, cores: usize) -> SessionId {
+        loop {
+            let id = SessionId::random();
+            if id.owner(cores) == core % cores.max(1) {
+                return id;
+            }
+        }
+    }
+
     /// Parses the canonical hyphenated form of a UUID v4 (either case).
     /// Anything else, including other UUID versions, is rejected.
     pub fn parse(s: &[u8]) -> Option<SessionId> {

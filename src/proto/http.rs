@@ -57,6 +57,14 @@ pub struct Request<'b> {
     pub origin: Option<&'b [u8]>,
     /// The first `X-Forwarded-For` field (the balancer's view of the client).
     pub forwarded_for: Option<&'b [u8]>,
+    /// The `Authorization` field (admin API).
+    pub authorization: Option<&'b [u8]>,
+    /// The `Content-Length` field; `Some(None)` if unparsable or repeated with another value.
+    pub content_length: Option<Option<usize>>,
+    /// The `Content-Type` field.
+    pub content_type: Option<&'b [u8]>,
+    /// A `Transfer-Encoding` field is present.
+    pub chunked: bool,
     cookies: [&'b [u8]; MAX_COOKIE_HEADERS],
     cookie_count: usize,
 }
@@ -141,6 +149,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
         ws_version: None,
         origin: None,
         forwarded_for: None,
+        authorization: None,
+        content_length: None,
+        content_type: None,
+        chunked: false,
         cookies: [&[]; MAX_COOKIE_HEADERS],
         cookie_count: 0,
     };
@@ -170,6 +182,22 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
             }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") && out.forwarded_for.is_none() {
             out.forwarded_for = Some(value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            out.authorization = Some(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok());
+            out.content_length = match out.content_length {
+                None => Some(parsed),
+                Some(prev) if prev == parsed => Some(prev),
+                Some(_) => Some(None),
+            };
+        } else if name.eq_ignore_ascii_case("content-type") {
+            out.content_type = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            out.chunked = true;
         }
     }
     Ok(Some((out, end)))
@@ -226,6 +254,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",

@@ -1,0 +1,73 @@
+//! Cross-core messages: a mutex-guarded queue per core plus a doorbell
+//! (a socketpair) that is rung only when the queue goes from empty to
+//! non-empty, so a burst of messages costs one wake-up (DESIGN §9).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::Mutex;
+
+use crate::hub::Msg;
+use crate::proto::cookie::SessionId;
+
+/// A connection handed to the core that owns its session.
+#[derive(Debug)]
+pub struct Adoption {
+    /// The socket, already upgraded (the 101 was sent).
+    pub fd: OwnedFd,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The session it resumes or starts.
+    pub session: SessionId,
+    /// Whether the request carried the cookie.
+    pub cookie_present: bool,
+    /// The client address for logs (`X-Forwarded-For` when present).
+    pub client: String,
+    /// Bytes that arrived behind the request head.
+    pub early: Vec<u8>,
+}
+
+/// What one core can send another.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// A hub message (pub/sub, presence, replay).
+    Hub(Msg),
+    /// A connection to adopt.
+    Adopt(Adoption),
+}
+
+/// One core's inbox.
+pub struct Mailbox {
+    queue: Mutex<Vec<CoreMsg>>,
+    ring: StdUnixStream,
+}
+
+impl Mailbox {
+    /// A mailbox whose doorbell rings through `ring` (the other end is the core's).
+    pub fn new(ring: StdUnixStream) -> Mailbox {
+        let _ = ring.set_nonblocking(true);
+        Mailbox {
+            queue: Mutex::new(Vec::new()),
+            ring,
+        }
+    }
+
+    /// Posts a message; rings the doorbell if the queue was empty.
+    pub fn post(&self, msg: CoreMsg) {
+        let was_empty = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(msg);
+            q.len() == 1
+        };
+        if was_empty {
+            // A full socket buffer means the bell is already ringing.
+            let _ = (&self.ring).write(&[1]);
+        }
+    }
+
+    /// Takes everything queued, in order.
+    pub fn take(&self) -> Vec<CoreMsg> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

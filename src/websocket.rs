@@ -1,0 +1,353 @@
+//! An open WebSocket connection: the read/parse/answer loop after the 101.
+//!
+//! The task waits for whichever it needs — readable (while the peer owes us
+//! less than `--max-backpressure`), writable (while output is queued) or a
+//! notification from its core (fan-out output, a close request) — then reads
+//! with non-blocking `recv` into the core's shared buffer, parses every frame
+//! of the batch, and writes all replies with one `send`. Queued output lives in
+//! the connection's [`ConnEntry`] so the core can append fan-out to it in order.
+
+use std::rc::Rc;
+
+use crate::connection::{would_block, Conn, Upgraded};
+use crate::conns::ConnEntry;
+use crate::gateway;
+use crate::hub::ConnId;
+use crate::log::{self, Level};
+use crate::metrics::CoreStats;
+use crate::proto::command;
+use crate::proto::frame::{encode_close, encode_frame, OpCode};
+use crate::proto::handshake::Endpoint;
+use crate::proto::receiver::{Event, Receiver, Step};
+use crate::server::{Core, READ_BUF_SIZE};
+
+/// An unfinished frame up to this size is staged through the core buffer;
+/// larger ones are read straight into the connection's buffer.
+const STAGE_MAX: usize = 16 * 1024;
+/// Reads per readiness event before yielding to other connections.
+const READS_PER_WAKE: usize = 4;
+/// Output batched before it is sent even if more input is waiting.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Where a connection is in its close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The peer's close arrived (and was answered unless we sent ours first);
+    /// the code it carried (1005 if none).
+    CloseReceived(u16),
+    /// We failed the connection with this code (RFC 6455 §7.1.7).
+    Failed(u16),
+    /// The peer vanished without a close frame (1006).
+    Gone,
+}
+
+/// Read-side state of an open WebSocket connection.
+struct Ws {
+    endpoint: Endpoint,
+    rx: Receiver,
+    /// The unfinished frame at the front of the stream (empty when idle).
+    inbuf: Vec<u8>,
+    /// Full length of that frame, when its header has arrived.
+    need: usize,
+    phase: Phase,
+    /// What the core knows of this connection (output, heartbeat, drain).
+    entry: Rc<ConnEntry>,
+    /// The hub's token for a gateway connection.
+    conn_id: Option<ConnId>,
+}
+
+enum Wake {
+    Read,
+    Write,
+    Notified,
+}
+
+impl Conn {
+    /// Runs an upgraded connection until it closes.
+    pub(crate) async fn websocket(&self, up: Upgraded, out: Vec<u8>) {
+        let core = &self.core;
+        let shared = core.shared.clone();
+        let registration = core.conns.register(self.fd, core.now());
+        let entry = registration.entry.clone();
+        *entry.outbox.borrow_mut() = out; // whatever of the 101 is still unsent
+        core.stats.connection_opened();
+        let mut ws = Ws {
+            endpoint: up.endpoint,
+            rx: Receiver::new(shared.config.max_message_size),
+            inbuf: up.early,
+            need: 0,
+            phase: Phase::Open,
+            entry: entry.clone(),
+            conn_id: None,
+        };
+        if up.endpoint == Endpoint::Gateway {
+            let id = core.next_conn_id();
+            core.gateway_conns.borrow_mut().insert(id, entry.clone());
+            let resumed = core.hub.borrow_mut().attach(id, up.session, core.now());
+            if up.cookie_present {
+                if resumed {
+                    core.stats.sticky_hit();
+                } else {
+                    // The cookie names a session this node does not have:
+                    // routing drift (or an expired session).
+                    core.stats.sticky_miss();
+                    log::emit(
+                        Level::Info,
+                        "sticky_miss",
+                        &[
+                            ("session", &up.session),
+                            ("client", &up.client),
+                            ("core", &core.index),
+                        ],
+                    );
+                }
+            }
+            ws.conn_id = Some(id);
+            gateway::flush_hub(core);
+        }
+        self.note_output(&entry);
+        if !ws.inbuf.is_empty() {
+            // A client may send its first frames right behind the request head.
+            self.pump(&mut ws, false);
+        }
+        let max_backpressure = shared.config.max_backpressure;
+        while ws.phase == Phase::Open {
+            if entry.cut.get() {
+                ws.phase = Phase::Gone;
+                break;
+            }
+            if entry.outbox.borrow().is_empty() {
+                if let Some((code, reason)) = entry.close_wanted.take() {
+                    // A close the core asked for while our output was queued.
+                    encode_close(&mut entry.outbox.borrow_mut(), code, reason);
+                    entry.close_sent.set(code);
+                }
+            }
+            let (pending, can_read) = {
+                let outbox = entry.outbox.borrow();
+                (!outbox.is_empty(), outbox.len() < max_backpressure)
+            };
+            // Read only while the peer owes us less than --max-backpressure.
+            let woke = monoio::select! {
+                r = self.stream.readable(false), if can_read => r.map(|_| Wake::Read),
+                w = self.stream.writable(false), if pending => w.map(|_| Wake::Write),
+                _ = entry.notified() => Ok(Wake::Notified),
+            };
+            match woke {
+                Ok(Wake::Read) => self.pump(&mut ws, true),
+                Ok(Wake::Write) => {
+                    if self.try_flush(&mut entry.outbox.borrow_mut()).is_err() {
+                        ws.phase = Phase::Gone;
+                    }
+                }
+                Ok(Wake::Notified) => {}
+                Err(_) => ws.phase = Phase::Gone,
+            }
+            self.note_output(&entry);
+        }
+        let sent = entry.close_sent.get();
+        let code = match ws.phase {
+            Phase::Gone | Phase::Open => 1006,
+            _ if sent != 0 => sent,
+            Phase::CloseReceived(code) | Phase::Failed(code) => code,
+        };
+        core.stats.closed_with(code);
+        core.stats.connection_closed();
+        if let Some(id) = ws.conn_id {
+            core.gateway_conns.borrow_mut().remove(&id);
+            // Only the client's own 1000 ends its session; anything else keeps it for a resume.
+            let ended = ws.phase == Phase::CloseReceived(1000) && sent == 0;
+            core.hub.borrow_mut().detach(id, core.now(), ended);
+            gateway::flush_hub(core);
+        }
+        shared.release_connection();
+        let out = std::mem::take(&mut *entry.outbox.borrow_mut());
+        self.linger_close(out).await;
+        drop(registration);
+    }
+
+    /// Tells the core whether output is waiting on the peer, and since when.
+    fn note_output(&self, entry: &ConnEntry) {
+        if entry.outbox.borrow().is_empty() {
+            entry.out_since.set(0);
+        } else if entry.out_since.get() == 0 {
+            entry.out_since.set(self.core.now());
+        }
+    }
+
+    /// Reads what the socket has (if `read`; else only the bytes already
+    /// buffered), parses every complete frame and sends all replies in one batch.
+    fn pump(&self, ws: &mut Ws, read: bool) {
+        let mut wbuf = self.core.write_buf.borrow_mut();
+        wbuf.clear();
+        if read {
+            let rbuf = &mut *self.core.read_buf.borrow_mut();
+            for _ in 0..READS_PER_WAKE {
+                let drained = self.read_once(ws, rbuf, &mut wbuf);
+                if drained || ws.phase != Phase::Open || wbuf.len() >= WRITE_BATCH {
+                    break;
+                }
+            }
+        } else {
+            let mut inbuf = std::mem::take(&mut ws.inbuf);
+            let used = process(ws, &mut inbuf, &mut wbuf, &self.core);
+            inbuf.drain(..used);
+            if !inbuf.is_empty() {
+                ws.inbuf = inbuf;
+            }
+        }
+        let failed = self
+            .send_now(&wbuf, &mut ws.entry.outbox.borrow_mut())
+            .is_err();
+        if failed && ws.phase == Phase::Open {
+            ws.phase = Phase::Gone;
+        }
+        wbuf.clear();
+        if wbuf.capacity() > 4 * READ_BUF_SIZE {
+            *wbuf = Vec::with_capacity(64 * 1024);
+        }
+    }
+
+    /// One `recv` and the frames it completes. Returns true when the socket
+    /// has (probably) nothing more to read right now.
+    fn read_once(&self, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> bool {
+        // A small unfinished frame is staged in front of the core buffer so one
+        // recv completes it and fetches what follows; a frame too large for the
+        // core buffer is read straight into the connection's own buffer.
+        let direct = ws.inbuf.len() > STAGE_MAX || ws.need > READ_BUF_SIZE;
+        let (result, want) = if direct {
+            let want = ws.need.saturating_sub(ws.inbuf.len()).max(STAGE_MAX);
+            (crate::sys::recv_append(self.fd, &mut ws.inbuf, want), want)
+        } else {
+            let staged = ws.inbuf.len();
+            rbuf[..staged].copy_from_slice(&ws.inbuf);
+            (
+                crate::sys::recv(self.fd, &mut rbuf[staged..]),
+                READ_BUF_SIZE - staged,
+            )
+        };
+        let n = match result {
+            Ok(0) => {
+                ws.phase = Phase::Gone;
+                return true;
+            }
+            Ok(n) => n,
+            Err(e) if would_block(&e) => return true,
+            Err(_) => {
+                ws.phase = Phase::Gone;
+                return true;
+            }
+        };
+        // Any inbound traffic is proof of life (and answers a pending ping).
+        ws.entry.last_seen.set(self.core.now());
+        ws.entry.ping_sent.set(0);
+        if direct {
+            let mut inbuf = std::mem::take(&mut ws.inbuf);
+            let used = process(ws, &mut inbuf, wbuf, &self.core);
+            inbuf.drain(..used);
+            if !inbuf.is_empty() {
+                ws.inbuf = inbuf;
+            }
+        } else {
+            let data = &mut rbuf[..ws.inbuf.len() + n];
+            let used = process(ws, data, wbuf, &self.core);
+            ws.inbuf.clear();
+            if used < data.len() {
+                ws.inbuf.extend_from_slice(&data[used..]);
+            } else {
+                ws.inbuf = Vec::new(); // idle connections hold no buffer
+            }
+        }
+        n < want
+    }
+}
+
+/// Parses the frames in `data` and writes the replies into `out`; returns
+/// the bytes used. Once the connection is closing, the rest is discarded.
+fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usize {
+    let stats: &CoreStats = &core.stats;
+    let mut used = 0;
+    // After our close frame (drain, takeover), only the peer's close matters (§5.5.1).
+    let closing = ws.entry.close_sent.get() != 0;
+    let (mut messages_in, mut bytes_in, mut messages_out, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
+    while ws.phase == Phase::Open {
+        match ws.rx.step(&mut data[used..]) {
+            Ok(Step::NeedMore { frame_len }) => {
+                ws.need = frame_len.unwrap_or(0);
+                break;
+            }
+            Ok(Step::Frame { consumed, event }) => {
+                used += consumed;
+                ws.need = 0;
+                let Some(event) = event else { continue };
+                match event {
+                    Event::Text(payload) | Event::Binary(payload) => {
+                        messages_in += 1;
+                        bytes_in += payload.len() as u64;
+                        if closing {
+                            continue;
+                        }
+                        let binary = matches!(event, Event::Binary(_));
+                        match (ws.endpoint, ws.conn_id) {
+                            (Endpoint::Echo, _) => {
+                                let opcode = if binary { OpCode::Binary } else { OpCode::Text };
+                                encode_frame(out, opcode, payload);
+                                messages_out += 1;
+                                bytes_out += payload.len() as u64;
+                            }
+                            (Endpoint::Gateway, Some(conn)) => {
+                                match command::parse(payload, binary) {
+                                    Ok(cmd) => {
+                                        // Keep replies in order: what this batch wrote so far
+                                        // goes ahead of what the hub sends.
+                                        ws.entry.outbox.borrow_mut().append(out);
+                                        core.hub.borrow_mut().command(conn, cmd, binary);
+                                        gateway::flush_hub(core);
+                                    }
+                                    Err(err) => {
+                                        let mut line = Vec::with_capacity(48);
+                                        command::write_err(&mut line, err);
+                                        encode_frame(out, OpCode::Text, &line);
+                                    }
+                                }
+                            }
+                            (Endpoint::Gateway, None) => {}
+                        }
+                    }
+                    // §5.5.2: a pong with the same application data.
+                    Event::Ping(payload) if !closing => encode_frame(out, OpCode::Pong, payload),
+                    Event::Ping(_) | Event::Pong(_) => {}
+                    // The reply to the close we sent.
+                    Event::Close(code, _) if closing => {
+                        ws.phase = Phase::CloseReceived(code.map_or(1005, |c| c.0));
+                    }
+                    // §5.5.1: answer with a close, echoing the status code.
+                    Event::Close(code, _) => {
+                        match code {
+                            Some(code) => encode_close(out, code.0, ""),
+                            None => encode_frame(out, OpCode::Close, &[]),
+                        }
+                        ws.phase = Phase::CloseReceived(code.map_or(1005, |c| c.0));
+                    }
+                }
+            }
+            Err(e) => {
+                let code = e.close_code();
+                encode_close(out, code.0, e.reason());
+                ws.phase = Phase::Failed(code.0);
+                log::emit(
+                    Level::Debug,
+                    "protocol_error",
+                    &[("code", &code), ("reason", &e.reason())],
+                );
+            }
+        }
+    }
+    stats.received(messages_in, bytes_in);
+    stats.sent(messages_out, bytes_out);
+    if ws.phase != Phase::Open {
+        return data.len();
+    }
+    used
+}
