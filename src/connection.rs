@@ -38,17 +38,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
         core,
     };
     let mut out = Vec::new();
-    let Some(up) = conn.handshake(&mut out).await else {
-        conn.linger_close(out).await;
+    // Boxed: the handshake's state must not inflate the long-lived part of
+    // this task (an idle connection is mostly this future's size).
+    let Some(up) = Box::pin(conn.handshake(&mut out)).await else {
+        Box::pin(conn.linger_close(out)).await;
         return;
     };
     let owner = up.session.owner(conn.core.shared.cores);
     if up.endpoint == Endpoint::Gateway && owner != conn.core.index {
         // A resumed session lives on another core: hand the socket over, with
         // the bytes already read, once the 101 is out.
-        if conn.flush(&mut out).await.is_err() {
+        if Box::pin(conn.flush(&mut out)).await.is_err() {
             conn.core.shared.release_connection();
-            conn.linger_close(out).await;
+            Box::pin(conn.linger_close(out)).await;
             return;
         }
         let Conn {

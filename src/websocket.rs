@@ -163,7 +163,7 @@ impl Conn {
         }
         shared.release_connection();
         let out = std::mem::take(&mut *entry.outbox.borrow_mut());
-        self.linger_close(out).await;
+        Box::pin(self.linger_close(out)).await;
         drop(registration);
     }
 
