@@ -1,11 +1,12 @@
-//! Where a byte arrives: the only socket code of a client connection.
+//! Where a byte arrives first: the socket code of a client connection up to
+//! the 101 (the open WebSocket continues in `websocket.rs`).
 //!
 //! A connection is one task on its core. It waits for readiness (never with a
 //! read in flight, so no buffer is pinned while idle and dropping a wait is
-//! safe), then reads with non-blocking `recv` into the core's shared buffer,
-//! hands the bytes to the sans-IO core (`proto`), and writes everything the
-//! batch produced with one `send`. Only an unfinished frame or unsent output
-//! is copied into the connection's own buffers, which are freed once empty.
+//! safe), reads with non-blocking `recv` into the core's shared buffer, hands
+//! the bytes to the sans-IO core (`proto`), and answers. A gateway connection
+//! whose session lives on another core is handed over to that core here. Every
+//! refusal ends in a lingering close, so the answer is not lost to a reset.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};

@@ -1218,3 +1218,410 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Lifecycle helpers: signals, exit status, memory, admin scrape, raw spawns
+// ---------------------------------------------------------------------------
+
+impl Gateway {
+    /// Start `wsgate` with exactly `args` (nothing prepended) and extra
+    /// environment variables `envs` (ambient `WSGATE_*` variables are still
+    /// removed first). Same log parsing and driver check as [`Gateway::start`].
+    pub fn start_exact(driver: Driver, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgate"));
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("WSGATE_") {
+                cmd.env_remove(&k);
+            }
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        match driver {
+            Driver::IoUring => {
+                cmd.env_remove("MONOIO_FORCE_LEGACY_DRIVER");
+            }
+            Driver::Legacy => {
+                cmd.env("MONOIO_FORCE_LEGACY_DRIVER", "1");
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn wsgate {args:?}: {e}"));
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<Option<(SocketAddr, SocketAddr)>>();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut raw = Vec::new();
+                let mut announced = false;
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+                    if !announced && line.split_whitespace().any(|t| t == "event=listening") {
+                        let listen = field(&line, "listen").and_then(|v| v.parse().ok());
+                        let admin = field(&line, "admin").and_then(|v| v.parse().ok());
+                        if let (Some(l), Some(a)) = (listen, admin) {
+                            announced = true;
+                            let _ = tx.send(Some((l, a)));
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+                let _ = tx.send(None);
+            });
+        }
+        let got = rx.recv_timeout(STARTUP_TIMEOUT);
+        let (addr, admin) = match got {
+            Ok(Some(pair)) => pair,
+            other => {
+                let _ = child.kill();
+                let status = child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                let logs = logs.lock().unwrap().join("\n");
+                panic!(
+                    "[{}] wsgate {:?} env {:?} did not report ` event=listening listen=.. \
+                     admin=..` within {:?} ({}), exit status {:?}; stderr:\n{}",
+                    driver.name(),
+                    args,
+                    envs,
+                    STARTUP_TIMEOUT,
+                    match other {
+                        Ok(None) => "stderr closed first",
+                        _ => "timed out",
+                    },
+                    status,
+                    logs
+                );
+            }
+        };
+        let gw = Gateway {
+            child: Mutex::new(child),
+            pid,
+            addr,
+            admin,
+            driver,
+            args,
+            logs,
+            dumped: Mutex::new(false),
+        };
+        gw.assert_driver();
+        gw
+    }
+
+    /// Send a signal (`"TERM"`, `"INT"`, ...) to the gateway with kill(1).
+    /// Refuses to signal a process that has already been reaped.
+    pub fn send_signal(&self, sig: &str) {
+        let mut c = self.child.lock().unwrap();
+        if let Ok(Some(st)) = c.try_wait() {
+            panic!(
+                "[{}] cannot send SIG{sig}: wsgate already exited ({st})",
+                self.driver.name()
+            );
+        }
+        let pid = self.pid.to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), pid.as_str()])
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("running kill -{sig} {pid}: {e}"));
+        assert!(st.success(), "kill -{sig} {pid} failed: {st}");
+    }
+
+    /// The exit status if the process has exited (reaps it), else None.
+    pub fn try_exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child
+            .lock()
+            .unwrap()
+            .try_wait()
+            .expect("try_wait on wsgate")
+    }
+
+    /// Poll (every 10 ms) until the process exits or `timeout` elapses.
+    /// Returns the status and the instant the exit was observed.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<(std::process::ExitStatus, Instant)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_exit_status() {
+                return Some((st, Instant::now()));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident set size of the gateway in KiB (`VmRSS` of /proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{}/status", self.pid))
+    }
+
+    /// `GET <path>` on the admin listener; the whole response (body by
+    /// `Content-Length`, then EOF).
+    pub fn admin_get(&self, path: &str) -> Response {
+        let mut c = Conn::connect(self.admin);
+        c.send(&Req::get(path).bytes());
+        c.read_response(false)
+    }
+
+    /// Scrape and parse `GET /metrics` on the admin listener (must be 200).
+    pub fn scrape(&self) -> Scrape {
+        let resp = self.admin_get("/metrics");
+        assert_eq!(
+            resp.status,
+            200,
+            "[{}] GET /metrics: {}",
+            self.driver.name(),
+            resp.head
+        );
+        Scrape::parse(&resp.body_str())
+    }
+
+    /// Scrape until `cond` holds (or `timeout` passes); returns the last scrape.
+    /// Counters are bumped by the cores a moment after the bytes hit the wire,
+    /// so a test polls for the expected value and then asserts it exactly.
+    pub fn scrape_until(&self, timeout: Duration, mut cond: impl FnMut(&Scrape) -> bool) -> Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.scrape();
+            if cond(&s) || Instant::now() >= deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// A parsed Prometheus text exposition: `series -> value`, where `series` is
+/// the sample name with its label set exactly as written
+/// (e.g. `wsgate_closes_total{code="1000"}`).
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    pub text: String,
+    pub samples: Vec<(String, f64)>,
+}
+
+impl Scrape {
+    /// Parse the text format; panics on a malformed sample line.
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("malformed metrics line {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("non-numeric value in metrics line {line:?}"));
+            samples.push((series.trim().to_string(), value));
+        }
+        Scrape {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// Value of an exact series, if present.
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+    }
+
+    /// Value of an exact series; missing counts as 0 (for deltas).
+    pub fn val(&self, series: &str) -> f64 {
+        self.get(series).unwrap_or(0.0)
+    }
+
+    /// Every sample of the family `name` (bare `name` or `name{...}`).
+    pub fn family(&self, name: &str) -> Vec<(String, f64)> {
+        self.samples
+            .iter()
+            .filter(|(s, _)| {
+                s == name
+                    || s.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('{'))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Sum over every sample of the family `name`.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.family(name).iter().map(|(_, v)| v).sum()
+    }
+}
+
+/// Run `wsgate <args>` with extra environment `envs` (ambient `WSGATE_*`
+/// removed, default driver) until it exits or `timeout` passes (then it is
+/// killed). Returns the exit status (None if it had to be killed) and stderr.
+pub fn run_to_exit(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgate"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WSGATE_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env_remove("MONOIO_FORCE_LEGACY_DRIVER");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to spawn wsgate {args:?}: {e}"));
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stderr.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(st) => break Some(st),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    (status, text)
+}
+
+/// Like [`for_each_driver`], but without the health check after `f`: for
+/// tests that make the gateway exit (SIGTERM).
+pub fn for_each_driver_exiting<F: Fn(&Gateway)>(args: &[&str], f: F) {
+    let mut failures = Vec::new();
+    for driver in Driver::ALL {
+        eprintln!(
+            "=== running with the {} driver, args {:?} ===",
+            driver.name(),
+            args
+        );
+        let gw = match catch_unwind(AssertUnwindSafe(|| Gateway::start(driver, args))) {
+            Ok(gw) => gw,
+            Err(e) => {
+                failures.push(format!(
+                    "[{}] startup: {}",
+                    driver.name(),
+                    panic_message(&*e)
+                ));
+                continue;
+            }
+        };
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(&gw))) {
+            gw.dump_logs();
+            failures.push(format!("[{}] {}", driver.name(), panic_message(&*e)));
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "failed on {} driver(s):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+impl Conn {
+    /// Non-panicking frame read: `Ok(Some(frame))`, `Ok(None)` on a clean EOF
+    /// at a frame boundary, `Err` on a timeout (WouldBlock/TimedOut), a reset,
+    /// or EOF inside a frame (UnexpectedEof).
+    pub fn try_read_frame(&mut self) -> io::Result<Option<Frame>> {
+        fn need(c: &mut Conn, n: usize) -> io::Result<bool> {
+            let mut tmp = [0u8; 16384];
+            while c.buf.len() < n {
+                let got = c.stream.read(&mut tmp)?;
+                if got == 0 {
+                    return Ok(false);
+                }
+                c.buf.extend_from_slice(&tmp[..got]);
+            }
+            Ok(true)
+        }
+        let eof_inside = || io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside a frame");
+        if !need(self, 2)? {
+            return if self.buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(eof_inside())
+            };
+        }
+        let (b0, b1) = (self.buf[0], self.buf[1]);
+        let masked = b1 & 0x80 != 0;
+        let (len, ext) = match b1 & 0x7f {
+            126 => {
+                if !need(self, 4)? {
+                    return Err(eof_inside());
+                }
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 2)
+            }
+            127 => {
+                if !need(self, 10)? {
+                    return Err(eof_inside());
+                }
+                let l = u64::from_be_bytes(self.buf[2..10].try_into().unwrap());
+                if l > 64 * 1024 * 1024 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("implausible frame length {l}"),
+                    ));
+                }
+                (l as usize, 8)
+            }
+            n => (n as usize, 0),
+        };
+        let head = 2 + ext + if masked { 4 } else { 0 };
+        if !need(self, head + len)? {
+            return Err(eof_inside());
+        }
+        let mut payload = self.buf[head..head + len].to_vec();
+        if masked {
+            let m: [u8; 4] = self.buf[2 + ext..2 + ext + 4].try_into().unwrap();
+            apply_mask(&mut payload, m);
+        }
+        self.buf.drain(..head + len);
+        Ok(Some(Frame {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 0x07,
+            opcode: b0 & 0x0f,
+            masked,
+            payload,
+            ext_len_bytes: ext,
+        }))
+    }
+}
