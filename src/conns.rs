@@ -5,15 +5,21 @@
 //! Everything here is core-local (`Rc`, `Cell`): no locks, no atomics.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
 use crate::sys;
+
+/// Per topic, the first message that never reached the peer.
+pub type Lost = Vec<(Arc<str>, u64)>;
 
 /// The part of a connection that its core may look at and act on.
 pub struct ConnEntry {
@@ -32,6 +38,14 @@ pub struct ConnEntry {
     pub cut: Cell<bool>,
     /// Output waiting for the peer to read, in order (empty when idle).
     pub outbox: RefCell<Vec<u8>>,
+    /// Bytes of this connection's stream handed to the kernel.
+    written: Cell<u64>,
+    /// Delivered messages not yet known to have reached the peer: where in
+    /// the stream each frame ends, and its topic and sequence number.
+    tags: RefCell<VecDeque<(u64, Arc<str>, u64)>>,
+    /// Once the connection is abandoned: per topic, the first message that
+    /// did not reach the peer (so a resume replays from there).
+    lost: RefCell<Option<Lost>>,
     waker: Cell<Option<Waker>>,
     notified: Cell<bool>,
 }
@@ -70,38 +84,151 @@ impl ConnEntry {
     /// owed more than `max_backpressure` bytes is not reading: it is cut as a
     /// slow consumer (its socket is full, so no close frame could reach it)
     /// and `false` is returned.
-    pub fn push_frame(&self, frame: &[u8], max_backpressure: usize, now: u64) -> bool {
+    pub fn push_frame(
+        &self,
+        frame: &[u8],
+        tag: Option<&(Arc<str>, u64)>,
+        max_backpressure: usize,
+        now: u64,
+    ) -> bool {
         if self.cut.get() || self.close_sent.get() != 0 {
             return true; // closing: nothing more is sent
         }
         let mut outbox = self.outbox.borrow_mut();
         if outbox.is_empty() {
-            let sent = match sys::send(self.fd, frame) {
+            let sent = match self.send_counted(frame) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
                 Err(_) => {
                     drop(outbox);
+                    self.record_tag(frame.len() as u64, tag); // never reached the peer
                     self.cut();
                     return true;
                 }
             };
-            if sent == frame.len() {
-                return true;
-            }
             outbox.extend_from_slice(&frame[sent..]);
-            self.out_since.set(now);
+            let queued = outbox.len() as u64;
             drop(outbox);
-            self.notify(); // the task must now wait for the socket to drain
+            self.record_tag(queued, tag);
+            if queued > 0 {
+                self.out_since.set(now);
+                self.notify(); // the task must now wait for the socket to drain
+            }
             return true;
         }
         if outbox.len() + frame.len() > max_backpressure {
-            *outbox = Vec::new();
+            let queued = outbox.len() as u64;
             drop(outbox);
+            self.record_tag(queued + frame.len() as u64, tag);
+            // The peer is alive, only slow: the kernel still delivers what it
+            // holds before the FIN, so only the queue here is lost.
+            self.settle_losses_at(self.written.get());
             self.cut();
+            *self.outbox.borrow_mut() = Vec::new();
             return false;
         }
         outbox.extend_from_slice(frame);
+        let queued = outbox.len() as u64;
+        drop(outbox);
+        self.record_tag(queued, tag);
         true
+    }
+
+    /// Sends `batch` behind whatever is queued, as far as the socket takes it
+    /// now; the rest is queued.
+    pub fn send_batch(&self, batch: &[u8]) -> io::Result<()> {
+        let mut outbox = self.outbox.borrow_mut();
+        if !outbox.is_empty() {
+            outbox.extend_from_slice(batch);
+            drop(outbox);
+            return self.flush_outbox();
+        }
+        let sent = self.send_counted(batch)?;
+        outbox.extend_from_slice(&batch[sent..]);
+        Ok(())
+    }
+
+    /// Sends as much of the queue as the socket takes now.
+    pub fn flush_outbox(&self) -> io::Result<()> {
+        let mut outbox = self.outbox.borrow_mut();
+        let sent = self.send_counted(&outbox)?;
+        outbox.drain(..sent);
+        if outbox.is_empty() {
+            *outbox = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Non-blocking sends until `data` is out or the socket is full; counts
+    /// the bytes that left.
+    fn send_counted(&self, data: &[u8]) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < data.len() {
+            match sys::send(self.fd, &data[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.written.set(self.written.get() + sent as u64);
+                    return Err(e);
+                }
+            }
+        }
+        self.written.set(self.written.get() + sent as u64);
+        Ok(sent)
+    }
+
+    /// Remembers a delivered message that ends `queued` bytes past what the
+    /// kernel has taken.
+    fn record_tag(&self, queued: u64, tag: Option<&(Arc<str>, u64)>) {
+        let Some((topic, seq)) = tag else { return };
+        let mut tags = self.tags.borrow_mut();
+        tags.push_back((self.written.get() + queued, topic.clone(), *seq));
+        if tags.len() >= 1024 {
+            // Forget what the peer has acknowledged; one ioctl per 1024 messages.
+            let acked = self.acked();
+            while tags.front().is_some_and(|t| t.0 <= acked) {
+                tags.pop_front();
+            }
+        }
+    }
+
+    /// Stream bytes the peer's TCP has acknowledged: written minus what the
+    /// kernel still holds (unsent or unacknowledged).
+    fn acked(&self) -> u64 {
+        self.written
+            .get()
+            .saturating_sub(sys::unacked_bytes(self.fd) as u64)
+    }
+
+    /// Works out, once, which delivered messages never reached the peer,
+    /// counting as delivered only what the peer's TCP acknowledged (the peer
+    /// may be gone). Called before the socket is given up.
+    pub fn settle_losses(&self) {
+        if self.lost.borrow().is_none() {
+            self.settle_losses_at(self.acked());
+        }
+    }
+
+    /// As [`ConnEntry::settle_losses`], counting the first `delivered` bytes
+    /// of the stream as delivered.
+    fn settle_losses_at(&self, delivered: u64) {
+        if self.lost.borrow().is_some() {
+            return;
+        }
+        let acked = delivered;
+        let mut first: Vec<(Arc<str>, u64)> = Vec::new();
+        for (end, topic, seq) in self.tags.borrow_mut().drain(..) {
+            if end > acked && !first.iter().any(|(t, _)| *t == topic) {
+                first.push((topic, seq));
+            }
+        }
+        *self.lost.borrow_mut() = Some(first);
+    }
+
+    /// The messages (first per topic) that never reached the peer.
+    pub fn take_losses(&self) -> Lost {
+        self.settle_losses();
+        self.lost.borrow_mut().take().unwrap_or_default()
     }
 
     /// Whether the connection task has output queued (a frame may be half-sent).
@@ -147,6 +274,8 @@ impl ConnEntry {
     /// Shuts the socket down; the connection task then sees end of stream.
     pub fn cut(&self) {
         if !self.cut.replace(true) {
+            // Before shutdown: afterwards the kernel no longer says what was unacknowledged.
+            self.settle_losses();
             sys::shutdown(self.fd, Shutdown::Both);
             self.notify();
         }
@@ -155,7 +284,7 @@ impl ConnEntry {
     /// Sends a small control frame in one piece, or cuts the connection: a
     /// partial control frame could never be completed without the task.
     fn send_whole(&self, frame: &[u8]) -> bool {
-        match sys::send(self.fd, frame) {
+        match self.send_counted(frame) {
             Ok(n) if n == frame.len() => true,
             _ => {
                 self.cut();
@@ -201,6 +330,9 @@ impl Registry {
             close_wanted: Cell::new(None),
             cut: Cell::new(false),
             outbox: RefCell::new(Vec::new()),
+            written: Cell::new(0),
+            tags: RefCell::new(VecDeque::new()),
+            lost: RefCell::new(None),
             waker: Cell::new(None),
             notified: Cell::new(false),
         });

@@ -25,11 +25,11 @@ pub fn flush_hub(core: &Core) {
             break;
         };
         match out {
-            Output::Send { conn, frame } => {
+            Output::Send { conn, frame, tag } => {
                 let Some(entry) = core.gateway_conns.borrow().get(&conn).cloned() else {
                     continue;
                 };
-                if entry.push_frame(&frame, max_backpressure, core.now()) {
+                if entry.push_frame(&frame, tag.as_ref(), max_backpressure, core.now()) {
                     core.stats.sent(1, frame.len() as u64);
                 } else {
                     core.stats.slow_consumer_close();

@@ -114,8 +114,13 @@ pub struct Stored {
 /// What the hub asks the I/O layer to do.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// Send a complete WebSocket frame to a connection of this core.
-    Send { conn: ConnId, frame: Rc<[u8]> },
+    /// Send a complete WebSocket frame to a connection of this core; `tag`
+    /// names the message it delivers, so a loss can be rewound.
+    Send {
+        conn: ConnId,
+        frame: Rc<[u8]>,
+        tag: Option<(Arc<str>, u64)>,
+    },
     /// Close a connection with a close frame.
     Close {
         conn: ConnId,
@@ -252,7 +257,37 @@ impl Hub {
     }
 
     fn send(&mut self, conn: ConnId, frame: Rc<[u8]>) {
-        self.out.push_back(Output::Send { conn, frame });
+        self.out.push_back(Output::Send {
+            conn,
+            frame,
+            tag: None,
+        });
+    }
+
+    fn deliver(&mut self, conn: ConnId, frame: Rc<[u8]>, topic: &Arc<str>, seq: u64) {
+        self.out.push_back(Output::Send {
+            conn,
+            frame,
+            tag: Some((topic.clone(), seq)),
+        });
+    }
+
+    /// The connection a session is attached to, if any.
+    pub fn connection_of(&self, session: SessionId) -> Option<ConnId> {
+        self.sessions.get(&session).and_then(|s| s.conn)
+    }
+
+    /// Messages from `lost` (first lost sequence number per topic) never
+    /// reached the client: the next resume replays from there.
+    pub fn rewind(&mut self, session: SessionId, lost: &[(Arc<str>, u64)]) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        for (topic, seq) in lost {
+            if let Some(sub) = s.subs.get_mut(topic) {
+                sub.last = sub.last.min(seq.saturating_sub(1));
+            }
+        }
     }
 
     fn mail(&mut self, core: usize, msg: Msg) {
@@ -336,10 +371,18 @@ impl Hub {
 
     /// The connection's socket is gone. A close with 1000 ends the session at
     /// once; anything else keeps it for `--session-ttl`.
-    pub fn detach(&mut self, conn: ConnId, now: u64, ended_by_client: bool) {
+    /// `lost` lists, per topic, the first message that never reached the client.
+    pub fn detach(
+        &mut self,
+        conn: ConnId,
+        now: u64,
+        ended_by_client: bool,
+        lost: &[(Arc<str>, u64)],
+    ) {
         let Some(session) = self.conns.remove(&conn) else {
             return;
         };
+        self.rewind(session, lost);
         if ended_by_client {
             self.end_session(session);
         } else if let Some(s) = self.sessions.get_mut(&session) {
@@ -748,7 +791,7 @@ impl Hub {
             sends.push((conn, frame.clone()));
         }
         for (conn, frame) in sends {
-            self.send(conn, frame);
+            self.deliver(conn, frame, &topic, seq);
         }
     }
 
@@ -777,26 +820,31 @@ impl Hub {
         let mut frames = Vec::new();
         if fresh {
             sub.last = current;
-            frames.push(text_frame(|l| {
-                command::write_ok(l, "sub", &topic, Some(current))
-            }));
+            frames.push((
+                text_frame(|l| command::write_ok(l, "sub", &topic, Some(current))),
+                None,
+            ));
         } else {
             if let Some((from, to)) = gap {
                 if to > sub.last {
-                    frames.push(text_frame(|l| {
-                        command::write_gap(l, &topic, from.max(sub.last + 1), to)
-                    }));
+                    frames.push((
+                        text_frame(|l| command::write_gap(l, &topic, from.max(sub.last + 1), to)),
+                        None,
+                    ));
                 }
             }
             for m in history.iter().filter(|m| m.seq > sub.last) {
                 let mut line = Vec::with_capacity(m.payload.len() + topic.len() + 24);
                 command::write_msg(&mut line, &topic, m.seq, &m.payload, m.binary);
-                frames.push(frame_of(&line, m.binary));
+                frames.push((frame_of(&line, m.binary), Some(m.seq)));
             }
             sub.last = sub.last.max(current);
         }
-        for f in frames {
-            self.send(conn, f);
+        for (frame, seq) in frames {
+            match seq {
+                Some(seq) => self.deliver(conn, frame, &topic, seq),
+                None => self.send(conn, frame),
+            }
         }
     }
 }

@@ -127,3 +127,16 @@ pub fn hostname() -> String {
         name
     }
 }
+
+/// Bytes in a TCP socket's send queue not yet acknowledged by the peer
+/// (`SIOCOUTQ`); 0 if the kernel cannot say.
+pub fn unacked_bytes(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int through the pointer.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if rc == 0 && n > 0 {
+        n as usize
+    } else {
+        0
+    }
+}

@@ -84,6 +84,7 @@ impl Conn {
         if up.endpoint == Endpoint::Gateway {
             let id = core.next_conn_id();
             core.gateway_conns.borrow_mut().insert(id, entry.clone());
+            self.take_over(up.session);
             let resumed = core.hub.borrow_mut().attach(id, up.session, core.now());
             if up.cookie_present {
                 if resumed {
@@ -137,7 +138,7 @@ impl Conn {
             match woke {
                 Ok(Wake::Read) => self.pump(&mut ws, true),
                 Ok(Wake::Write) => {
-                    if self.try_flush(&mut entry.outbox.borrow_mut()).is_err() {
+                    if entry.flush_outbox().is_err() {
                         ws.phase = Phase::Gone;
                     }
                 }
@@ -158,13 +159,33 @@ impl Conn {
             core.gateway_conns.borrow_mut().remove(&id);
             // Only the client's own 1000 ends its session; anything else keeps it for a resume.
             let ended = ws.phase == Phase::CloseReceived(1000) && sent == 0;
-            core.hub.borrow_mut().detach(id, core.now(), ended);
+            let lost = entry.take_losses();
+            core.hub.borrow_mut().detach(id, core.now(), ended, &lost);
             gateway::flush_hub(core);
         }
         shared.release_connection();
         let out = std::mem::take(&mut *entry.outbox.borrow_mut());
         Box::pin(self.linger_close(out)).await;
         drop(registration);
+    }
+
+    /// Before a reconnect takes a session over from a socket that still looks
+    /// open: whatever the old socket never got through is rewound, so the new
+    /// one replays it (the hub then closes the old one with 1008).
+    fn take_over(&self, session: crate::proto::cookie::SessionId) {
+        let core = &self.core;
+        let Some(old) = core.hub.borrow().connection_of(session) else {
+            return;
+        };
+        let Some(old_entry) = core.gateway_conns.borrow().get(&old).cloned() else {
+            return;
+        };
+        let lost = old_entry.take_losses();
+        core.hub.borrow_mut().rewind(session, &lost);
+        if !old_entry.outbox.borrow().is_empty() {
+            // A frame may be half-sent: no close frame can follow it cleanly.
+            old_entry.cut();
+        }
     }
 
     /// Tells the core whether output is waiting on the peer, and since when.
@@ -197,9 +218,7 @@ impl Conn {
                 ws.inbuf = inbuf;
             }
         }
-        let failed = self
-            .send_now(&wbuf, &mut ws.entry.outbox.borrow_mut())
-            .is_err();
+        let failed = ws.entry.send_batch(&wbuf).is_err();
         if failed && ws.phase == Phase::Open {
             ws.phase = Phase::Gone;
         }

@@ -33,8 +33,16 @@ fn rfc_sample_key_gets_exact_101_head() {
             .head
             .contains(&format!("Sec-WebSocket-Accept: {RFC_ACCEPT}\r\n")));
         assert!(is_uuid_v4(&id));
-        // The server must not send anything on its own after the 101.
-        c.expect_silent_open(std::time::Duration::from_millis(300), "after 101");
+        // The gateway speaks first, with exactly one `hello` for the cookie's
+        // session, and then waits for the client.
+        let hello = c.read_frame();
+        assert_eq!(hello.opcode, 0x1, "hello is a text frame");
+        let text = String::from_utf8(hello.payload).unwrap();
+        assert!(
+            text.starts_with(&format!("hello {id} new ")),
+            "unexpected first frame {text:?}"
+        );
+        c.expect_silent_open(std::time::Duration::from_millis(300), "after hello");
     });
 }
 

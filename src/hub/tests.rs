@@ -58,7 +58,7 @@ impl Cluster {
             for core in 0..self.hubs.len() {
                 while let Some(out) = self.hubs[core].poll_output() {
                     match out {
-                        Output::Send { conn, frame } => self
+                        Output::Send { conn, frame, .. } => self
                             .received
                             .entry(conn)
                             .or_default()
@@ -101,7 +101,7 @@ impl Cluster {
 
     fn drop_conn(&mut self, conn: ConnId, now: u64, normal: bool) {
         let core = self.conn_core[&conn];
-        self.hubs[core].detach(conn, now, normal);
+        self.hubs[core].detach(conn, now, normal, &[]);
         self.settle();
     }
 
@@ -336,4 +336,30 @@ fn expired_sessions_are_reclaimed() {
     c.tick(1_000_000);
     assert_eq!(c.hubs[0].session_count(), 0);
     assert_eq!(c.hubs[0].stats.sessions_ended, 100);
+}
+
+#[test]
+fn a_rewind_replays_what_never_reached_the_client() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    for i in 1..=5 {
+        c.cmd(cb, &format!("pub t {i}"));
+    }
+    assert_eq!(c.lines(ca).len(), 1 + 1 + 5); // hello, ok sub, 5 messages
+                                              // The socket died with messages 4 and 5 still unacknowledged.
+    let core = c.conn_core[&ca];
+    c.hubs[core].detach(ca, 10, false, &[("t".into(), 4)]);
+    c.settle();
+    let ca2 = c.connect(a, 20);
+    assert_eq!(
+        c.lines(ca2),
+        [
+            format!("hello {a} resumed n1"),
+            "msg t 4 4".into(),
+            "msg t 5 5".into()
+        ]
+    );
 }
