@@ -13,7 +13,7 @@
 //! Inputs are method calls with the current time in milliseconds; outputs are
 //! [`Output`] values drained with [`Hub::poll_output`]. No sockets, no clock.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -165,16 +165,6 @@ struct Session {
     disconnected_at: Option<u64>,
 }
 
-/// A topic owned by this core.
-#[derive(Debug, Default)]
-struct Topic {
-    seq: u64,
-    history: VecDeque<Stored>,
-    /// Subscribed sessions per core.
-    cores: Vec<u32>,
-    members: HashSet<SessionId>,
-}
-
 /// Counters the I/O layer exports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HubStats {
@@ -199,15 +189,6 @@ pub struct Hub {
     out: VecDeque<Output>,
     /// Lifetime counters.
     pub stats: HubStats,
-}
-
-/// The core that owns a topic: FNV-1a of its name.
-pub fn topic_owner(topic: &str, cores: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % cores.max(1) as u64) as usize
 }
 
 fn text_frame(build: impl FnOnce(&mut Vec<u8>)) -> Rc<[u8]> {
@@ -565,74 +546,18 @@ impl Hub {
                 topic,
                 from,
                 session,
-            } => {
-                let Some(t) = self.topics.get_mut(&topic) else {
-                    return;
-                };
-                if t.members.remove(&session) {
-                    t.cores[from] = t.cores[from].saturating_sub(1);
-                    self.announce(&topic, false, session);
-                }
-            }
+            } => self.on_unsubscribe(topic, from, session),
             Msg::Publish {
                 topic,
                 payload,
                 binary,
                 reply,
-            } => {
-                let cores = self.cfg.cores;
-                let history_size = self.cfg.history_size;
-                let t = self.topics.entry(topic.clone()).or_insert_with(|| Topic {
-                    cores: vec![0; cores],
-                    ..Default::default()
-                });
-                t.seq += 1;
-                let seq = t.seq;
-                t.history.push_back(Stored {
-                    seq,
-                    payload: payload.clone(),
-                    binary,
-                });
-                while t.history.len() > history_size {
-                    t.history.pop_front();
-                }
-                let targets: Vec<usize> = (0..cores).filter(|&c| t.cores[c] > 0).collect();
-                for core in targets {
-                    self.mail(
-                        core,
-                        Msg::Deliver {
-                            topic: topic.clone(),
-                            seq,
-                            payload: payload.clone(),
-                            binary,
-                        },
-                    );
-                }
-                let reply_core = match reply {
-                    Reply::Session(core, _) | Reply::Admin(core, _) => core,
-                };
-                self.mail(reply_core, Msg::Published { topic, seq, reply });
-            }
+            } => self.on_publish(topic, payload, binary, reply),
             Msg::Who {
                 topic,
                 from,
                 session,
-            } => {
-                let mut members: Vec<SessionId> = self
-                    .topics
-                    .get(&topic)
-                    .map(|t| t.members.iter().copied().collect())
-                    .unwrap_or_default();
-                members.sort_by_key(|m| m.to_text());
-                self.mail(
-                    from,
-                    Msg::Members {
-                        topic,
-                        session,
-                        members,
-                    },
-                );
-            }
+            } => self.on_who(topic, from, session),
             Msg::Deliver {
                 topic,
                 seq,
@@ -697,76 +622,13 @@ impl Hub {
         }
     }
 
-    fn on_subscribe(
-        &mut self,
-        topic: Arc<str>,
-        from: usize,
-        session: SessionId,
-        after: Option<u64>,
-    ) {
-        let cores = self.cfg.cores;
-        let t = self.topics.entry(topic.clone()).or_insert_with(|| Topic {
-            cores: vec![0; cores],
-            ..Default::default()
-        });
-        let current = t.seq;
-        let (fresh, gap, history) = match after {
-            None => {
-                let joined = t.members.insert(session);
-                if joined {
-                    t.cores[from] += 1;
-                }
-                (true, None, Vec::new())
-            }
-            Some(last) => {
-                if t.members.insert(session) {
-                    // The topic forgot this member (it cannot, on one node); re-add it.
-                    t.cores[from] += 1;
-                }
-                let oldest = t.history.front().map_or(current + 1, |m| m.seq);
-                let gap = (last + 1 < oldest && last < current).then(|| (last + 1, oldest - 1));
-                let history = t.history.iter().filter(|m| m.seq > last).cloned().collect();
-                (false, gap, history)
-            }
-        };
-        if fresh {
-            self.announce(&topic, true, session);
-        }
-        self.mail(
-            from,
-            Msg::Subscribed {
-                topic,
-                session,
-                fresh,
-                current,
-                gap,
-                history,
-            },
-        );
-    }
-
-    /// Sends `join`/`leave` to every core with subscribers of the topic.
-    fn announce(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
-        let Some(t) = self.topics.get(topic) else {
-            return;
-        };
-        let targets: Vec<usize> = (0..self.cfg.cores).filter(|&c| t.cores[c] > 0).collect();
-        for core in targets {
-            self.mail(
-                core,
-                Msg::Presence {
-                    topic: topic.clone(),
-                    joined,
-                    session,
-                },
-            );
-        }
-    }
-
     fn on_deliver(&mut self, topic: Arc<str>, seq: u64, payload: Arc<[u8]>, binary: bool) {
-        let Some(list) = self.local_subs.get(&topic) else {
+        let Some((local, list)) = self.local_subs.get_key_value(&topic) else {
             return;
         };
+        // Tag deliveries with this core's own copy of the name: its reference
+        // count stays on this core's cache lines, however many subscribers.
+        let topic = local.clone();
         let mut frame: Option<Rc<[u8]>> = None;
         let mut sends = Vec::new();
         for id in list {
@@ -848,6 +710,11 @@ impl Hub {
         }
     }
 }
+
+mod topic;
+
+pub use topic::topic_owner;
+use topic::Topic;
 
 #[cfg(test)]
 mod tests;
