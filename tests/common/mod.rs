@@ -86,110 +86,16 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 impl Gateway {
     /// Start `wsgate --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cores 2 <extra>`.
     pub fn start(driver: Driver, extra_args: &[&str]) -> Gateway {
-        let mut args: Vec<String> = [
+        let mut args = vec![
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
             "--cores",
             "2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra_args.iter().map(|s| s.to_string()));
-
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgate"));
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // The server reads `WSGATE_<FLAG>` from the environment; tests pass
-        // flags explicitly, so keep any ambient configuration out.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("WSGATE_") {
-                cmd.env_remove(&k);
-            }
-        }
-        match driver {
-            Driver::IoUring => {
-                cmd.env_remove("MONOIO_FORCE_LEGACY_DRIVER");
-            }
-            Driver::Legacy => {
-                cmd.env("MONOIO_FORCE_LEGACY_DRIVER", "1");
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("failed to spawn wsgate {args:?}: {e}"));
-        let pid = child.id();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<Option<(SocketAddr, SocketAddr)>>();
-        {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stderr);
-                let mut raw = Vec::new();
-                let mut announced = false;
-                loop {
-                    raw.clear();
-                    match reader.read_until(b'\n', &mut raw) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
-                    if !announced && line.split_whitespace().any(|t| t == "event=listening") {
-                        let listen = field(&line, "listen").and_then(|v| v.parse().ok());
-                        let admin = field(&line, "admin").and_then(|v| v.parse().ok());
-                        if let (Some(l), Some(a)) = (listen, admin) {
-                            announced = true;
-                            let _ = tx.send(Some((l, a)));
-                        }
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-                // stderr closed: the process exited (or closed stderr).
-                let _ = tx.send(None);
-            });
-        }
-
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let got = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        let (addr, admin) = match got {
-            Ok(Some(pair)) => pair,
-            other => {
-                let _ = child.kill();
-                let status = child.wait();
-                std::thread::sleep(Duration::from_millis(50));
-                let logs = logs.lock().unwrap().join("\n");
-                panic!(
-                    "[{}] wsgate {:?} did not report ` event=listening listen=.. admin=..` \
-                     within {:?} ({}), exit status {:?}; stderr:\n{}",
-                    driver.name(),
-                    args,
-                    STARTUP_TIMEOUT,
-                    match other {
-                        Ok(None) => "stderr closed first",
-                        _ => "timed out",
-                    },
-                    status,
-                    logs
-                );
-            }
-        };
-        let gw = Gateway {
-            child: Mutex::new(child),
-            pid,
-            addr,
-            admin,
-            driver,
-            args,
-            logs,
-            dumped: Mutex::new(false),
-        };
-        gw.assert_driver();
-        gw
+        ];
+        args.extend_from_slice(extra_args);
+        Gateway::start_exact(driver, &args, &[])
     }
 
     /// Make sure the requested io driver is really in use, so that "both
