@@ -50,8 +50,10 @@ pub enum EngineOp {
         binary: bool,
         floor: u64,
     },
-    /// Subscribe this core to the topic's channel, then read seq and history.
-    Sync(Arc<str>),
+    /// Subscribe this core to the topic's channel, then read seq and history;
+    /// the engine's seq is raised to `floor` (what this node numbered while
+    /// the engine was away), so later numbers stay above it everywhere.
+    Sync { topic: Arc<str>, floor: u64 },
     /// Unsubscribe from the topic's channel.
     Unwatch(Arc<str>),
     /// Add a member and announce `join` on the channel (once per session).
@@ -287,7 +289,8 @@ impl Hub {
             t.synced = false;
             if !t.syncing {
                 t.syncing = true;
-                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync(topic));
+                let floor = t.seq;
+                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync { topic, floor });
             }
         }
         // What changed during the outage goes to the engine now.
