@@ -255,14 +255,21 @@ impl Hub {
 
     /// Drain: saves the session of `conn` and closes it with 1001 once the
     /// engine has it. Returns false when there is nothing to save (close it
-    /// at once).
+    /// at once). From here on the session is detached: what is published
+    /// after the save is missed, and replayed wherever it resumes, so the
+    /// saved state is exact (no duplicates).
     pub fn drain_close(&mut self, conn: super::ConnId, now: u64) -> bool {
         if !self.cfg.engine {
             return false;
         }
-        let Some(&session) = self.conns.get(&conn) else {
+        let Some(session) = self.conns.remove(&conn) else {
             return false;
         };
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.conn = None;
+            s.disconnected_at = Some(now);
+            s.loading = None;
+        }
         self.save(session, Some(conn), now);
         true
     }

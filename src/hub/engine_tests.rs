@@ -460,3 +460,26 @@ fn a_node_that_lost_its_session_to_another_closes_the_old_socket() {
     assert!(f.closed.contains(&(old, 1008)));
     assert!(!f.hubs[0][0].has_session(id));
 }
+
+#[test]
+fn a_drained_session_is_saved_before_its_close_and_resumes_exactly() {
+    let mut f = Fleet::new(2, 1, 16);
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.cmd(a, "sub d");
+    let p = f.connect(1, SessionId::random(), false);
+    f.cmd(p, "pub d one");
+    f.lines(a);
+    let now = f.now;
+    assert!(f.hubs[0][0].drain_close(a, now));
+    // Published between the save and the close: not sent on the old socket.
+    f.hubs[0][0].command(a, parse(b"pub d ignored", false).unwrap(), false, now);
+    f.settle();
+    assert!(f.closed.contains(&(a, 1001)));
+    f.cmd(p, "pub d two");
+    assert!(msgs(&f.lines(a)).is_empty());
+    let b = f.connect(1, id, true);
+    let got = f.lines(b);
+    assert!(got[0].ends_with("resumed n1"));
+    assert_eq!(msgs(&got), ["msg d 2 two"]);
+}
