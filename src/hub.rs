@@ -221,6 +221,8 @@ pub struct Hub {
     /// Engine requests waiting for their answer.
     waits: HashMap<u64, Wait>,
     next_wait: u64,
+    /// The latest time an input carried (ms), for outputs caused by mail.
+    clock: u64,
     last_checkpoint: u64,
     /// Lifetime counters.
     pub stats: HubStats,
@@ -256,6 +258,7 @@ impl Hub {
             engine_up: false,
             waits: HashMap::new(),
             next_wait: 0,
+            clock: 0,
             last_checkpoint: 0,
             stats: HubStats::default(),
         }
@@ -338,6 +341,7 @@ impl Hub {
         cookie_present: bool,
         now: u64,
     ) -> bool {
+        self.clock = self.clock.max(now);
         let had = match self.sessions.get_mut(&session) {
             Some(s) => {
                 if let Some(old) = s.conn.replace(conn) {
@@ -422,6 +426,7 @@ impl Hub {
         ended_by_client: bool,
         lost: &[(Arc<str>, u64)],
     ) {
+        self.clock = self.clock.max(now);
         let Some(session) = self.conns.remove(&conn) else {
             return;
         };
@@ -445,6 +450,7 @@ impl Hub {
     /// Expires sessions disconnected for longer than the TTL, and with an
     /// engine, checkpoints what changed (at most once a second).
     pub fn tick(&mut self, now: u64) {
+        self.clock = self.clock.max(now);
         let ttl = self.cfg.session_ttl_ms;
         let expired: Vec<SessionId> = self
             .sessions
@@ -509,6 +515,7 @@ impl Hub {
 
     /// A command from a connection of this core.
     pub fn command(&mut self, conn: ConnId, cmd: Command<'_>, binary: bool, now: u64) {
+        self.clock = self.clock.max(now);
         let Some(&session) = self.conns.get(&conn) else {
             return;
         };
@@ -625,8 +632,9 @@ impl Hub {
             }
         }
         let subs_after = self.sessions.get(&session).map_or(0, |s| s.subs.len());
-        if self.cfg.engine && subs_after != subs_before {
-            // Subscriptions are written through: a crash never loses one.
+        if self.cfg.engine && subs_after < subs_before {
+            // Subscriptions are written through (a new one when the owner
+            // has numbered it: see `on_subscribed`).
             self.save(session, None, now);
         }
     }
@@ -795,10 +803,22 @@ impl Hub {
         };
         sub.pending = false;
         s.dirty = true;
-        let Some(conn) = s.conn else {
-            if fresh {
-                sub.last = current;
+        if fresh {
+            sub.last = current;
+            if self.cfg.engine {
+                // Written through with the seq it starts after, as `ok sub`
+                // goes out: a crash right after replays nothing older.
+                let now = self.clock;
+                self.save(session, None, now);
             }
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(sub) = s.subs.get_mut(&topic) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
             return;
         };
         let mut frames = Vec::new();

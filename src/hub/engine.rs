@@ -259,6 +259,7 @@ impl Hub {
     /// after the save is missed, and replayed wherever it resumes, so the
     /// saved state is exact (no duplicates).
     pub fn drain_close(&mut self, conn: super::ConnId, now: u64) -> bool {
+        self.clock = self.clock.max(now);
         if !self.cfg.engine {
             return false;
         }
@@ -276,6 +277,7 @@ impl Hub {
 
     /// The engine became reachable (`true`) or not.
     pub fn engine_status(&mut self, up: bool, now: u64) {
+        self.clock = self.clock.max(now);
         if up == self.engine_up {
             return;
         }
@@ -332,6 +334,7 @@ impl Hub {
 
     /// The engine's answer to request `id`.
     pub fn engine_reply(&mut self, id: u64, reply: EngineReply, now: u64) {
+        self.clock = self.clock.max(now);
         let Some(wait) = self.waits.remove(&id) else {
             return;
         };

@@ -483,3 +483,21 @@ fn a_drained_session_is_saved_before_its_close_and_resumes_exactly() {
     assert!(got[0].ends_with("resumed n1"));
     assert_eq!(msgs(&got), ["msg d 2 two"]);
 }
+
+#[test]
+fn a_subscription_is_saved_with_the_seq_it_starts_after() {
+    let mut f = Fleet::new(2, 2, 16);
+    let p = f.connect(1, SessionId::random(), false);
+    for i in 0..3 {
+        f.cmd(p, &format!("pub late m{i}"));
+    }
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.cmd(a, "sub late");
+    assert!(f.lines(a).contains(&"ok sub late 3".to_string()));
+    // No checkpoint has run: the write-through alone must say "after 3".
+    let saved = &f.fake.sessions[&id].1;
+    assert_eq!(saved, &vec![(Arc::from("late"), 3)]);
+    let b = f.connect(1, id, true);
+    assert!(msgs(&f.lines(b)).is_empty(), "nothing older than the sub");
+}
