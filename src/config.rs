@@ -97,6 +97,17 @@ pub struct Config {
     #[arg(long, env = "WSGATE_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
 
+    /// Redis as the shared engine for sessions, topic history and cross-node
+    /// fan-out: redis://[[user]:password@]host[:port][/db] [default: none, one
+    /// node in memory].
+    #[arg(long, env = "WSGATE_REDIS", hide_env_values = true, value_parser = parse_redis)]
+    pub redis: Option<crate::redis::RedisTarget>,
+
+    /// Longest wait for Redis (connect, any answer); beyond it the node serves
+    /// locally and reconnects.
+    #[arg(long, env = "WSGATE_REDIS_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
     /// Node name in logs and metrics [default: hostname].
     #[arg(long, env = "WSGATE_NODE_ID")]
     pub node_id: Option<String>,
@@ -164,6 +175,11 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than 0".into());
         }
+        if self.redis_timeout < Duration::from_millis(10)
+            || self.redis_timeout > Duration::from_secs(60)
+        {
+            return Err("--redis-timeout must be between 10ms and 60s".into());
+        }
         if self.session_ttl.is_zero() {
             return Err("--session-ttl must be greater than 0".into());
         }
@@ -223,6 +239,11 @@ pub fn is_name_byte(b: u8) -> bool {
 pub fn fail(msg: &str) -> ! {
     eprintln!("wsgate: error: {msg}");
     std::process::exit(2)
+}
+
+/// Parses a `redis://` URL.
+fn parse_redis(s: &str) -> Result<crate::redis::RedisTarget, String> {
+    crate::redis::RedisTarget::parse(s)
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h`, `1d`, or bare seconds.

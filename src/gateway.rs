@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use monoio::net::UnixStream;
 
-use crate::hub::Output;
+use crate::hub::{EngineReply, Output};
 use crate::log::{self, Level};
 use crate::mailbox::CoreMsg;
 use crate::server::Core;
@@ -50,6 +50,18 @@ pub fn flush_hub(core: &Core) {
             Output::AdminPublished { request, seq } => {
                 if let Some(waiter) = core.admin_waiters.borrow_mut().remove(&request) {
                     waiter.complete(seq);
+                }
+            }
+            Output::Engine { id, op } => {
+                let sent = core
+                    .redis
+                    .as_ref()
+                    .is_some_and(|r| r.submit(id, &op).is_ok());
+                if !sent {
+                    // Redis is down: the hub serves it locally.
+                    core.hub
+                        .borrow_mut()
+                        .engine_reply(id, EngineReply::Failed, core.now());
                 }
             }
         }

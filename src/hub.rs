@@ -44,11 +44,13 @@ pub enum Msg {
         session: SessionId,
         after: Option<u64>,
     },
-    /// Unsubscribe; announced with `leave`.
+    /// Unsubscribe; announced with `leave` unless `announce` is false (the
+    /// session lives on in another node).
     Unsubscribe {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
+        announce: bool,
     },
     /// Publish to a topic.
     Publish {
@@ -131,6 +133,9 @@ pub enum Output {
     Mail { core: usize, msg: Msg },
     /// A publish-API request on this core got its sequence number.
     AdminPublished { request: u64, seq: u64 },
+    /// A request to the shared engine (`--redis`), answered with
+    /// [`Hub::engine_reply`] under the same `id`.
+    Engine { id: u64, op: EngineOp },
 }
 
 /// Hub settings.
@@ -146,6 +151,8 @@ pub struct HubConfig {
     pub session_ttl_ms: u64,
     /// Messages kept per topic.
     pub history_size: usize,
+    /// Whether a shared engine (`--redis`) backs sessions and topics.
+    pub engine: bool,
 }
 
 /// A session's view of one subscribed topic.
@@ -163,6 +170,28 @@ struct Session {
     subs: HashMap<Arc<str>, Sub>,
     /// When the socket went away (ms); `None` while connected.
     disconnected_at: Option<u64>,
+    /// A delivery moved `last` since the engine last saved the session.
+    dirty: bool,
+    /// When the engine last saved it (ms).
+    saved_at: u64,
+    /// Waiting for the engine's claim: commands that arrived meanwhile.
+    loading: Option<Vec<Queued>>,
+    /// Its TTL ran out; waiting for the engine to say whether it is ours.
+    expiring: bool,
+}
+
+impl Session {
+    fn new(conn: Option<ConnId>) -> Session {
+        Session {
+            conn,
+            subs: HashMap::new(),
+            disconnected_at: None,
+            dirty: false,
+            saved_at: 0,
+            loading: None,
+            expiring: false,
+        }
+    }
 }
 
 /// Counters the I/O layer exports.
@@ -187,6 +216,12 @@ pub struct Hub {
     /// Messages to this core itself, handled in order before returning.
     local: VecDeque<Msg>,
     out: VecDeque<Output>,
+    /// Whether the shared engine is reachable right now.
+    engine_up: bool,
+    /// Engine requests waiting for their answer.
+    waits: HashMap<u64, Wait>,
+    next_wait: u64,
+    last_checkpoint: u64,
     /// Lifetime counters.
     pub stats: HubStats,
 }
@@ -218,6 +253,10 @@ impl Hub {
             topics: HashMap::new(),
             local: VecDeque::new(),
             out: VecDeque::new(),
+            engine_up: false,
+            waits: HashMap::new(),
+            next_wait: 0,
+            last_checkpoint: 0,
             stats: HubStats::default(),
         }
     }
@@ -267,6 +306,7 @@ impl Hub {
         for (topic, seq) in lost {
             if let Some(sub) = s.subs.get_mut(topic) {
                 sub.last = sub.last.min(seq.saturating_sub(1));
+                s.dirty = true;
             }
         }
     }
@@ -285,12 +325,20 @@ impl Hub {
         }
     }
 
-    /// A connection for `session` (owned by this core) is open. Sends
-    /// `hello`, takes over an older connection of the same session, and asks
-    /// the topic owners to replay what was missed. Returns whether it resumed.
-    pub fn attach(&mut self, conn: ConnId, session: SessionId, _now: u64) -> bool {
-        let sid = session.to_string();
-        let resumed = match self.sessions.get_mut(&session) {
+    /// A connection for `session` (owned by this core) is open. Takes over
+    /// an older connection of the same session. Without an engine, or for a
+    /// request without the cookie, sends `hello` at once and asks the topic
+    /// owners to replay what was missed; with one, claims the session from
+    /// the engine first (another node may have had it). Returns whether this
+    /// core already held the session (a sticky hit).
+    pub fn attach(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        cookie_present: bool,
+        now: u64,
+    ) -> bool {
+        let had = match self.sessions.get_mut(&session) {
             Some(s) => {
                 if let Some(old) = s.conn.replace(conn) {
                     // The old socket still looks open: this reconnect replaces it.
@@ -302,30 +350,39 @@ impl Hub {
                     });
                 }
                 s.disconnected_at = None;
+                s.expiring = false;
                 true
             }
             None => {
-                self.sessions.insert(
-                    session,
-                    Session {
-                        conn: Some(conn),
-                        subs: HashMap::new(),
-                        disconnected_at: None,
-                    },
-                );
+                self.sessions.insert(session, Session::new(Some(conn)));
                 false
             }
         };
         self.conns.insert(conn, session);
+        if self.cfg.engine && cookie_present {
+            self.sessions.get_mut(&session).expect("attached").loading = Some(Vec::new());
+            self.ask(Wait::Claim { session, conn, had }, EngineOp::Claim(session));
+        } else {
+            self.greet(conn, session, had, now);
+        }
+        self.run_local();
+        had
+    }
+
+    /// Sends `hello` and, for a resumed session, asks each topic owner for
+    /// what was missed; then runs the commands that waited for it.
+    fn greet(&mut self, conn: ConnId, session: SessionId, resumed: bool, now: u64) {
+        let sid = session.to_string();
         let node = self.cfg.node_id.clone();
         self.send(
             conn,
             text_frame(|l| command::write_hello(l, &sid, resumed, &node)),
         );
+        let from = self.cfg.core;
+        let s = self.sessions.get_mut(&session).expect("attached");
+        let queued = s.loading.take().unwrap_or_default();
         if resumed {
             self.stats.sessions_resumed += 1;
-            let from = self.cfg.core;
-            let s = self.sessions.get_mut(&session).expect("just attached");
             let mut asks = Vec::with_capacity(s.subs.len());
             for (topic, sub) in s.subs.iter_mut() {
                 sub.pending = true;
@@ -346,8 +403,13 @@ impl Hub {
         } else {
             self.stats.sessions_new += 1;
         }
-        self.run_local();
-        resumed
+        if self.cfg.engine {
+            // Persisted from the first moment, so any node can resume it.
+            self.save(session, None, now);
+        }
+        for q in queued {
+            self.run_queued(conn, q);
+        }
     }
 
     /// The connection's socket is gone. A close with 1000 ends the session at
@@ -365,33 +427,54 @@ impl Hub {
         };
         self.rewind(session, lost);
         if ended_by_client {
-            self.end_session(session);
+            if self.cfg.engine {
+                self.ask(Wait::Forget, EngineOp::End(session));
+            }
+            self.end_session(session, true);
         } else if let Some(s) = self.sessions.get_mut(&session) {
             s.conn = None;
             s.disconnected_at = Some(now);
+            s.loading = None;
+            if self.cfg.engine {
+                self.save(session, None, now);
+            }
         }
         self.run_local();
     }
 
-    /// Expires sessions disconnected for longer than the TTL.
+    /// Expires sessions disconnected for longer than the TTL, and with an
+    /// engine, checkpoints what changed (at most once a second).
     pub fn tick(&mut self, now: u64) {
         let ttl = self.cfg.session_ttl_ms;
         let expired: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, s)| {
-                s.disconnected_at
-                    .is_some_and(|t| now.saturating_sub(t) >= ttl)
+                !s.expiring
+                    && s.disconnected_at
+                        .is_some_and(|t| now.saturating_sub(t) >= ttl)
             })
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.end_session(id);
+            if self.cfg.engine && self.engine_up {
+                // Another node may have resumed it meanwhile: only the
+                // engine's owner announces the `leave`.
+                self.sessions.get_mut(&id).expect("listed").expiring = true;
+                self.ask(Wait::Expire(id), EngineOp::End(id));
+            } else {
+                self.end_session(id, true);
+            }
+        }
+        if self.cfg.engine && now.saturating_sub(self.last_checkpoint) >= CHECKPOINT_MS {
+            self.last_checkpoint = now;
+            self.checkpoint(now);
         }
         self.run_local();
     }
 
-    fn end_session(&mut self, session: SessionId) {
+    /// Ends a session here; `announce` sends `leave` to its topics' members.
+    fn end_session(&mut self, session: SessionId, announce: bool) {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
@@ -409,6 +492,7 @@ impl Hub {
                     topic,
                     from,
                     session,
+                    announce,
                 },
             );
         }
@@ -424,11 +508,41 @@ impl Hub {
     }
 
     /// A command from a connection of this core.
-    pub fn command(&mut self, conn: ConnId, cmd: Command<'_>, binary: bool) {
+    pub fn command(&mut self, conn: ConnId, cmd: Command<'_>, binary: bool, now: u64) {
         let Some(&session) = self.conns.get(&conn) else {
             return;
         };
+        if let Some(queue) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.loading.as_mut())
+        {
+            // `hello` has not gone out yet: keep the command for after it.
+            queue.push(Queued::new(cmd, binary, now));
+            return;
+        }
+        self.run_command(conn, session, cmd, binary, now);
+        self.run_local();
+    }
+
+    fn run_queued(&mut self, conn: ConnId, q: Queued) {
+        let Some(&session) = self.conns.get(&conn) else {
+            return;
+        };
+        let (cmd, binary, now) = q.command();
+        self.run_command(conn, session, cmd, binary, now);
+    }
+
+    fn run_command(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        cmd: Command<'_>,
+        binary: bool,
+        now: u64,
+    ) {
         let from = self.cfg.core;
+        let subs_before = self.sessions.get(&session).map_or(0, |s| s.subs.len());
         match cmd {
             Command::Sub(topic) => {
                 let s = self.sessions.get_mut(&session).expect("conn has a session");
@@ -475,6 +589,7 @@ impl Hub {
                             topic: topic.clone(),
                             from,
                             session,
+                            announce: true,
                         },
                     );
                 }
@@ -509,7 +624,11 @@ impl Hub {
                 );
             }
         }
-        self.run_local();
+        let subs_after = self.sessions.get(&session).map_or(0, |s| s.subs.len());
+        if self.cfg.engine && subs_after != subs_before {
+            // Subscriptions are written through: a crash never loses one.
+            self.save(session, None, now);
+        }
     }
 
     /// A publish from the admin API (on this core).
@@ -546,7 +665,8 @@ impl Hub {
                 topic,
                 from,
                 session,
-            } => self.on_unsubscribe(topic, from, session),
+                announce,
+            } => self.on_unsubscribe(topic, from, session, announce),
             Msg::Publish {
                 topic,
                 payload,
@@ -645,6 +765,7 @@ impl Hub {
             }
             let Some(conn) = s.conn else { continue };
             sub.last = seq;
+            s.dirty = true;
             let frame = frame.get_or_insert_with(|| {
                 let mut line = Vec::with_capacity(payload.len() + topic.len() + 24);
                 command::write_msg(&mut line, &topic, seq, &payload, binary);
@@ -673,6 +794,7 @@ impl Hub {
             return;
         };
         sub.pending = false;
+        s.dirty = true;
         let Some(conn) = s.conn else {
             if fresh {
                 sub.last = current;
@@ -711,8 +833,11 @@ impl Hub {
     }
 }
 
+mod engine;
 mod topic;
 
+pub use engine::{Claimed, EngineEvent, EngineOp, EngineReply, CHECKPOINT_MS};
+use engine::{Queued, Wait};
 pub use topic::topic_owner;
 use topic::Topic;
 

@@ -14,6 +14,10 @@
 //! - [`connection`]: the only socket code of a client connection.
 //! - [`conns`]: the per-core registry of open connections; [`heartbeat`]:
 //!   pings and dead-peer cuts; [`shutdown`]: SIGTERM and the drain.
+//! - [`hub`]: sessions and topics of one core (sans-IO); [`gateway`] and
+//!   [`mailbox`] wire it to sockets and to the other cores.
+//! - [`store`]: the shared engine's schema in Redis (keys, scripts);
+//!   [`redis`]: each core's connection to it; [`proto::resp`]: RESP3.
 //! - [`admin`]: the admin listener; [`metrics`]: per-core counters.
 //! - [`log`]: `key=value` log lines; [`sys`]: the raw system calls.
 
@@ -28,7 +32,9 @@ pub mod log;
 pub mod mailbox;
 pub mod metrics;
 pub mod proto;
+pub mod redis;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod sys;
 pub mod websocket;

@@ -20,6 +20,9 @@ const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1006];
 #[derive(Default)]
 pub struct CoreStats {
     driver: AtomicU8,
+    /// 0: no `--redis`; 1: this core's Redis connection is down; 2: up.
+    redis: AtomicU8,
+    redis_failures: AtomicU64,
     connections_active: AtomicU64,
     upgrades_ok: AtomicU64,
     rejects: [AtomicU64; REJECT_STATUSES.len()],
@@ -118,6 +121,14 @@ impl CoreStats {
         self.sessions_ended.store(hub.stats.sessions_ended, Relaxed);
         self.sessions_held
             .store(hub.session_count() as u64, Relaxed);
+    }
+
+    /// This core's Redis connection came up (`true`) or went down.
+    pub fn set_redis_up(&self, up: bool) {
+        if !up && self.redis.load(Relaxed) == 2 {
+            bump(&self.redis_failures, 1);
+        }
+        self.redis.store(if up { 2 } else { 1 }, Relaxed);
     }
 
     /// A peer was cut for not answering a ping.
@@ -319,6 +330,33 @@ impl Metrics {
             "",
             self.sum(|c| &c.heartbeat_timeouts),
         );
+        let redis: Vec<u8> = self.cores.iter().map(|c| c.redis.load(Relaxed)).collect();
+        if redis.iter().any(|&r| r != 0) {
+            family(
+                o,
+                "wsgate_redis_up",
+                "gauge",
+                "1 when every core's Redis connection is up.",
+            );
+            sample(
+                o,
+                "wsgate_redis_up",
+                "",
+                u64::from(redis.iter().all(|&r| r == 2)),
+            );
+            family(
+                o,
+                "wsgate_redis_connection_failures_total",
+                "counter",
+                "Redis connections lost (errors, timeouts, closes).",
+            );
+            sample(
+                o,
+                "wsgate_redis_connection_failures_total",
+                "",
+                self.sum(|c| &c.redis_failures),
+            );
+        }
         family(o, "wsgate_draining", "gauge", "1 from SIGTERM until exit.");
         sample(o, "wsgate_draining", "", u64::from(draining));
         family(

@@ -71,6 +71,8 @@ pub struct Shared {
     pub cores: usize,
     /// Each core's inbox, by core index.
     pub mailboxes: Vec<Mailbox>,
+    /// The shared engine's schema and this process's owner identity (`--redis`).
+    pub schema: Option<Arc<crate::store::Schema>>,
 }
 
 /// What one core owns: its index, the shared state and its scratch buffers.
@@ -95,6 +97,8 @@ pub struct Core {
     pub gateway_conns: RefCell<HashMap<ConnId, Rc<ConnEntry>>>,
     /// Publish-API requests waiting for their sequence number.
     pub admin_waiters: RefCell<HashMap<u64, Rc<AdminWaiter>>>,
+    /// This core's connection to the shared engine (`--redis`).
+    pub redis: Option<Rc<crate::redis::RedisClient>>,
     next_id: Cell<u64>,
     epoch: std::time::Instant,
     now_ms: Cell<u64>,
@@ -161,7 +165,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         mailboxes.push(Mailbox::new(ring));
         bells.push(Some(bell));
     }
+    let schema = config.redis.as_ref().map(|_| {
+        Arc::new(crate::store::Schema::new(
+            &node_id,
+            config.history_size,
+            config.session_ttl.as_millis() as u64,
+        ))
+    });
     let shared = Arc::new(Shared {
+        schema,
         config,
         routes,
         cookie,
@@ -279,27 +291,41 @@ fn core_main(
         }
     };
     let stats = shared.metrics.core(index);
-    let core = Rc::new(Core {
-        index,
-        shared: shared.clone(),
-        stats,
-        read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
-        write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
-        conns: Registry::default(),
-        draining: Cell::new(false),
-        hub: RefCell::new(Hub::new(HubConfig {
-            core: index,
-            cores: shared.cores,
-            node_id: shared.node_id.clone(),
-            session_ttl_ms: shared.config.session_ttl.as_millis() as u64,
-            history_size: shared.config.history_size,
-        })),
-        gateway_conns: RefCell::new(HashMap::new()),
-        admin_waiters: RefCell::new(HashMap::new()),
-        next_id: Cell::new(0),
-        epoch: std::time::Instant::now(),
-        now_ms: Cell::new(1),
-    });
+    if shared.config.redis.is_some() {
+        stats.set_redis_up(false);
+    }
+    let core =
+        Rc::new(Core {
+            index,
+            shared: shared.clone(),
+            stats,
+            read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
+            write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
+            conns: Registry::default(),
+            draining: Cell::new(false),
+            hub: RefCell::new(Hub::new(HubConfig {
+                core: index,
+                cores: shared.cores,
+                node_id: shared.node_id.clone(),
+                session_ttl_ms: shared.config.session_ttl.as_millis() as u64,
+                history_size: shared.config.history_size,
+                engine: shared.config.redis.is_some(),
+            })),
+            gateway_conns: RefCell::new(HashMap::new()),
+            admin_waiters: RefCell::new(HashMap::new()),
+            redis: shared.config.redis.clone().zip(shared.schema.clone()).map(
+                |(target, schema)| {
+                    Rc::new(crate::redis::RedisClient::new(
+                        target,
+                        shared.config.redis_timeout,
+                        schema,
+                    ))
+                },
+            ),
+            next_id: Cell::new(0),
+            epoch: std::time::Instant::now(),
+            now_ms: Cell::new(1),
+        });
     match rt {
         monoio::FusionRuntime::Uring(mut rt) => {
             rt.block_on(serve_core(
@@ -358,6 +384,7 @@ async fn serve_core(
     core.tick();
     monoio::spawn(crate::heartbeat::run(core.clone()));
     monoio::spawn(crate::gateway::mailbox_loop(core.clone(), mail_bell));
+    monoio::spawn(crate::redis::run(core.clone()));
     // Serve until this core's drain is over; returning ends the runtime.
     let drained = shutdown::drain(core.clone(), drain_bell);
     monoio::select! {

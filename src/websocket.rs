@@ -85,7 +85,10 @@ impl Conn {
             let id = core.next_conn_id();
             core.gateway_conns.borrow_mut().insert(id, entry.clone());
             self.take_over(up.session);
-            let resumed = core.hub.borrow_mut().attach(id, up.session, core.now());
+            let resumed =
+                core.hub
+                    .borrow_mut()
+                    .attach(id, up.session, up.cookie_present, core.now());
             if up.cookie_present {
                 if resumed {
                     core.stats.sticky_hit();
@@ -321,7 +324,12 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usiz
                                         // Keep replies in order: what this batch wrote so far
                                         // goes ahead of what the hub sends.
                                         ws.entry.outbox.borrow_mut().append(out);
-                                        core.hub.borrow_mut().command(conn, cmd, binary);
+                                        core.hub.borrow_mut().command(
+                                            conn,
+                                            cmd,
+                                            binary,
+                                            core.now(),
+                                        );
                                         gateway::flush_hub(core);
                                     }
                                     Err(err) => {

@@ -40,6 +40,7 @@ impl Cluster {
                         node_id: "n1".into(),
                         session_ttl_ms: 10_000,
                         history_size,
+                        engine: false,
                     })
                 })
                 .collect(),
@@ -66,6 +67,7 @@ impl Cluster {
                         Output::Close { conn, code, .. } => self.closed.push((conn, code)),
                         Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
                         Output::AdminPublished { request, seq } => self.admin.push((request, seq)),
+                        Output::Engine { .. } => unreachable!("no engine configured"),
                     }
                 }
             }
@@ -88,14 +90,14 @@ impl Cluster {
         self.next_conn += 1;
         let core = session.owner(self.hubs.len());
         self.conn_core.insert(conn, core);
-        self.hubs[core].attach(conn, session, now);
+        self.hubs[core].attach(conn, session, true, now);
         self.settle();
         conn
     }
 
     fn cmd(&mut self, conn: ConnId, text: &str) {
         let core = self.conn_core[&conn];
-        self.hubs[core].command(conn, parse(text.as_bytes(), false).unwrap(), false);
+        self.hubs[core].command(conn, parse(text.as_bytes(), false).unwrap(), false, 0);
         self.settle();
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Hub, Msg, Reply, Stored};
+use super::{EngineOp, Hub, Msg, Reply, Stored, Wait};
 use crate::proto::cookie::SessionId;
 
 /// A topic owned by this core.
@@ -15,6 +15,19 @@ pub(super) struct Topic {
     /// Subscribed sessions per core.
     cores: Vec<u32>,
     members: HashSet<SessionId>,
+    /// With an engine: this copy mirrors the engine's (its channel is
+    /// subscribed and its history loaded). Without one, always false.
+    pub(super) synced: bool,
+    /// A sync is in flight; `waiting` holds the subscribes it holds back.
+    pub(super) syncing: bool,
+    pub(super) waiting: Vec<Msg>,
+}
+
+impl Topic {
+    /// Whether any core of this node has a subscriber.
+    pub(super) fn has_subscribers(&self) -> bool {
+        self.cores.iter().any(|&n| n > 0)
+    }
 }
 
 /// The core that owns a topic: FNV-1a of its name.
@@ -35,8 +48,13 @@ impl Hub {
         })
     }
 
+    /// Whether the engine answers for this topic now (else: node-local).
+    fn engine_serves(&self) -> bool {
+        self.cfg.engine && self.engine_up
+    }
+
     /// Cores with at least one subscriber of the topic.
-    fn subscriber_cores(&self, topic: &Arc<str>) -> Vec<usize> {
+    pub(super) fn subscriber_cores(&self, topic: &Arc<str>) -> Vec<usize> {
         match self.topics.get(topic) {
             Some(t) => (0..self.cfg.cores).filter(|&c| t.cores[c] > 0).collect(),
             None => Vec::new(),
@@ -51,7 +69,23 @@ impl Hub {
         session: SessionId,
         after: Option<u64>,
     ) {
+        let engine = self.engine_serves();
         let t = self.topic_mut(&topic);
+        if engine && !t.synced {
+            // Mirror the engine's copy first: subscribe to its channel and
+            // load seq and history, then answer from the mirror.
+            t.waiting.push(Msg::Subscribe {
+                topic: topic.clone(),
+                from,
+                session,
+                after,
+            });
+            if !t.syncing {
+                t.syncing = true;
+                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync(topic));
+            }
+            return;
+        }
         let current = t.seq;
         // A resuming session is still a member; `insert` only re-adds one the
         // topic forgot, which cannot happen on one node.
@@ -71,7 +105,16 @@ impl Hub {
         };
         let fresh = after.is_none();
         if fresh {
-            self.announce(&topic, true, session);
+            if engine {
+                // Comes back through the topic's channel, to every node.
+                let op = EngineOp::Join {
+                    topic: topic.clone(),
+                    session,
+                };
+                self.ask(Wait::Forget, op);
+            } else {
+                self.announce(&topic, true, session);
+            }
         }
         self.mail(
             from,
@@ -86,20 +129,77 @@ impl Hub {
         );
     }
 
-    /// A session leaves the topic (unsub, expiry, close 1000).
-    pub(super) fn on_unsubscribe(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
+    /// A session leaves the topic (unsub, expiry, close 1000, or moved to
+    /// another node when `announce` is false).
+    pub(super) fn on_unsubscribe(
+        &mut self,
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+        announce: bool,
+    ) {
+        let engine = self.engine_serves();
         let Some(t) = self.topics.get_mut(&topic) else {
+            if engine && announce {
+                let op = EngineOp::Leave { topic, session };
+                self.ask(Wait::Forget, op);
+            }
             return;
         };
-        if t.members.remove(&session) {
-            t.cores[from] = t.cores[from].saturating_sub(1);
-            self.announce(&topic, false, session);
+        if !t.members.remove(&session) {
+            return;
+        }
+        t.cores[from] = t.cores[from].saturating_sub(1);
+        let unwatched = engine && !t.has_subscribers() && !t.syncing;
+        if unwatched {
+            // Nobody here listens any more: the engine keeps the topic.
+            self.topics.remove(&topic);
+            self.ask(Wait::Forget, EngineOp::Unwatch(topic.clone()));
+        }
+        if announce {
+            if engine {
+                let op = EngineOp::Leave { topic, session };
+                self.ask(Wait::Forget, op);
+            } else {
+                self.announce(&topic, false, session);
+            }
         }
     }
 
     /// Assigns the next sequence number, keeps the message, fans it out to
     /// the cores with subscribers, then tells the publisher its number.
     pub(super) fn on_publish(
+        &mut self,
+        topic: Arc<str>,
+        payload: Arc<[u8]>,
+        binary: bool,
+        reply: Reply,
+    ) {
+        if self.engine_serves() {
+            // The engine numbers it and fans it out to every node's
+            // subscribers through the topic's channel (this node included).
+            let floor = self.topics.get(&topic).map_or(0, |t| t.seq);
+            let op = EngineOp::Publish {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                binary,
+                floor,
+            };
+            let wait = Wait::Publish {
+                topic,
+                payload,
+                binary,
+                reply,
+            };
+            self.ask(wait, op);
+            return;
+        }
+        self.publish_here(topic, payload, binary, reply);
+    }
+
+    /// Numbers, keeps and fans out a message on this node alone (no engine,
+    /// or the engine is unreachable).
+    pub(super) fn publish_here(
         &mut self,
         topic: Arc<str>,
         payload: Arc<[u8]>,
@@ -127,12 +227,97 @@ impl Hub {
             };
             self.mail(core, msg);
         }
+        self.published(topic, seq, reply);
+    }
+
+    /// Tells the publisher its sequence number.
+    pub(super) fn published(&mut self, topic: Arc<str>, seq: u64, reply: Reply) {
         let (Reply::Session(reply_core, _) | Reply::Admin(reply_core, _)) = reply;
         self.mail(reply_core, Msg::Published { topic, seq, reply });
     }
 
-    /// Answers `who` with the sorted member list.
+    /// A message the engine fanned out: mirror it and deliver it here.
+    pub(super) fn on_engine_message(&mut self, topic: Arc<str>, m: Stored) {
+        let history_size = self.cfg.history_size;
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        // Before the sync answers, the history it loads covers this message.
+        if !t.synced || m.seq <= t.seq {
+            return;
+        }
+        t.seq = m.seq;
+        t.history.push_back(m.clone());
+        while t.history.len() > history_size {
+            t.history.pop_front();
+        }
+        self.fan_out(&topic, &m);
+    }
+
+    fn fan_out(&mut self, topic: &Arc<str>, m: &Stored) {
+        for core in self.subscriber_cores(topic) {
+            let msg = Msg::Deliver {
+                topic: topic.clone(),
+                seq: m.seq,
+                payload: m.payload.clone(),
+                binary: m.binary,
+            };
+            self.mail(core, msg);
+        }
+    }
+
+    /// The engine's seq and history for a topic: the mirror catches up (after
+    /// an outage, what was published elsewhere is delivered here now), then
+    /// the held-back subscribes are answered.
+    pub(super) fn on_synced(&mut self, topic: Arc<str>, synced: Option<(u64, Vec<Stored>)>) {
+        let history_size = self.cfg.history_size;
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        t.syncing = false;
+        // A failed sync serves the local copy; the next engine_status(true)
+        // syncs again.
+        t.synced = true;
+        let mut fresh = Vec::new();
+        if let Some((seq, history)) = synced {
+            for m in history {
+                if m.seq > t.seq {
+                    t.seq = m.seq;
+                    t.history.push_back(m.clone());
+                    fresh.push(m);
+                }
+            }
+            t.seq = t.seq.max(seq);
+            while t.history.len() > history_size {
+                t.history.pop_front();
+            }
+        }
+        let waiting = std::mem::take(&mut t.waiting);
+        for m in &fresh {
+            self.fan_out(&topic, m);
+        }
+        for msg in waiting {
+            self.handle(msg);
+        }
+    }
+
+    /// Answers `who` with the sorted member list (the engine's, fleet-wide,
+    /// when it serves).
     pub(super) fn on_who(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
+        if self.engine_serves() {
+            let wait = Wait::Who {
+                topic: topic.clone(),
+                from,
+                session,
+            };
+            self.ask(wait, EngineOp::Who(topic));
+            return;
+        }
+        self.who_here(topic, from, session);
+    }
+
+    /// Answers `who` from this node's members.
+    pub(super) fn who_here(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
         let mut members: Vec<SessionId> = self
             .topics
             .get(&topic)
@@ -150,7 +335,7 @@ impl Hub {
     }
 
     /// Sends `join`/`leave` to every core with subscribers of the topic.
-    fn announce(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
+    pub(super) fn announce(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
         for core in self.subscriber_cores(topic) {
             self.mail(
                 core,

@@ -10,4 +10,5 @@ pub mod handshake;
 pub mod http;
 pub mod mask;
 pub mod receiver;
+pub mod resp;
 pub mod utf8;

@@ -1,0 +1,451 @@
+//! The hub's side of the shared engine (`--redis`, DESIGN §10): what it asks
+//! the engine, and what it does with the answers, the channel's pushes and
+//! the engine's comings and goings. Still sans-IO: requests leave as
+//! [`Output::Engine`], answers come back through [`Hub::engine_reply`].
+//!
+//! What lives in the engine, and when it is written:
+//! - a session (its subscriptions and the last seq delivered per topic) is
+//!   saved when it starts, on every `sub`/`unsub`, when its socket goes, at
+//!   drain before its close frame, and every [`CHECKPOINT_MS`] while seqs
+//!   move. A crash loses no subscription; a resume elsewhere replays from the
+//!   last checkpoint, so up to a second of messages may come again (same
+//!   seqs: a client drops seq ≤ the last it saw).
+//! - a topic's seq and history are the engine's; each node's topic owner
+//!   keeps a mirror, fed by the topic's channel, and answers subscribes and
+//!   resumes from it.
+//!
+//! When the engine is unreachable, topics are served from the mirror with
+//! node-local numbering (never below the mirror's seq, and the engine's
+//! numbering continues above it afterwards), sessions resume only on the node
+//! that has them, and everything syncs again when the engine is back.
+
+use std::sync::Arc;
+
+use super::{Hub, Msg, Output, Reply, Stored, Sub};
+use crate::hub::topic_owner;
+use crate::proto::command::Command;
+use crate::proto::cookie::SessionId;
+
+/// How often changed sessions are saved (ms).
+pub const CHECKPOINT_MS: u64 = 1000;
+
+/// A request to the engine.
+#[derive(Debug, Clone)]
+pub enum EngineOp {
+    /// Take ownership of a session and read its state.
+    Claim(SessionId),
+    /// Write a session's state (if this node still owns it); `ttl_ms` is how
+    /// long the engine keeps it without another save.
+    Save {
+        session: SessionId,
+        subs: Vec<(Arc<str>, u64)>,
+        ttl_ms: u64,
+    },
+    /// Delete a session (if this node still owns it).
+    End(SessionId),
+    /// Number, keep and fan out a message; never numbered at or below `floor`.
+    Publish {
+        topic: Arc<str>,
+        payload: Arc<[u8]>,
+        binary: bool,
+        floor: u64,
+    },
+    /// Subscribe this core to the topic's channel, then read seq and history.
+    Sync(Arc<str>),
+    /// Unsubscribe from the topic's channel.
+    Unwatch(Arc<str>),
+    /// Add a member and announce `join` on the channel (once per session).
+    Join { topic: Arc<str>, session: SessionId },
+    /// Remove a member and announce `leave` (once).
+    Leave { topic: Arc<str>, session: SessionId },
+    /// The topic's members.
+    Who(Arc<str>),
+}
+
+/// A claimed session's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// This node (this process) was its owner already.
+    pub mine: bool,
+    /// Subscribed topics and the last seq delivered on each.
+    pub subs: Vec<(Arc<str>, u64)>,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone)]
+pub enum EngineReply {
+    /// Unreachable, timed out, or an error reply.
+    Failed,
+    /// To `Claim`: the state, or `None` for a session the engine never had.
+    Claimed(Option<Claimed>),
+    /// To `Save` and `End`: whether this node owned the session.
+    Owned(bool),
+    /// To `Publish`: the sequence number.
+    Published(u64),
+    /// To `Sync`: the current seq and the history, oldest first.
+    Synced { seq: u64, history: Vec<Stored> },
+    /// To `Who`.
+    Members(Vec<SessionId>),
+    /// To everything else.
+    Done,
+}
+
+/// Something published on a topic's channel.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A message (from any node).
+    Message(Stored),
+    /// `join` (true) or `leave` of a session (on any node).
+    Presence { joined: bool, session: SessionId },
+}
+
+/// What an engine request was for.
+#[derive(Debug)]
+pub(super) enum Wait {
+    /// Nothing waits for the answer.
+    Forget,
+    Claim {
+        session: SessionId,
+        conn: super::ConnId,
+        had: bool,
+    },
+    Save {
+        session: SessionId,
+        /// A draining connection to close with 1001 once the save is done.
+        drain_close: Option<super::ConnId>,
+    },
+    Expire(SessionId),
+    Publish {
+        topic: Arc<str>,
+        payload: Arc<[u8]>,
+        binary: bool,
+        reply: Reply,
+    },
+    Sync(Arc<str>),
+    Who {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+    },
+}
+
+/// A command that arrived before `hello` (while the session was claimed).
+#[derive(Debug)]
+pub(super) struct Queued {
+    kind: u8,
+    topic: Arc<str>,
+    payload: Arc<[u8]>,
+    binary: bool,
+    now: u64,
+}
+
+impl Queued {
+    pub(super) fn new(cmd: Command<'_>, binary: bool, now: u64) -> Queued {
+        let (kind, topic, payload): (u8, &str, &[u8]) = match cmd {
+            Command::Sub(t) => (b's', t, b""),
+            Command::Unsub(t) => (b'u', t, b""),
+            Command::Pub { topic, payload } => (b'p', topic, payload),
+            Command::Who(t) => (b'w', t, b""),
+        };
+        Queued {
+            kind,
+            topic: topic.into(),
+            payload: payload.into(),
+            binary,
+            now,
+        }
+    }
+
+    pub(super) fn command(&self) -> (Command<'_>, bool, u64) {
+        let cmd = match self.kind {
+            b's' => Command::Sub(&self.topic),
+            b'u' => Command::Unsub(&self.topic),
+            b'p' => Command::Pub {
+                topic: &self.topic,
+                payload: &self.payload,
+            },
+            _ => Command::Who(&self.topic),
+        };
+        (cmd, self.binary, self.now)
+    }
+}
+
+impl Hub {
+    /// Sends a request to the engine.
+    pub(super) fn ask(&mut self, wait: Wait, op: EngineOp) {
+        self.next_wait += 1;
+        let id = self.next_wait;
+        if !matches!(wait, Wait::Forget) {
+            self.waits.insert(id, wait);
+        }
+        self.out.push_back(Output::Engine { id, op });
+    }
+
+    /// How long the engine keeps a session without another save: the TTL,
+    /// plus two checkpoints for a connected one (refreshed while it lives).
+    fn engine_ttl(&self, connected: bool) -> u64 {
+        let ttl = self.cfg.session_ttl_ms;
+        if connected {
+            ttl.max(10 * CHECKPOINT_MS) + 2 * CHECKPOINT_MS
+        } else {
+            ttl
+        }
+    }
+
+    /// Saves a session's state in the engine.
+    pub(super) fn save(
+        &mut self,
+        session: SessionId,
+        drain_close: Option<super::ConnId>,
+        now: u64,
+    ) {
+        let ttl_connected = self.engine_ttl(true);
+        let ttl_gone = self.engine_ttl(false);
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.dirty = false;
+        s.saved_at = now;
+        let subs = s
+            .subs
+            .iter()
+            .map(|(t, sub)| (t.clone(), sub.last))
+            .collect();
+        let ttl_ms = if s.conn.is_some() {
+            ttl_connected
+        } else {
+            ttl_gone
+        };
+        self.ask(
+            Wait::Save {
+                session,
+                drain_close,
+            },
+            EngineOp::Save {
+                session,
+                subs,
+                ttl_ms,
+            },
+        );
+    }
+
+    /// Saves sessions whose seqs moved, and refreshes the engine's expiry of
+    /// connected ones.
+    pub(super) fn checkpoint(&mut self, now: u64) {
+        if !self.engine_up {
+            return;
+        }
+        let refresh = self.engine_ttl(true) / 2;
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.loading.is_none()
+                    && !s.expiring
+                    && (s.dirty || (s.conn.is_some() && now.saturating_sub(s.saved_at) >= refresh))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.save(id, None, now);
+        }
+    }
+
+    /// Drain: saves the session of `conn` and closes it with 1001 once the
+    /// engine has it. Returns false when there is nothing to save (close it
+    /// at once).
+    pub fn drain_close(&mut self, conn: super::ConnId, now: u64) -> bool {
+        if !self.cfg.engine {
+            return false;
+        }
+        let Some(&session) = self.conns.get(&conn) else {
+            return false;
+        };
+        self.save(session, Some(conn), now);
+        true
+    }
+
+    /// The engine became reachable (`true`) or not.
+    pub fn engine_status(&mut self, up: bool, now: u64) {
+        if up == self.engine_up {
+            return;
+        }
+        self.engine_up = up;
+        if !up {
+            // Serve from the mirrors until the engine is back.
+            for t in self.topics.values_mut() {
+                t.synced = false;
+            }
+            return;
+        }
+        // Mirror again every topic this node listens to; forget the others
+        // (the engine has them).
+        self.topics.retain(|_, t| t.has_subscribers());
+        let topics: Vec<Arc<str>> = self.topics.keys().cloned().collect();
+        for topic in topics {
+            let t = self.topics.get_mut(&topic).expect("listed");
+            t.synced = false;
+            if !t.syncing {
+                t.syncing = true;
+                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync(topic));
+            }
+        }
+        // What changed during the outage goes to the engine now.
+        for s in self.sessions.values_mut() {
+            s.dirty = true;
+        }
+        self.checkpoint(now);
+        self.run_local();
+    }
+
+    /// Whether the engine is reachable, as far as this hub knows.
+    pub fn engine_is_up(&self) -> bool {
+        self.engine_up
+    }
+
+    /// Something published on the channel of a topic this core owns.
+    pub fn engine_event(&mut self, topic: &str, event: EngineEvent) {
+        let Some((topic, _)) = self.topics.get_key_value(topic) else {
+            return;
+        };
+        let topic = topic.clone();
+        match event {
+            EngineEvent::Message(m) => self.on_engine_message(topic, m),
+            EngineEvent::Presence { joined, session } => {
+                if self.topics.get(&topic).is_some_and(|t| t.synced) {
+                    self.announce(&topic, joined, session);
+                }
+            }
+        }
+        self.run_local();
+    }
+
+    /// The engine's answer to request `id`.
+    pub fn engine_reply(&mut self, id: u64, reply: EngineReply, now: u64) {
+        let Some(wait) = self.waits.remove(&id) else {
+            return;
+        };
+        match wait {
+            Wait::Forget => {}
+            Wait::Claim { session, conn, had } => self.on_claimed(session, conn, had, reply, now),
+            Wait::Save {
+                session,
+                drain_close,
+            } => {
+                if let Some(conn) = drain_close {
+                    self.out.push_back(Output::Close {
+                        conn,
+                        code: 1001,
+                        reason: "draining",
+                    });
+                } else if matches!(reply, EngineReply::Owned(false)) {
+                    // Another node claimed it: that one serves it now.
+                    if let Some(conn) = self.connection_of(session) {
+                        self.out.push_back(Output::Close {
+                            conn,
+                            code: 1008,
+                            reason: "replaced",
+                        });
+                    }
+                    self.end_session(session, false);
+                }
+            }
+            Wait::Expire(session) => {
+                let still_expiring = self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.expiring && s.conn.is_none());
+                if still_expiring {
+                    let ours = !matches!(reply, EngineReply::Owned(false));
+                    self.end_session(session, ours);
+                }
+            }
+            Wait::Publish {
+                topic,
+                payload,
+                binary,
+                reply: to,
+            } => match reply {
+                EngineReply::Published(seq) => self.published(topic, seq, to),
+                _ => self.publish_here(topic, payload, binary, to),
+            },
+            Wait::Sync(topic) => {
+                let synced = match reply {
+                    EngineReply::Synced { seq, history } => Some((seq, history)),
+                    _ => None,
+                };
+                self.on_synced(topic, synced);
+            }
+            Wait::Who {
+                topic,
+                from,
+                session,
+            } => match reply {
+                EngineReply::Members(mut members) => {
+                    members.sort_by_key(|m| m.to_text());
+                    self.mail(
+                        from,
+                        Msg::Members {
+                            topic,
+                            session,
+                            members,
+                        },
+                    );
+                }
+                _ => self.who_here(topic, from, session),
+            },
+        }
+        self.run_local();
+    }
+
+    fn on_claimed(
+        &mut self,
+        session: SessionId,
+        conn: super::ConnId,
+        had: bool,
+        reply: EngineReply,
+        now: u64,
+    ) {
+        if self.connection_of(session) != Some(conn) {
+            return; // replaced meanwhile; the newer claim decides
+        }
+        let resumed = match reply {
+            // Ours all along: the local copy is at least as fresh.
+            EngineReply::Claimed(Some(c)) if had && c.mine => true,
+            EngineReply::Claimed(Some(c)) => {
+                // Another node had it last: its state replaces ours.
+                let from = self.cfg.core;
+                let s = self.sessions.get_mut(&session).expect("attached");
+                let stale: Vec<Arc<str>> = s.subs.drain().map(|(t, _)| t).collect();
+                for (topic, last) in c.subs {
+                    s.subs.insert(
+                        topic,
+                        Sub {
+                            last,
+                            pending: false,
+                        },
+                    );
+                }
+                let fresh: Vec<Arc<str>> = s.subs.keys().cloned().collect();
+                for topic in stale {
+                    self.remove_local_sub(&topic, session);
+                    let owner = topic_owner(&topic, self.cfg.cores);
+                    let msg = Msg::Unsubscribe {
+                        topic,
+                        from,
+                        session,
+                        announce: false,
+                    };
+                    self.mail(owner, msg);
+                }
+                for topic in fresh {
+                    self.local_subs.entry(topic).or_default().push(session);
+                }
+                true
+            }
+            // Unknown to the engine, or the engine is away: what we have.
+            _ => had,
+        };
+        self.greet(conn, session, resumed, now);
+    }
+}

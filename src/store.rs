@@ -1,0 +1,428 @@
+//! The shared engine's schema in Redis: key names, the Lua scripts that keep
+//! each change atomic, and the translation between the hub's
+//! [`EngineOp`]/[`EngineReply`] and RESP. Sans-IO; [`crate::redis`] carries
+//! the bytes.
+//!
+//! Keys (the topic in `{…}` so a Redis Cluster keeps a topic's keys in one
+//! slot; topic names cannot contain braces):
+//! - `wsgate:s:<session-id>`: hash, `owner` = the process that serves it,
+//!   `t:<topic>` = last seq delivered; expires when no node refreshes it.
+//! - `wsgate:t:{<topic>}:seq`: the topic's last sequence number.
+//! - `wsgate:t:{<topic>}:h`: capped list of `<seq> <t|b><payload>`.
+//! - `wsgate:t:{<topic>}:m`: set of member session ids.
+//! - channel `wsgate:c:{<topic>}`: `m<seq> <t|b><payload>`, `j<session>`, `l<session>`.
+
+use std::sync::Arc;
+
+use crate::hub::{Claimed, EngineEvent, EngineOp, EngineReply, Stored};
+use crate::proto::cookie::SessionId;
+use crate::proto::resp::{encode_command, Value};
+
+/// Numbers a message (never at or below the caller's floor), keeps it in
+/// the capped history and publishes it; returns the seq.
+const PUBLISH: &str = r#"
+local s = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[2])
+if s <= floor then
+  s = floor + 1
+  redis.call('SET', KEYS[1], s)
+end
+local e = string.format('%d', s) .. ' ' .. ARGV[4]
+redis.call('RPUSH', KEYS[2], e)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('PUBLISH', ARGV[1], 'm' .. e)
+return s
+"#;
+
+/// The topic's seq and history.
+const LOAD: &str = r#"
+return {redis.call('GET', KEYS[1]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+"#;
+
+/// Replaces a session's state unless another process owns it; 1 if saved.
+const SAVE: &str = r#"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if o and o ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], 't:' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// Takes a session over: its previous owner and fields, or nil.
+const CLAIM: &str = r#"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if not o then return false end
+local f = redis.call('HGETALL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {o, f}
+"#;
+
+/// Deletes a session unless another process owns it; 1 if it was ours.
+const END: &str = r#"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if o and o ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// Adds (`SADD`) or removes (`SREM`) a member; announces only a change.
+const PRESENCE: &str = r#"
+if redis.call(ARGV[3], KEYS[1], ARGV[2]) == 1 then
+  redis.call('PUBLISH', ARGV[1], ARGV[4] .. ARGV[2])
+end
+return 1
+"#;
+
+/// A script and its SHA-1 (for `EVALSHA`).
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// The Lua source (for `SCRIPT LOAD`).
+    pub source: &'static str,
+    /// Lowercase hex SHA-1 of the source.
+    pub sha: String,
+}
+
+impl Script {
+    fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            sha: sha1_smol::Sha1::from(source).digest().to_string(),
+        }
+    }
+}
+
+/// Every script, loaded on each new connection.
+#[derive(Debug, Clone)]
+pub struct Scripts {
+    publish: Script,
+    load: Script,
+    save: Script,
+    claim: Script,
+    end: Script,
+    presence: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            publish: Script::new(PUBLISH),
+            load: Script::new(LOAD),
+            save: Script::new(SAVE),
+            claim: Script::new(CLAIM),
+            end: Script::new(END),
+            presence: Script::new(PRESENCE),
+        }
+    }
+}
+
+impl Scripts {
+    /// All of them, for `SCRIPT LOAD`.
+    pub fn all(&self) -> [&Script; 6] {
+        [
+            &self.publish,
+            &self.load,
+            &self.save,
+            &self.claim,
+            &self.end,
+            &self.presence,
+        ]
+    }
+}
+
+/// The process-wide identity written as a session's owner.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    /// `<node-id>/<random>`: unique per process, so a restarted node does
+    /// not mistake its predecessor's sessions for its own.
+    pub instance: Arc<str>,
+    /// The scripts.
+    pub scripts: Scripts,
+    /// Messages kept per topic (`--history-size`).
+    pub history_size: usize,
+    /// How long a claimed session is kept before its first save (ms).
+    pub session_ttl_ms: u64,
+}
+
+/// What kind of answer a request expects, to decode it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No regular reply (pub/sub (un)subscribe answers with pushes).
+    Nothing,
+    Claim,
+    Owned,
+    Published,
+    Synced,
+    Members,
+    Done,
+}
+
+fn session_key(id: SessionId) -> Vec<u8> {
+    let mut k = b"wsgate:s:".to_vec();
+    k.extend_from_slice(&id.to_text());
+    k
+}
+
+fn topic_key(topic: &str, suffix: &str) -> String {
+    format!("wsgate:t:{{{topic}}}:{suffix}")
+}
+
+/// The channel of a topic.
+pub fn channel(topic: &str) -> String {
+    format!("wsgate:c:{{{topic}}}")
+}
+
+/// The topic of a channel.
+pub fn topic_of_channel(channel: &[u8]) -> Option<&str> {
+    let inner = channel.strip_prefix(b"wsgate:c:{")?.strip_suffix(b"}")?;
+    std::str::from_utf8(inner).ok()
+}
+
+fn body(binary: bool, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(payload.len() + 1);
+    b.push(if binary { b'b' } else { b't' });
+    b.extend_from_slice(payload);
+    b
+}
+
+impl Schema {
+    /// A schema for this process.
+    pub fn new(node_id: &str, history_size: usize, session_ttl_ms: u64) -> Schema {
+        Schema {
+            instance: format!("{node_id}/{}", uuid::Uuid::new_v4().simple()).into(),
+            scripts: Scripts::default(),
+            history_size,
+            session_ttl_ms,
+        }
+    }
+
+    /// Appends the commands of `op` to `out`; says what answer to expect.
+    pub fn encode(&self, op: &EngineOp, out: &mut Vec<u8>) -> Expect {
+        let s = &self.scripts;
+        match op {
+            EngineOp::Claim(id) => {
+                let key = session_key(*id);
+                // The claimer sets the real expiry when it saves right after.
+                let ttl = self.session_ttl_ms.max(1).to_string();
+                let args: [&[u8]; 6] = [
+                    b"EVALSHA",
+                    s.claim.sha.as_bytes(),
+                    b"1",
+                    &key,
+                    self.instance.as_bytes(),
+                    ttl.as_bytes(),
+                ];
+                encode_command(out, &args);
+                Expect::Claim
+            }
+            EngineOp::Save {
+                session,
+                subs,
+                ttl_ms,
+            } => {
+                let key = session_key(*session);
+                let ttl = (*ttl_ms).max(1).to_string();
+                let mut args: Vec<Vec<u8>> = vec![
+                    b"EVALSHA".to_vec(),
+                    s.save.sha.clone().into_bytes(),
+                    b"1".to_vec(),
+                    key,
+                    self.instance.as_bytes().to_vec(),
+                    ttl.into_bytes(),
+                ];
+                for (topic, last) in subs {
+                    args.push(topic.as_bytes().to_vec());
+                    args.push(last.to_string().into_bytes());
+                }
+                encode_command(out, &args);
+                Expect::Owned
+            }
+            EngineOp::End(id) => {
+                let key = session_key(*id);
+                let args: [&[u8]; 5] = [
+                    b"EVALSHA",
+                    s.end.sha.as_bytes(),
+                    b"1",
+                    &key,
+                    self.instance.as_bytes(),
+                ];
+                encode_command(out, &args);
+                Expect::Owned
+            }
+            EngineOp::Publish {
+                topic,
+                payload,
+                binary,
+                floor,
+            } => {
+                let seq_key = topic_key(topic, "seq");
+                let history_key = topic_key(topic, "h");
+                let chan = channel(topic);
+                let floor = floor.to_string();
+                let keep = self.history_size.to_string();
+                let args: [&[u8]; 9] = [
+                    b"EVALSHA",
+                    s.publish.sha.as_bytes(),
+                    b"2",
+                    seq_key.as_bytes(),
+                    history_key.as_bytes(),
+                    chan.as_bytes(),
+                    floor.as_bytes(),
+                    keep.as_bytes(),
+                    &body(*binary, payload),
+                ];
+                encode_command(out, &args);
+                Expect::Published
+            }
+            EngineOp::Sync(topic) => {
+                encode_command(out, &["SUBSCRIBE", &channel(topic)]);
+                encode_command(
+                    out,
+                    &[
+                        "EVALSHA",
+                        &s.load.sha,
+                        "2",
+                        &topic_key(topic, "seq"),
+                        &topic_key(topic, "h"),
+                    ],
+                );
+                Expect::Synced
+            }
+            EngineOp::Unwatch(topic) => {
+                encode_command(out, &["UNSUBSCRIBE", &channel(topic)]);
+                Expect::Nothing
+            }
+            EngineOp::Join { topic, session } | EngineOp::Leave { topic, session } => {
+                let (cmd, tag) = match op {
+                    EngineOp::Join { .. } => ("SADD", "j"),
+                    _ => ("SREM", "l"),
+                };
+                let sid = session.to_text();
+                let sid = std::str::from_utf8(&sid).expect("uuid text");
+                encode_command(
+                    out,
+                    &[
+                        "EVALSHA",
+                        &s.presence.sha,
+                        "1",
+                        &topic_key(topic, "m"),
+                        &channel(topic),
+                        sid,
+                        cmd,
+                        tag,
+                    ],
+                );
+                Expect::Done
+            }
+            EngineOp::Who(topic) => {
+                encode_command(out, &["SMEMBERS", &topic_key(topic, "m")]);
+                Expect::Members
+            }
+        }
+    }
+
+    /// Decodes the answer to a request.
+    pub fn decode(&self, expect: Expect, v: Value) -> EngineReply {
+        if let Value::Error(_) = v {
+            return EngineReply::Failed;
+        }
+        let decoded = match expect {
+            Expect::Nothing | Expect::Done => Some(EngineReply::Done),
+            Expect::Owned => v.as_int().map(|n| EngineReply::Owned(n == 1)),
+            Expect::Published => v
+                .as_int()
+                .and_then(|n| u64::try_from(n).ok())
+                .map(EngineReply::Published),
+            Expect::Claim => self.decode_claim(v),
+            Expect::Synced => decode_synced(v),
+            Expect::Members => match v {
+                Value::Array(items) => Some(EngineReply::Members(
+                    items
+                        .iter()
+                        .filter_map(|m| m.as_bytes().and_then(SessionId::parse))
+                        .collect(),
+                )),
+                _ => None,
+            },
+        };
+        decoded.unwrap_or(EngineReply::Failed)
+    }
+
+    fn decode_claim(&self, v: Value) -> Option<EngineReply> {
+        let items = match v {
+            Value::Null | Value::Bool(false) => return Some(EngineReply::Claimed(None)),
+            Value::Array(items) => items,
+            _ => return None,
+        };
+        let [owner, Value::Array(fields)] = &items[..] else {
+            return None;
+        };
+        let mine = owner.as_bytes()? == self.instance.as_bytes();
+        let mut subs = Vec::new();
+        for pair in fields.chunks(2) {
+            let [k, v] = pair else { return None };
+            let Some(topic) = k.as_bytes()?.strip_prefix(b"t:") else {
+                continue; // `owner`
+            };
+            let topic = std::str::from_utf8(topic).ok()?;
+            let last = u64::try_from(v.as_int()?).ok()?;
+            subs.push((Arc::from(topic), last));
+        }
+        Some(EngineReply::Claimed(Some(Claimed { mine, subs })))
+    }
+}
+
+/// `<seq> <t|b><payload>` (a history entry; on the channel after an `m`).
+fn parse_entry(entry: &[u8]) -> Option<Stored> {
+    let sp = entry.iter().position(|&b| b == b' ')?;
+    let seq = std::str::from_utf8(&entry[..sp]).ok()?.parse().ok()?;
+    let binary = match entry.get(sp + 1)? {
+        b'b' => true,
+        b't' => false,
+        _ => return None,
+    };
+    Some(Stored {
+        seq,
+        payload: entry[sp + 2..].into(),
+        binary,
+    })
+}
+
+fn decode_synced(v: Value) -> Option<EngineReply> {
+    let Value::Array(items) = v else { return None };
+    let [seq, Value::Array(entries)] = &items[..] else {
+        return None;
+    };
+    let seq = u64::try_from(seq.as_int()?).ok()?;
+    let mut history = Vec::with_capacity(entries.len());
+    for e in entries {
+        history.push(parse_entry(e.as_bytes()?)?);
+    }
+    Some(EngineReply::Synced { seq, history })
+}
+
+/// A pub/sub push: the topic and what happened on it. Subscribe
+/// confirmations and anything unknown are `None`.
+pub fn decode_push(items: &[Value]) -> Option<(&str, EngineEvent)> {
+    let [kind, chan, data] = items else {
+        return None;
+    };
+    if kind.as_bytes()? != b"message" {
+        return None;
+    }
+    let topic = topic_of_channel(chan.as_bytes()?)?;
+    let data = data.as_bytes()?;
+    let event = match data.first()? {
+        b'm' => EngineEvent::Message(parse_entry(&data[1..])?),
+        b'j' | b'l' => EngineEvent::Presence {
+            joined: data[0] == b'j',
+            session: SessionId::parse(&data[1..])?,
+        },
+        _ => return None,
+    };
+    Some((topic, event))
+}
