@@ -956,6 +956,19 @@ impl Ws {
         }
     }
 
+    /// The next text line within `wait` that is not a presence notice
+    /// (`join`/`leave`); panics otherwise.
+    pub fn data_line(&mut self, wait: Duration, ctx: &str) -> String {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self.line(left, ctx);
+            if !(l.starts_with("join ") || l.starts_with("leave ")) {
+                return l;
+            }
+        }
+    }
+
     /// The next line starting with `prefix` within `wait`, skipping presence
     /// notices (`join`/`leave`); any other line in between is returned in
     /// `skipped` (e.g. `msg` lines racing a command's answer).
@@ -986,11 +999,14 @@ impl Ws {
     }
 
     /// `sub <topic>`; returns the seq of `ok sub <topic> <seq>` (presence
-    /// notices before it are skipped, anything else fails).
+    /// notices and messages of other topics before it are skipped, anything
+    /// else fails).
     pub fn sub(&mut self, topic: &str) -> u64 {
         self.send_text(&format!("sub {topic}"));
         let mut skipped = Vec::new();
         let l = self.reply(&format!("ok sub {topic} "), WAIT, &mut skipped);
+        // Messages of other topics may come first.
+        skipped.retain(|l| !parse_msg(l).is_some_and(|(t, _, _)| t != topic));
         assert!(
             skipped.is_empty(),
             "{}: before `ok sub` came {skipped:?}",
@@ -1235,6 +1251,16 @@ impl Trace {
         let mut high = 0u64;
         let mut prev: Option<(usize, u64)> = None;
         for g in self.msgs.iter().filter(|g| g.topic == topic) {
+            assert!(
+                g.seq >= from,
+                "{}: {topic}: got seq {} (connection {}) although it subscribed after seq {}: \
+                 a message from before its subscription;{}",
+                self.who(),
+                g.seq,
+                g.conn,
+                from - 1,
+                self.runs(topic)
+            );
             if let Some((c, s)) = prev {
                 assert!(
                     c != g.conn || g.seq == s + 1,
@@ -1246,7 +1272,16 @@ impl Trace {
             }
             prev = Some((g.conn, g.seq));
             if g.seq <= high {
-                again.push((g.seq, first_at[&g.seq]));
+                let Some(first) = first_at.get(&g.seq) else {
+                    panic!(
+                        "{}: {topic}: seq {} arrived (connection {}) after {high} without having                          arrived before: out of order;{}",
+                        self.who(),
+                        g.seq,
+                        g.conn,
+                        self.runs(topic)
+                    );
+                };
+                again.push((g.seq, *first));
                 continue;
             }
             high = g.seq;
@@ -1486,6 +1521,23 @@ fn roam(
     trace
 }
 
+/// Runs every check, then fails listing each one that failed (so one
+/// report shows all of them, not only the first).
+pub fn all_checks(checks: Vec<(String, Box<dyn FnOnce() + '_>)>) {
+    let mut failures = Vec::new();
+    for (what, f) in checks {
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            failures.push(format!("- {what}: {}", crate::edge::panic_text(&*e)));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} check(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// Waits until `cond` or panics after `within` with `what`.
 pub fn wait_for(within: Duration, what: &str, cond: impl FnMut() -> bool) {
     assert!(
@@ -1509,4 +1561,21 @@ pub fn subscribers(
             (ws, seqs)
         })
         .collect()
+}
+
+/// HAProxy (`tests/edge/haproxy.cfg`) in front of `nodes` (name, node),
+/// once every node is UP in its health checks.
+pub fn haproxy_for(nodes: &[(&str, &Gateway)]) -> crate::edge::Haproxy {
+    let servers: Vec<(&str, SocketAddr)> = nodes.iter().map(|(n, g)| (*n, g.addr)).collect();
+    let hap = crate::edge::Haproxy::start(&servers);
+    for (n, _) in nodes {
+        hap.wait_status(n, "UP", Duration::from_secs(5));
+    }
+    hap
+}
+
+/// The number of 5xx answers HAProxy's frontend gave (a bad deploy shows as
+/// 502/503 at the balancer).
+pub fn haproxy_5xx(hap: &crate::edge::Haproxy) -> String {
+    hap.stat("edge", "FRONTEND", "hrsp_5xx")
 }
