@@ -53,10 +53,7 @@ pub fn flush_hub(core: &Core) {
                 }
             }
             Output::Engine { id, op } => {
-                let sent = core
-                    .redis
-                    .as_ref()
-                    .is_some_and(|r| r.submit(id, &op).is_ok());
+                let sent = core.redis.as_ref().is_some_and(|r| r.submit(id, &op));
                 if !sent {
                     // Redis is down: the hub serves it locally.
                     core.hub

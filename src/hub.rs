@@ -842,4 +842,6 @@ pub use topic::topic_owner;
 use topic::Topic;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;

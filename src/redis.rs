@@ -194,12 +194,12 @@ impl RedisClient {
         }
     }
 
-    /// Queues a request. `Err` when the connection is down: the caller
+    /// Queues a request. `false` when the connection is down: the caller
     /// answers the hub with `Failed` at once.
-    pub fn submit(&self, id: u64, op: &EngineOp) -> Result<(), ()> {
+    pub fn submit(&self, id: u64, op: &EngineOp) -> bool {
         let mut q = self.queue.borrow_mut();
         if !q.up {
-            return Err(());
+            return false;
         }
         let expect = self.schema.encode(op, &mut q.out);
         if expect != Expect::Nothing {
@@ -211,7 +211,7 @@ impl RedisClient {
         }
         drop(q);
         self.wake();
-        Ok(())
+        true
     }
 
     fn wake(&self) {
@@ -266,7 +266,7 @@ pub async fn run(core: Rc<Core>) {
                 &[
                     ("core", &core.index),
                     ("redis", &client.target),
-                    ("error", &log::Quoted(text.as_bytes())),
+                    ("error", &text),
                     ("retry_ms", &backoff.as_millis()),
                 ],
             );
@@ -404,12 +404,9 @@ async fn session(core: &Rc<Core>, client: &RedisClient) -> io::Result<()> {
         let mut used = 0;
         let now = core.tick();
         let mut fed = false;
-        loop {
-            let Some((value, n)) = resp::parse(&inbuf[used..])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-            else {
-                break;
-            };
+        while let Some((value, n)) = resp::parse(&inbuf[used..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+        {
             used += n;
             fed = true;
             match value {

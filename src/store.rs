@@ -34,9 +34,15 @@ redis.call('PUBLISH', ARGV[1], 'm' .. e)
 return s
 "#;
 
-/// The topic's seq and history.
+/// The topic's seq (raised to the caller's floor) and history.
 const LOAD: &str = r#"
-return {redis.call('GET', KEYS[1]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+local s = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if s < floor then
+  s = floor
+  redis.call('SET', KEYS[1], s)
+end
+return {string.format('%d', s), redis.call('LRANGE', KEYS[2], 0, -1)}
 "#;
 
 /// Replaces a session's state unless another process owns it; 1 if saved.
@@ -278,7 +284,7 @@ impl Schema {
                 encode_command(out, &args);
                 Expect::Published
             }
-            EngineOp::Sync(topic) => {
+            EngineOp::Sync { topic, floor } => {
                 encode_command(out, &["SUBSCRIBE", &channel(topic)]);
                 encode_command(
                     out,
@@ -288,6 +294,7 @@ impl Schema {
                         "2",
                         &topic_key(topic, "seq"),
                         &topic_key(topic, "h"),
+                        &floor.to_string(),
                     ],
                 );
                 Expect::Synced
@@ -425,4 +432,140 @@ pub fn decode_push(items: &[Value]) -> Option<(&str, EngineEvent)> {
         _ => return None,
     };
     Some((topic, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::resp::parse;
+
+    fn schema() -> Schema {
+        Schema::new("n1", 4, 1000)
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn keys_and_channels_keep_the_topic_in_a_hash_tag() {
+        assert_eq!(topic_key("a:b", "seq"), "wsgate:t:{a:b}:seq");
+        assert_eq!(channel("a.b"), "wsgate:c:{a.b}");
+        assert_eq!(topic_of_channel(b"wsgate:c:{a.b}"), Some("a.b"));
+        assert_eq!(topic_of_channel(b"other:{a}"), None);
+    }
+
+    #[test]
+    fn a_publish_is_one_evalsha_with_the_floor_and_history_size() {
+        let s = schema();
+        let mut out = Vec::new();
+        let op = EngineOp::Publish {
+            topic: "t".into(),
+            payload: b"hi there".as_slice().into(),
+            binary: false,
+            floor: 7,
+        };
+        assert_eq!(s.encode(&op, &mut out), Expect::Published);
+        let (v, n) = parse(&out).unwrap().unwrap();
+        assert_eq!(n, out.len());
+        let Value::Array(args) = v else { panic!() };
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes().unwrap()).collect();
+        assert_eq!(args[0], b"EVALSHA");
+        assert_eq!(args[1], s.scripts.publish.sha.as_bytes());
+        assert_eq!(
+            &args[2..],
+            [
+                &b"2"[..],
+                b"wsgate:t:{t}:seq",
+                b"wsgate:t:{t}:h",
+                b"wsgate:c:{t}",
+                b"7",
+                b"4",
+                b"thi there"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sync_subscribes_before_it_reads() {
+        let mut out = Vec::new();
+        let op = EngineOp::Sync {
+            topic: "t".into(),
+            floor: 0,
+        };
+        schema().encode(&op, &mut out);
+        let (first, n) = parse(&out).unwrap().unwrap();
+        let Value::Array(sub) = first else { panic!() };
+        assert_eq!(sub[0], bulk("SUBSCRIBE"));
+        let (Value::Array(load), _) = parse(&out[n..]).unwrap().unwrap() else {
+            panic!()
+        };
+        assert_eq!(load[0], bulk("EVALSHA"));
+    }
+
+    #[test]
+    fn decodes_claims_history_and_pushes() {
+        let s = schema();
+        let claim = Value::Array(vec![
+            Value::Bulk(s.instance.as_bytes().to_vec()),
+            Value::Array(vec![
+                bulk("owner"),
+                Value::Bulk(s.instance.as_bytes().to_vec()),
+                bulk("t:news"),
+                bulk("12"),
+            ]),
+        ]);
+        let EngineReply::Claimed(Some(c)) = s.decode(Expect::Claim, claim) else {
+            panic!()
+        };
+        assert!(c.mine);
+        assert_eq!(c.subs, vec![(Arc::from("news"), 12)]);
+        assert!(matches!(
+            s.decode(Expect::Claim, Value::Null),
+            EngineReply::Claimed(None)
+        ));
+        let synced = Value::Array(vec![
+            bulk("9"),
+            Value::Array(vec![bulk("8 ta b"), bulk("9 b\x00\x01")]),
+        ]);
+        let EngineReply::Synced { seq, history } = s.decode(Expect::Synced, synced) else {
+            panic!()
+        };
+        assert_eq!(seq, 9);
+        assert_eq!(
+            (history[0].seq, &history[0].payload[..], history[0].binary),
+            (8, &b"a b"[..], false)
+        );
+        assert_eq!(
+            (history[1].seq, &history[1].payload[..], history[1].binary),
+            (9, &b"\x00\x01"[..], true)
+        );
+        assert!(matches!(
+            s.decode(Expect::Owned, Value::Error("NOSCRIPT".into())),
+            EngineReply::Failed
+        ));
+        let id = SessionId::random();
+        let push = [
+            bulk("message"),
+            bulk("wsgate:c:{x}"),
+            bulk(&format!("j{id}")),
+        ];
+        let Some((
+            "x",
+            EngineEvent::Presence {
+                joined: true,
+                session,
+            },
+        )) = decode_push(&push)
+        else {
+            panic!()
+        };
+        assert_eq!(session, id);
+        let msg = [bulk("message"), bulk("wsgate:c:{x}"), bulk("m3 tpayload")];
+        let Some(("x", EngineEvent::Message(m))) = decode_push(&msg) else {
+            panic!()
+        };
+        assert_eq!((m.seq, &m.payload[..]), (3, &b"payload"[..]));
+        assert!(decode_push(&[bulk("subscribe"), bulk("wsgate:c:{x}"), Value::Int(1)]).is_none());
+    }
 }

@@ -50,8 +50,10 @@ pub enum EngineOp {
         binary: bool,
         floor: u64,
     },
-    /// Subscribe this core to the topic's channel, then read seq and history.
-    Sync(Arc<str>),
+    /// Subscribe this core to the topic's channel, then read seq and history;
+    /// the engine's seq is raised to `floor` (what this node numbered while
+    /// the engine was away), so later numbers stay above it everywhere.
+    Sync { topic: Arc<str>, floor: u64 },
     /// Unsubscribe from the topic's channel.
     Unwatch(Arc<str>),
     /// Add a member and announce `join` on the channel (once per session).
@@ -253,14 +255,21 @@ impl Hub {
 
     /// Drain: saves the session of `conn` and closes it with 1001 once the
     /// engine has it. Returns false when there is nothing to save (close it
-    /// at once).
+    /// at once). From here on the session is detached: what is published
+    /// after the save is missed, and replayed wherever it resumes, so the
+    /// saved state is exact (no duplicates).
     pub fn drain_close(&mut self, conn: super::ConnId, now: u64) -> bool {
         if !self.cfg.engine {
             return false;
         }
-        let Some(&session) = self.conns.get(&conn) else {
+        let Some(session) = self.conns.remove(&conn) else {
             return false;
         };
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.conn = None;
+            s.disconnected_at = Some(now);
+            s.loading = None;
+        }
         self.save(session, Some(conn), now);
         true
     }
@@ -287,7 +296,8 @@ impl Hub {
             t.synced = false;
             if !t.syncing {
                 t.syncing = true;
-                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync(topic));
+                let floor = t.seq;
+                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync { topic, floor });
             }
         }
         // What changed during the outage goes to the engine now.

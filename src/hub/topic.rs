@@ -10,7 +10,7 @@ use crate::proto::cookie::SessionId;
 /// A topic owned by this core.
 #[derive(Debug, Default)]
 pub(super) struct Topic {
-    seq: u64,
+    pub(super) seq: u64,
     history: VecDeque<Stored>,
     /// Subscribed sessions per core.
     cores: Vec<u32>,
@@ -82,7 +82,8 @@ impl Hub {
             });
             if !t.syncing {
                 t.syncing = true;
-                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync(topic));
+                let floor = t.seq;
+                self.ask(Wait::Sync(topic.clone()), EngineOp::Sync { topic, floor });
             }
             return;
         }

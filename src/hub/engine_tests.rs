@@ -1,0 +1,485 @@
+//! The hub with a shared engine, driven in memory: several nodes of several
+//! cores each, and a fake engine that does what the Redis scripts do
+//! (`crate::store`), answering each core in order on its own connection.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::proto::command::parse;
+
+const TTL: u64 = 10_000;
+
+/// Something arriving on a core's engine connection, in order.
+enum In {
+    Reply(u64, EngineReply),
+    Push(Arc<str>, EngineEvent),
+}
+
+type Place = (usize, usize); // (node, core)
+/// A session's owner and subscriptions.
+type SavedSession = (String, Vec<(Arc<str>, u64)>);
+
+#[derive(Default)]
+struct Fake {
+    sessions: HashMap<SessionId, SavedSession>,
+    topics: HashMap<Arc<str>, (u64, VecDeque<Stored>)>,
+    members: HashMap<Arc<str>, HashSet<SessionId>>,
+    watchers: HashMap<Arc<str>, Vec<Place>>,
+}
+
+struct Fleet {
+    hubs: Vec<Vec<Hub>>,
+    mail: Vec<Vec<VecDeque<Msg>>>,
+    up: Vec<bool>,
+    inbound: HashMap<Place, VecDeque<In>>,
+    fake: Fake,
+    history_size: usize,
+    received: HashMap<ConnId, Vec<String>>,
+    closed: Vec<(ConnId, u16)>,
+    place: HashMap<ConnId, Place>,
+    next_conn: ConnId,
+    now: u64,
+}
+
+fn instance(node: usize) -> String {
+    format!("node{node}")
+}
+
+fn text(frame: &[u8]) -> String {
+    let start = match frame[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    String::from_utf8_lossy(&frame[start..]).into_owned()
+}
+
+impl Fleet {
+    fn new(nodes: usize, cores: usize, history_size: usize) -> Fleet {
+        let mut fleet = Fleet {
+            hubs: (0..nodes)
+                .map(|n| {
+                    (0..cores)
+                        .map(|core| {
+                            Hub::new(HubConfig {
+                                core,
+                                cores,
+                                node_id: format!("n{n}"),
+                                session_ttl_ms: TTL,
+                                history_size,
+                                engine: true,
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+            mail: vec![vec![VecDeque::new(); cores]; nodes],
+            up: vec![true; nodes],
+            inbound: HashMap::new(),
+            fake: Fake::default(),
+            history_size,
+            received: HashMap::new(),
+            closed: Vec::new(),
+            place: HashMap::new(),
+            next_conn: 1,
+            now: 1,
+        };
+        for node in 0..nodes {
+            for hub in &mut fleet.hubs[node] {
+                hub.engine_status(true, 1);
+            }
+        }
+        fleet.settle();
+        fleet
+    }
+
+    fn push(&mut self, at: Place, item: In) {
+        self.inbound.entry(at).or_default().push_back(item);
+    }
+
+    /// What Redis would do with `op` from `at`.
+    fn execute(&mut self, at: Place, id: u64, op: EngineOp) {
+        if !self.up[at.0] {
+            self.push(at, In::Reply(id, EngineReply::Failed));
+            return;
+        }
+        let me = instance(at.0);
+        let f = &mut self.fake;
+        let reply = match op {
+            EngineOp::Claim(s) => match f.sessions.get_mut(&s) {
+                None => EngineReply::Claimed(None),
+                Some((owner, subs)) => {
+                    let mine = *owner == me;
+                    *owner = me;
+                    EngineReply::Claimed(Some(Claimed {
+                        mine,
+                        subs: subs.clone(),
+                    }))
+                }
+            },
+            EngineOp::Save { session, subs, .. } => match f.sessions.get(&session) {
+                Some((owner, _)) if *owner != me => EngineReply::Owned(false),
+                _ => {
+                    f.sessions.insert(session, (me, subs));
+                    EngineReply::Owned(true)
+                }
+            },
+            EngineOp::End(s) => match f.sessions.get(&s) {
+                Some((owner, _)) if *owner != me => EngineReply::Owned(false),
+                _ => {
+                    f.sessions.remove(&s);
+                    EngineReply::Owned(true)
+                }
+            },
+            EngineOp::Publish {
+                topic,
+                payload,
+                binary,
+                floor,
+            } => {
+                let (seq, history) = f.topics.entry(topic.clone()).or_default();
+                *seq = (*seq + 1).max(floor + 1);
+                let m = Stored {
+                    seq: *seq,
+                    payload,
+                    binary,
+                };
+                history.push_back(m.clone());
+                while history.len() > self.history_size {
+                    history.pop_front();
+                }
+                let seq = *seq;
+                for w in f.watchers.get(&topic).cloned().unwrap_or_default() {
+                    self.push(w, In::Push(topic.clone(), EngineEvent::Message(m.clone())));
+                }
+                EngineReply::Published(seq)
+            }
+            EngineOp::Sync { topic, floor } => {
+                let w = f.watchers.entry(topic.clone()).or_default();
+                if !w.contains(&at) {
+                    w.push(at);
+                }
+                let t = f.topics.entry(topic.clone()).or_default();
+                t.0 = t.0.max(floor);
+                let (seq, history) = t.clone();
+                EngineReply::Synced {
+                    seq,
+                    history: history.into(),
+                }
+            }
+            EngineOp::Unwatch(topic) => {
+                if let Some(w) = f.watchers.get_mut(&topic) {
+                    w.retain(|p| *p != at);
+                }
+                EngineReply::Done
+            }
+            // Membership changed in `settle`, before the reply (as the script does).
+            EngineOp::Join { .. } | EngineOp::Leave { .. } => EngineReply::Done,
+            EngineOp::Who(topic) => EngineReply::Members(
+                f.members
+                    .get(&topic)
+                    .map(|m| m.iter().copied().collect())
+                    .unwrap_or_default(),
+            ),
+        };
+        self.push(at, In::Reply(id, reply));
+    }
+
+    fn presence(&mut self, topic: Arc<str>, session: SessionId, joined: bool) {
+        let set = self.fake.members.entry(topic.clone()).or_default();
+        let changed = if joined {
+            set.insert(session)
+        } else {
+            set.remove(&session)
+        };
+        if changed {
+            for w in self.fake.watchers.get(&topic).cloned().unwrap_or_default() {
+                self.push(
+                    w,
+                    In::Push(topic.clone(), EngineEvent::Presence { joined, session }),
+                );
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        loop {
+            let mut any = false;
+            for node in 0..self.hubs.len() {
+                for core in 0..self.hubs[node].len() {
+                    while let Some(out) = self.hubs[node][core].poll_output() {
+                        any = true;
+                        match out {
+                            Output::Send { conn, frame, .. } => {
+                                self.received.entry(conn).or_default().push(text(&frame))
+                            }
+                            Output::Close { conn, code, .. } => self.closed.push((conn, code)),
+                            Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
+                            Output::AdminPublished { .. } => {}
+                            Output::Engine { id, op } => {
+                                if self.up[node] {
+                                    match &op {
+                                        EngineOp::Join { topic, session } => {
+                                            self.presence(topic.clone(), *session, true)
+                                        }
+                                        EngineOp::Leave { topic, session } => {
+                                            self.presence(topic.clone(), *session, false)
+                                        }
+                                        _ => {}
+                                    }
+                                }
+                                self.execute((node, core), id, op);
+                            }
+                        }
+                    }
+                }
+            }
+            // One item per queue per round: interleave adversarially.
+            for node in 0..self.hubs.len() {
+                for core in 0..self.hubs[node].len() {
+                    if let Some(msg) = self.mail[node][core].pop_front() {
+                        self.hubs[node][core].receive(msg);
+                        any = true;
+                    }
+                    let now = self.now;
+                    match self
+                        .inbound
+                        .get_mut(&(node, core))
+                        .and_then(|q| q.pop_front())
+                    {
+                        Some(In::Reply(id, r)) => {
+                            self.hubs[node][core].engine_reply(id, r, now);
+                            any = true;
+                        }
+                        Some(In::Push(topic, ev)) => {
+                            self.hubs[node][core].engine_event(&topic, ev);
+                            any = true;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn connect(&mut self, node: usize, session: SessionId, cookie: bool) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let core = session.owner(self.hubs[node].len());
+        self.place.insert(conn, (node, core));
+        let now = self.now;
+        self.hubs[node][core].attach(conn, session, cookie, now);
+        self.settle();
+        conn
+    }
+
+    fn cmd(&mut self, conn: ConnId, line: &str) {
+        let (node, core) = self.place[&conn];
+        let now = self.now;
+        self.hubs[node][core].command(conn, parse(line.as_bytes(), false).unwrap(), false, now);
+        self.settle();
+    }
+
+    fn drop_conn(&mut self, conn: ConnId) {
+        let (node, core) = self.place[&conn];
+        let now = self.now;
+        self.hubs[node][core].detach(conn, now, false, &[]);
+        self.settle();
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        let now = self.now;
+        for node in &mut self.hubs {
+            for hub in node {
+                hub.tick(now);
+            }
+        }
+        self.settle();
+    }
+
+    fn set_up(&mut self, node: usize, up: bool) {
+        self.up[node] = up;
+        let now = self.now;
+        for hub in &mut self.hubs[node] {
+            hub.engine_status(up, now);
+        }
+        self.settle();
+    }
+
+    fn lines(&mut self, conn: ConnId) -> Vec<String> {
+        self.received.remove(&conn).unwrap_or_default()
+    }
+}
+
+fn msgs(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("msg "))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_every_node_once_in_order() {
+    let mut f = Fleet::new(3, 2, 16);
+    let ids: Vec<SessionId> = (0..6).map(|_| SessionId::random()).collect();
+    let conns: Vec<ConnId> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| f.connect(i % 3, *id, false))
+        .collect();
+    for c in &conns {
+        f.cmd(*c, "sub room");
+        f.lines(*c);
+    }
+    for i in 0..5 {
+        f.cmd(conns[i % 2], &format!("pub room m{i}"));
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("msg room {} m{i}", i + 1)).collect();
+    for c in &conns {
+        assert_eq!(msgs(&f.lines(*c)), want, "conn {c}");
+    }
+}
+
+#[test]
+fn a_session_resumes_on_another_node_with_what_it_missed() {
+    let mut f = Fleet::new(2, 2, 16);
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.cmd(a, "sub news");
+    let other = f.connect(1, SessionId::random(), false);
+    f.cmd(other, "sub news");
+    f.cmd(other, "pub news one");
+    f.lines(a);
+    f.drop_conn(a);
+    for i in 0..3 {
+        f.cmd(other, &format!("pub news miss{i}"));
+    }
+    f.lines(other);
+    let b = f.connect(1, id, true);
+    let got = f.lines(b);
+    assert_eq!(got[0], format!("hello {id} resumed n1"));
+    assert_eq!(
+        msgs(&got),
+        ["msg news 2 miss0", "msg news 3 miss1", "msg news 4 miss2"]
+    );
+    assert!(!got
+        .iter()
+        .any(|l| l.starts_with("join") || l.starts_with("leave")));
+    f.cmd(other, "pub news live");
+    assert_eq!(msgs(&f.lines(b)), ["msg news 5 live"]);
+    // The stale copy on node 0 expires without a `leave`: node 1 owns it.
+    f.advance(TTL + 1000);
+    assert!(f.lines(other).iter().all(|l| !l.starts_with("leave")));
+    assert!(!f.hubs[0].iter().any(|h| h.has_session(id)));
+}
+
+#[test]
+fn an_unknown_cookie_is_new_and_a_session_is_saved_from_the_start() {
+    let mut f = Fleet::new(2, 1, 16);
+    let id = SessionId::random();
+    let a = f.connect(0, id, true);
+    assert_eq!(f.lines(a), [format!("hello {id} new n0")]);
+    assert!(f.fake.sessions.contains_key(&id));
+    f.drop_conn(a);
+    let b = f.connect(1, id, true);
+    assert_eq!(f.lines(b), [format!("hello {id} resumed n1")]);
+}
+
+#[test]
+fn commands_sent_before_hello_run_after_it() {
+    let mut f = Fleet::new(1, 1, 16);
+    let id = SessionId::random();
+    let conn = f.next_conn;
+    f.next_conn += 1;
+    f.place.insert(conn, (0, 0));
+    f.hubs[0][0].attach(conn, id, true, 1);
+    f.hubs[0][0].command(conn, parse(b"sub x", false).unwrap(), false, 1);
+    f.settle();
+    let got = f.lines(conn);
+    assert_eq!(got, [format!("hello {id} new n0"), "ok sub x 0".into()]);
+}
+
+#[test]
+fn presence_and_who_are_fleet_wide() {
+    let mut f = Fleet::new(2, 2, 16);
+    let (x, y) = (SessionId::random(), SessionId::random());
+    let a = f.connect(0, x, false);
+    let b = f.connect(1, y, false);
+    f.cmd(a, "sub p");
+    f.cmd(b, "sub p");
+    assert!(f.lines(a).contains(&format!("join p {y}")));
+    f.cmd(b, "who p");
+    let mut ids = [x.to_string(), y.to_string()];
+    ids.sort();
+    assert!(f
+        .lines(b)
+        .contains(&format!("members p 2 {} {}", ids[0], ids[1])));
+    f.cmd(b, "unsub p");
+    assert!(f.lines(a).contains(&format!("leave p {y}")));
+}
+
+#[test]
+fn without_the_engine_a_node_serves_locally_and_numbers_stay_increasing() {
+    let mut f = Fleet::new(2, 1, 16);
+    let a = f.connect(0, SessionId::random(), false);
+    let b = f.connect(1, SessionId::random(), false);
+    f.cmd(a, "sub t");
+    f.cmd(b, "sub t");
+    f.cmd(a, "pub t before");
+    f.lines(a);
+    f.lines(b);
+    f.set_up(0, false);
+    f.cmd(a, "pub t local");
+    assert_eq!(
+        f.lines(a),
+        ["msg t 2 local".to_string(), "ok pub t 2".to_string()]
+    );
+    assert!(f.lines(b).is_empty(), "node 1 cannot hear node 0 now");
+    f.set_up(0, true);
+    f.cmd(b, "pub t after");
+    // Never at or below what node 0's subscriber has seen.
+    assert_eq!(msgs(&f.lines(a)), ["msg t 3 after"]);
+    assert_eq!(msgs(&f.lines(b)), ["msg t 3 after"]);
+}
+
+#[test]
+fn a_node_that_lost_its_session_to_another_closes_the_old_socket() {
+    let mut f = Fleet::new(2, 1, 16);
+    let id = SessionId::random();
+    let old = f.connect(0, id, false);
+    f.cmd(old, "sub z");
+    let new = f.connect(1, id, true);
+    assert!(f.lines(new)[0].contains("resumed"));
+    // Node 0 still thinks `old` is open; its next save finds the new owner.
+    f.cmd(old, "sub z2");
+    assert!(f.closed.contains(&(old, 1008)));
+    assert!(!f.hubs[0][0].has_session(id));
+}
+
+#[test]
+fn a_drained_session_is_saved_before_its_close_and_resumes_exactly() {
+    let mut f = Fleet::new(2, 1, 16);
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.cmd(a, "sub d");
+    let p = f.connect(1, SessionId::random(), false);
+    f.cmd(p, "pub d one");
+    f.lines(a);
+    let now = f.now;
+    assert!(f.hubs[0][0].drain_close(a, now));
+    // Published between the save and the close: not sent on the old socket.
+    f.hubs[0][0].command(a, parse(b"pub d ignored", false).unwrap(), false, now);
+    f.settle();
+    assert!(f.closed.contains(&(a, 1001)));
+    f.cmd(p, "pub d two");
+    assert!(msgs(&f.lines(a)).is_empty());
+    let b = f.connect(1, id, true);
+    let got = f.lines(b);
+    assert!(got[0].ends_with("resumed n1"));
+    assert_eq!(msgs(&got), ["msg d 2 two"]);
+}
