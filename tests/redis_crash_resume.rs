@@ -64,6 +64,7 @@ fn clients_of_a_killed_node_resume_elsewhere_with_nothing_lost() {
                 Reconnect {
                     to: vec![b.addr, c.addr],
                     first: i % 2,
+                    delay: Duration::ZERO,
                 },
                 shared.clone(),
                 deadline,

@@ -46,10 +46,7 @@ fn publish_on_one_node_reaches_every_node_exactly_once_in_order() {
             roamers.push(Roamer::spawn(
                 ws,
                 &[&t],
-                Reconnect {
-                    to: vec![],
-                    first: 0,
-                },
+                Reconnect::never(),
                 shared.clone(),
                 deadline,
             ));

@@ -33,6 +33,9 @@ const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 const VICTIM: usize = 0;
 const CLIENTS: usize = 24;
 const BUDGET: Duration = Duration::from_secs(60);
+/// A moved client's backoff before it reconnects: the messages published
+/// meanwhile must come to it as a replay.
+const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 #[test]
 fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
@@ -67,10 +70,7 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
         roamers.push(Roamer::spawn(
             ws,
             &[&t],
-            Reconnect {
-                to: vec![lb],
-                first: 0,
-            },
+            Reconnect::via(lb, REJOIN_DELAY),
             shared.clone(),
             deadline,
         ));
@@ -160,7 +160,30 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
                 *m.entry(tr.hellos[1].1.node.clone()).or_default() += 1;
                 m
             });
+    // How many messages were published while a client was between nodes
+    // (answered before its resumed hello), i.e. came to it as a replay.
+    let published_at: BTreeMap<u64, Instant> = pubs.iter().map(|p| (p.seq, p.at)).collect();
+    let replayed: usize = traces
+        .iter()
+        .filter(|tr| tr.hellos.len() == 2)
+        .map(|tr| {
+            let resumed_at = tr.hellos[1].0;
+            tr.msgs
+                .iter()
+                .filter(|g| g.conn == 1 && published_at[&g.seq] < resumed_at)
+                .count()
+        })
+        .sum();
+    assert!(
+        replayed >= on_victim,
+        "with a {REJOIN_DELAY:?} backoff every moved client should have had messages replayed; \
+         {replayed} in all for {on_victim} clients"
+    );
     let elapsed = started.elapsed();
+    eprintln!(
+        "{replayed} messages replayed to moved clients on their resume (published while they \
+         were between nodes)"
+    );
     eprintln!(
         "{on_victim} clients of {victim} moved to {moved:?}; {victim} drained in {drained_in:?}; \
          {} messages (seq 1..={last}) reached all {CLIENTS} clients once, in order; {:.1} s",

@@ -83,16 +83,7 @@ fn roamer_and_publisher_on_one_node_without_redis() {
         .into_iter()
         .map(|(ws, seqs)| {
             assert_eq!(seqs, vec![0]);
-            Roamer::spawn(
-                ws,
-                &[&t],
-                Reconnect {
-                    to: vec![],
-                    first: 0,
-                },
-                shared.clone(),
-                deadline,
-            )
+            Roamer::spawn(ws, &[&t], Reconnect::never(), shared.clone(), deadline)
         })
         .collect();
     let publisher = ApiPublisher::spawn("p", gw.admin, &t, Duration::from_millis(5));

@@ -497,7 +497,8 @@ pub fn log_events(gw: &Gateway, event: &str) -> Vec<String> {
 }
 
 /// Sends SIGTERM and waits (drain timeout + 2 s) for exit code 0; returns
-/// how long the drain took. The node's `drain_end` line must say `cut=0`.
+/// how long the drain took. Every `drain_end` line (one per core) must say
+/// `cut=0`.
 pub fn terminate(gw: &Gateway, name: &str) -> Duration {
     let t = Instant::now();
     gw.send_signal("TERM");
@@ -507,8 +508,8 @@ pub fn terminate(gw: &Gateway, name: &str) -> Duration {
     assert!(status.success(), "{name} exited with {status}, expected 0");
     let end = log_events(gw, "drain_end");
     assert!(
-        end.iter().any(|l| l.contains(" cut=0")),
-        "{name}: drain_end should say cut=0: {end:?}"
+        !end.is_empty() && end.iter().all(|l| l.contains(" cut=0")),
+        "{name}: every core's drain_end should say cut=0: {end:?}"
     );
     at - t
 }
@@ -1328,6 +1329,29 @@ pub struct Reconnect {
     /// Tried in turn (starting with `first`), each until a hello or an error.
     pub to: Vec<SocketAddr>,
     pub first: usize,
+    /// Waited before reconnecting (a client's backoff): what is published
+    /// meanwhile must come as a replay.
+    pub delay: Duration,
+}
+
+impl Reconnect {
+    /// Never reconnect: a lost connection stops the roamer.
+    pub fn never() -> Reconnect {
+        Reconnect {
+            to: vec![],
+            first: 0,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Reconnect through `to` (e.g. the balancer) after `delay`.
+    pub fn via(to: SocketAddr, delay: Duration) -> Reconnect {
+        Reconnect {
+            to: vec![to],
+            first: 0,
+            delay,
+        }
+    }
 }
 
 impl Roamer {
@@ -1485,6 +1509,7 @@ fn roam(
             trace.failure = Some("connection ended and no reconnect target".into());
             break;
         }
+        std::thread::sleep(reconnect.delay);
         // Reconnect with the cookie, trying the targets in turn.
         let mut errors = Vec::new();
         let got = loop {
