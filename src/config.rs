@@ -100,8 +100,8 @@ pub struct Config {
     /// Redis as the shared engine for sessions, topic history and cross-node
     /// fan-out: redis://[[user]:password@]host[:port][/db] [default: none, one
     /// node in memory].
-    #[arg(long, env = "WSGATE_REDIS", hide_env_values = true, value_parser = parse_redis)]
-    pub redis: Option<crate::redis::RedisTarget>,
+    #[arg(long, env = "WSGATE_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
 
     /// Longest wait for Redis (connect, any answer); beyond it the node serves
     /// locally and reconnects.
@@ -133,6 +133,13 @@ impl Config {
             fail(&msg);
         }
         config
+    }
+
+    /// Where Redis is (`--redis`, already validated).
+    pub fn redis_target(&self) -> Option<crate::redis::RedisTarget> {
+        self.redis
+            .as_deref()
+            .and_then(|u| crate::redis::RedisTarget::parse(u).ok())
     }
 
     /// Checks combinations clap cannot express.
@@ -174,6 +181,11 @@ impl Config {
         }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than 0".into());
+        }
+        // Checked here rather than by clap, whose message would print the
+        // URL, password included.
+        if let Some(url) = &self.redis {
+            crate::redis::RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
         }
         if self.redis_timeout < Duration::from_millis(10)
             || self.redis_timeout > Duration::from_secs(60)
@@ -239,11 +251,6 @@ pub fn is_name_byte(b: u8) -> bool {
 pub fn fail(msg: &str) -> ! {
     eprintln!("wsgate: error: {msg}");
     std::process::exit(2)
-}
-
-/// Parses a `redis://` URL.
-fn parse_redis(s: &str) -> Result<crate::redis::RedisTarget, String> {
-    crate::redis::RedisTarget::parse(s)
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h`, `1d`, or bare seconds.

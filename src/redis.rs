@@ -54,7 +54,7 @@ impl RedisTarget {
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
         let rest = url
             .strip_prefix("redis://")
-            .ok_or_else(|| format!("{url:?}: expected redis://[[user]:password@]host[:port][/db] (TLS is not supported)"))?;
+            .ok_or("expected redis://[[user]:password@]host[:port][/db] (TLS is not supported)")?;
         let (auth, hostpart) = match rest.rfind('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
@@ -75,14 +75,12 @@ impl RedisTarget {
             Some((hp, db)) => (
                 hp,
                 db.parse()
-                    .map_err(|_| format!("{url:?}: database {db:?} is not a number"))?,
+                    .map_err(|_| format!("database {db:?} is not a number"))?,
             ),
             None => (hostpart, 0),
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed [ in host"))?;
+            let (h, after) = v6.split_once(']').ok_or("unclosed [ in host")?;
             (h, after.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -91,7 +89,7 @@ impl RedisTarget {
             }
         };
         if host.is_empty() {
-            return Err(format!("{url:?}: missing host"));
+            return Err("missing host".into());
         }
         let port = match port {
             None => 6379,
@@ -99,7 +97,7 @@ impl RedisTarget {
                 .parse()
                 .ok()
                 .filter(|&p| p != 0)
-                .ok_or_else(|| format!("{url:?}: port {p:?} is not a port number"))?,
+                .ok_or_else(|| format!("port {p:?} is not a port number"))?,
         };
         Ok(RedisTarget {
             host: host.to_string(),
@@ -144,7 +142,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             let hex = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+                .ok_or("bad percent escape in the user or password")?;
             out.push(hex);
             i += 3;
         } else {
@@ -152,7 +150,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| "user or password is not UTF-8 once decoded".into())
 }
 
 struct Waiting {

@@ -223,6 +223,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
             ("cpus", &CpuList(&cpus[..cores])),
             ("driver", &driver.name()),
             ("node", &shared.node_id),
+            (
+                "redis",
+                &shared
+                    .config
+                    .redis_target()
+                    .map_or_else(|| "none".to_string(), |t| t.to_string()),
+            ),
         ],
     );
     if driver == Driver::Epoll && std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_none() {
@@ -313,7 +320,7 @@ fn core_main(
             })),
             gateway_conns: RefCell::new(HashMap::new()),
             admin_waiters: RefCell::new(HashMap::new()),
-            redis: shared.config.redis.clone().zip(shared.schema.clone()).map(
+            redis: shared.config.redis_target().zip(shared.schema.clone()).map(
                 |(target, schema)| {
                     Rc::new(crate::redis::RedisClient::new(
                         target,

@@ -43,7 +43,7 @@ fn with_loopback<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn bad_flags_exit_2_with_one_line() {
-    let cases: [(&str, &[&str]); 8] = [
+    let cases: [(&str, &[&str]); 12] = [
         ("unknown flag", &["--no-such-flag"]),
         ("unparsable duration", &["--drain-timeout", "ten"]),
         ("fractional size", &["--max-message-size", "1.5MiB"]),
@@ -55,9 +55,26 @@ fn bad_flags_exit_2_with_one_line() {
         ),
         ("invalid cookie name", &["--cookie-name", "a b"]),
         ("echo path collides with ws path", &["--echo-path", "/ws"]),
+        (
+            "redis URL with TLS scheme",
+            &["--redis", "rediss://127.0.0.1:6379"],
+        ),
+        (
+            "redis URL with a bad port",
+            &["--redis", "redis://127.0.0.1:99999"],
+        ),
+        ("redis timeout out of range", &["--redis-timeout", "1ms"]),
+        (
+            "redis URL with a bad database",
+            &["--redis", "redis://:hunter2@h:1/x"],
+        ),
     ];
     for (what, extra) in cases {
-        expect_config_error(what, &with_loopback(extra), &[]);
+        let line = expect_config_error(what, &with_loopback(extra), &[]);
+        assert!(
+            !line.contains("hunter2"),
+            "{what}: the password leaked: {line}"
+        );
     }
 }
 
