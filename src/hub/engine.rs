@@ -394,17 +394,7 @@ impl Hub {
                 from,
                 session,
             } => match reply {
-                EngineReply::Members(mut members) => {
-                    members.sort_by_key(|m| m.to_text());
-                    self.mail(
-                        from,
-                        Msg::Members {
-                            topic,
-                            session,
-                            members,
-                        },
-                    );
-                }
+                EngineReply::Members(members) => self.answer_who(topic, from, session, members),
                 _ => self.who_here(topic, from, session),
             },
         }

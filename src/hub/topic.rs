@@ -207,28 +207,29 @@ impl Hub {
         binary: bool,
         reply: Reply,
     ) {
+        let seq = self.topic_mut(&topic).seq + 1;
+        self.keep_and_fan_out(
+            &topic,
+            Stored {
+                seq,
+                payload,
+                binary,
+            },
+        );
+        self.published(topic, seq, reply);
+    }
+
+    /// Appends a message numbered above the topic's seq to its history
+    /// (capped at `--history-size`) and sends it to every core with subscribers.
+    fn keep_and_fan_out(&mut self, topic: &Arc<str>, m: Stored) {
         let history_size = self.cfg.history_size;
-        let t = self.topic_mut(&topic);
-        t.seq += 1;
-        let seq = t.seq;
-        t.history.push_back(Stored {
-            seq,
-            payload: payload.clone(),
-            binary,
-        });
+        let t = self.topic_mut(topic);
+        t.seq = m.seq;
+        t.history.push_back(m.clone());
         while t.history.len() > history_size {
             t.history.pop_front();
         }
-        for core in self.subscriber_cores(&topic) {
-            let msg = Msg::Deliver {
-                topic: topic.clone(),
-                seq,
-                payload: payload.clone(),
-                binary,
-            };
-            self.mail(core, msg);
-        }
-        self.published(topic, seq, reply);
+        self.fan_out(topic, &m);
     }
 
     /// Tells the publisher its sequence number.
@@ -239,20 +240,14 @@ impl Hub {
 
     /// A message the engine fanned out: mirror it and deliver it here.
     pub(super) fn on_engine_message(&mut self, topic: Arc<str>, m: Stored) {
-        let history_size = self.cfg.history_size;
-        let Some(t) = self.topics.get_mut(&topic) else {
+        let Some(t) = self.topics.get(&topic) else {
             return;
         };
         // Before the sync answers, the history it loads covers this message.
         if !t.synced || m.seq <= t.seq {
             return;
         }
-        t.seq = m.seq;
-        t.history.push_back(m.clone());
-        while t.history.len() > history_size {
-            t.history.pop_front();
-        }
-        self.fan_out(&topic, &m);
+        self.keep_and_fan_out(&topic, m);
     }
 
     fn fan_out(&mut self, topic: &Arc<str>, m: &Stored) {
@@ -319,11 +314,22 @@ impl Hub {
 
     /// Answers `who` from this node's members.
     pub(super) fn who_here(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
-        let mut members: Vec<SessionId> = self
+        let members: Vec<SessionId> = self
             .topics
             .get(&topic)
             .map(|t| t.members.iter().copied().collect())
             .unwrap_or_default();
+        self.answer_who(topic, from, session, members);
+    }
+
+    /// Sends the sorted member list to the asking session's core.
+    pub(super) fn answer_who(
+        &mut self,
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+        mut members: Vec<SessionId>,
+    ) {
         members.sort_by_key(|m| m.to_text());
         self.mail(
             from,
