@@ -28,6 +28,7 @@ pub mod log;
 pub mod mailbox;
 pub mod metrics;
 pub mod proto;
+pub mod reactor;
 pub mod server;
 pub mod shutdown;
 pub mod sys;
