@@ -7,6 +7,7 @@
 //! the bytes to the sans-IO core (`proto`), and answers. A gateway connection
 //! whose session lives on another core is handed over to that core here. Every
 //! refusal ends in a lingering close, so the answer is not lost to a reset.
+//! After the 101 the socket leaves monoio for the core's reactor (`reactor.rs`).
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -25,9 +26,9 @@ use crate::proto::http::{parse_request, write_response, HeadError};
 use crate::server::{Core, READ_BUF_SIZE};
 
 /// How long a closing connection waits to flush and for the peer to finish.
-const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// Bytes read and discarded at most while lingering.
-const LINGER_DISCARD: usize = 1 << 20;
+pub(crate) const LINGER_DISCARD: usize = 1 << 20;
 
 /// Serves one accepted TCP connection to the end.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
@@ -69,25 +70,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
         }));
         return;
     }
-    conn.websocket(up, out).await;
+    // The socket leaves monoio: from here on the core's reactor watches it.
+    let Conn { stream, core, .. } = conn;
+    // SAFETY: into_raw_fd gives up ownership of a valid, open descriptor (the
+    // handshake's readiness waits have completed, so nothing else holds it).
+    let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+    crate::websocket::open(core, fd, up, out).await;
 }
 
 /// Runs a connection handed over by another core.
 pub async fn adopt(adoption: Adoption, core: Rc<Core>) {
-    let std_stream = std::net::TcpStream::from(adoption.fd);
-    let stream = match TcpStream::from_std(std_stream) {
-        Ok(s) => s,
-        Err(_) => {
-            core.shared.release_connection();
-            return;
-        }
-    };
-    let conn = Conn {
-        fd: stream.as_raw_fd(),
-        stream,
-        peer: adoption.peer,
-        core,
-    };
     let up = Upgraded {
         endpoint: Endpoint::Gateway,
         session: adoption.session,
@@ -95,7 +87,7 @@ pub async fn adopt(adoption: Adoption, core: Rc<Core>) {
         client: adoption.client,
         early: adoption.early,
     };
-    conn.websocket(up, Vec::new()).await;
+    crate::websocket::open(core, adoption.fd, up, Vec::new()).await;
 }
 
 /// One client connection's socket and its core.

@@ -1,8 +1,12 @@
 //! Where an open connection is known to its core: the per-core registry that
-//! the heartbeat sweeper and the drain walk, and the small shared record
-//! through which they act on a connection without waking its task.
+//! the heartbeat sweeper, the drain and the readiness reactor walk, and the
+//! small shared record through which they act on a connection without waking
+//! its task.
 //!
-//! Everything here is core-local (`Rc`, `Cell`): no locks, no atomics.
+//! An idle connection is only its [`ConnEntry`] here (no task, no buffer, no
+//! in-flight operation): its task parks it and ends, and the reactor
+//! (`reactor.rs`) spawns a new one when the socket becomes readable or the core
+//! notifies it. Everything here is core-local (`Rc`, `Cell`): no locks, no atomics.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -15,68 +19,213 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use crate::hub::ConnId;
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
+use crate::proto::handshake::Endpoint;
 use crate::sys;
 
 /// Per topic, the first message that never reached the peer.
 pub type Lost = Vec<(Arc<str>, u64)>;
 
-/// The part of a connection that its core may look at and act on.
+/// Readiness bit: the socket may have bytes (or end of stream, or an error).
+pub const READ: u8 = 1;
+/// Readiness bit: the socket may take bytes.
+pub const WRITE: u8 = 2;
+
+/// The part of a connection that its core may look at and act on. Kept small:
+/// an idle connection is this record and nothing else.
 pub struct ConnEntry {
-    fd: RawFd,
+    /// The socket; -1 once closed (so a stale record can never touch a reused
+    /// descriptor number).
+    fd: Cell<RawFd>,
+    /// Index in the core's registry (and the reactor's token).
+    slot: u32,
+    /// The code of the close frame sent on the core's behalf; 0 when none.
+    pub close_sent: Cell<u16>,
+    /// The socket was shut down by the core (dead peer, drain deadline).
+    pub cut: Cell<bool>,
+    notified: Cell<bool>,
+    /// No task runs this connection: the reactor spawns one on readiness or notify.
+    parked: Cell<bool>,
+    /// [`READ`] / [`WRITE`] readiness reported by the reactor and not yet consumed.
+    ready: Cell<u8>,
+    /// Which WebSocket endpoint this is.
+    pub endpoint: Endpoint,
+    /// The hub's token for a gateway connection (0 for none).
+    conn_id: ConnId,
     /// Coarse time (ms) of the last inbound bytes.
     pub last_seen: Cell<u64>,
     /// Coarse time a heartbeat ping was sent; 0 when none is outstanding.
     pub ping_sent: Cell<u64>,
     /// Coarse time output started waiting on the peer; 0 when none is queued.
     pub out_since: Cell<u64>,
-    /// The code of the close frame sent on the core's behalf; 0 when none.
-    pub close_sent: Cell<u16>,
-    /// A close the connection task must send once its queued output is out.
-    pub close_wanted: Cell<Option<(u16, &'static str)>>,
-    /// The socket was shut down by the core (dead peer, drain deadline).
-    pub cut: Cell<bool>,
-    /// Output waiting for the peer to read, in order (empty when idle).
-    pub outbox: RefCell<Vec<u8>>,
     /// Bytes of this connection's stream handed to the kernel.
     written: Cell<u64>,
-    /// Delivered messages not yet known to have reached the peer: where in
-    /// the stream each frame ends, and its topic and sequence number.
-    tags: RefCell<VecDeque<(u64, Arc<str>, u64)>>,
-    /// Once the connection is abandoned: per topic, the first message that
-    /// did not reach the peer (so a resume replays from there).
-    lost: RefCell<Option<Lost>>,
+    /// Output waiting for the peer to read, in order (empty, unallocated, when idle).
+    pub outbox: RefCell<Vec<u8>>,
     waker: Cell<Option<Waker>>,
-    notified: Cell<bool>,
+    /// Rarely used state, allocated on first use.
+    cold: RefCell<Option<Box<Cold>>>,
 }
 
-/// Resolves when the connection's task was notified (see [`ConnEntry::notify`]).
-pub struct Notified<'a>(&'a ConnEntry);
+/// The parts of a [`ConnEntry`] an echo or idle connection never needs.
+#[derive(Default)]
+struct Cold {
+    /// A close the connection task must send once its queued output is out.
+    close_wanted: Option<(u16, &'static str)>,
+    /// Delivered messages not yet known to have reached the peer: where in
+    /// the stream each frame ends, and its topic and sequence number.
+    tags: VecDeque<(u64, Arc<str>, u64)>,
+    /// Once the connection is abandoned: per topic, the first message that
+    /// did not reach the peer (so a resume replays from there).
+    lost: Option<Lost>,
+}
 
-impl Future for Notified<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.notified.replace(false) {
-            Poll::Ready(())
-        } else {
-            self.0.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
+/// What woke a connection task waiting in [`ConnEntry::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The socket is (probably) readable; the [`READ`] bit was consumed.
+    Read,
+    /// The socket is (probably) writable; the [`WRITE`] bit was consumed.
+    Write,
+    /// The core called [`ConnEntry::notify`].
+    Notified,
+}
+
+/// Resolves at the next readiness in `interest` or notification.
+pub struct Wait<'a> {
+    entry: &'a ConnEntry,
+    interest: u8,
+}
+
+impl Future for Wait<'_> {
+    type Output = Wake;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Wake> {
+        let entry = self.entry;
+        if entry.notified.replace(false) {
+            return Poll::Ready(Wake::Notified);
         }
+        let ready = entry.ready.get();
+        if ready & self.interest & WRITE != 0 {
+            entry.ready.set(ready & !WRITE);
+            return Poll::Ready(Wake::Write);
+        }
+        if ready & self.interest & READ != 0 {
+            entry.ready.set(ready & !READ);
+            return Poll::Ready(Wake::Read);
+        }
+        entry.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for ConnEntry {
+    fn drop(&mut self) {
+        self.close_fd();
     }
 }
 
 impl ConnEntry {
+    /// The socket (-1 once closed).
+    pub fn fd(&self) -> RawFd {
+        self.fd.get()
+    }
+
+    /// The registry slot.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The hub's token of a gateway connection.
+    pub fn conn_id(&self) -> Option<ConnId> {
+        (self.conn_id != 0).then_some(self.conn_id)
+    }
+
+    /// Closes the socket now (idempotent).
+    pub fn close_fd(&self) {
+        let fd = self.fd.replace(-1);
+        if fd >= 0 {
+            // SAFETY: the record owns the descriptor; it was replaced by -1 above,
+            // so it is closed exactly once.
+            unsafe { libc::close(fd) };
+        }
+    }
+
     /// Wakes the connection's task: its outbox or close request changed.
     pub fn notify(&self) {
         self.notified.set(true);
-        if let Some(w) = self.waker.take() {
+        if self.parked.get() {
+            crate::reactor::request_resume(self.slot);
+        } else if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
 
-    /// A future that resolves at the next [`ConnEntry::notify`].
-    pub fn notified(&self) -> Notified<'_> {
-        Notified(self)
+    /// Waits for readiness in `interest` ([`READ`] | [`WRITE`]) or a notification.
+    pub fn wait(&self, interest: u8) -> Wait<'_> {
+        Wait {
+            entry: self,
+            interest,
+        }
+    }
+
+    /// Forgets readiness in `bits`: call right before the syscall that will
+    /// find out (an edge that arrives afterwards sets it again).
+    pub fn clear_ready(&self, bits: u8) {
+        self.ready.set(self.ready.get() & !bits);
+    }
+
+    /// Marks readiness the task knows of itself (bytes left unread).
+    pub fn set_ready(&self, bits: u8) {
+        self.ready.set(self.ready.get() | bits);
+    }
+
+    /// Readiness from the reactor. Returns true when a task must be spawned
+    /// for a parked connection (it is then no longer parked).
+    pub fn on_ready(&self, bits: u8) -> bool {
+        self.ready.set(self.ready.get() | bits);
+        if self.parked.get() {
+            if bits & READ != 0 {
+                self.parked.set(false);
+                return true;
+            }
+            return false;
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        false
+    }
+
+    /// Parks the connection: its task is about to end. Refused (false) when
+    /// there is already something to do (readable, notified).
+    pub fn park(&self) -> bool {
+        if self.ready.get() & READ != 0 || self.notified.get() {
+            return false;
+        }
+        self.waker.set(None);
+        self.parked.set(true);
+        true
+    }
+
+    /// Takes a parked connection out of the parked state for a notification.
+    /// Returns true when a task must be spawned.
+    pub fn unpark_notified(&self) -> bool {
+        self.parked.get() && self.notified.get() && {
+            self.parked.set(false);
+            true
+        }
+    }
+
+    /// A close the core asked for while output was queued, if any.
+    pub fn take_close_wanted(&self) -> Option<(u16, &'static str)> {
+        self.cold.borrow_mut().as_mut()?.close_wanted.take()
+    }
+
+    fn cold_mut(&self) -> std::cell::RefMut<'_, Cold> {
+        std::cell::RefMut::map(self.cold.borrow_mut(), |c| {
+            &mut **c.get_or_insert_with(Default::default)
+        })
     }
 
     /// Queues a complete frame produced elsewhere on this core (fan-out,
@@ -163,7 +312,7 @@ impl ConnEntry {
     fn send_counted(&self, data: &[u8]) -> io::Result<usize> {
         let mut sent = 0;
         while sent < data.len() {
-            match sys::send(self.fd, &data[sent..]) {
+            match sys::send(self.fd.get(), &data[sent..]) {
                 Ok(0) => break,
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -181,7 +330,8 @@ impl ConnEntry {
     /// kernel has taken.
     fn record_tag(&self, queued: u64, tag: Option<&(Arc<str>, u64)>) {
         let Some((topic, seq)) = tag else { return };
-        let mut tags = self.tags.borrow_mut();
+        let mut cold = self.cold_mut();
+        let tags = &mut cold.tags;
         tags.push_back((self.written.get() + queued, topic.clone(), *seq));
         if tags.len() >= 1024 {
             // Forget what the peer has acknowledged; one ioctl per 1024 messages.
@@ -197,14 +347,15 @@ impl ConnEntry {
     fn acked(&self) -> u64 {
         self.written
             .get()
-            .saturating_sub(sys::unacked_bytes(self.fd) as u64)
+            .saturating_sub(sys::unacked_bytes(self.fd.get()) as u64)
     }
 
     /// Works out, once, which delivered messages never reached the peer,
     /// counting as delivered only what the peer's TCP acknowledged (the peer
     /// may be gone). Called before the socket is given up.
     pub fn settle_losses(&self) {
-        if self.lost.borrow().is_none() {
+        let unsettled = matches!(&*self.cold.borrow(), Some(c) if c.lost.is_none());
+        if unsettled {
             self.settle_losses_at(self.acked());
         }
     }
@@ -212,23 +363,30 @@ impl ConnEntry {
     /// As [`ConnEntry::settle_losses`], counting the first `delivered` bytes
     /// of the stream as delivered.
     fn settle_losses_at(&self, delivered: u64) {
-        if self.lost.borrow().is_some() {
+        let mut cold = self.cold.borrow_mut();
+        // No record yet: no message was ever delivered, so none can be lost.
+        let Some(cold) = cold.as_mut() else { return };
+        if cold.lost.is_some() {
             return;
         }
         let acked = delivered;
         let mut first: Vec<(Arc<str>, u64)> = Vec::new();
-        for (end, topic, seq) in self.tags.borrow_mut().drain(..) {
+        for (end, topic, seq) in cold.tags.drain(..) {
             if end > acked && !first.iter().any(|(t, _)| *t == topic) {
                 first.push((topic, seq));
             }
         }
-        *self.lost.borrow_mut() = Some(first);
+        cold.tags = VecDeque::new(); // settled: the queue's memory goes too
+        cold.lost = Some(first);
     }
 
     /// The messages (first per topic) that never reached the peer.
     pub fn take_losses(&self) -> Lost {
         self.settle_losses();
-        self.lost.borrow_mut().take().unwrap_or_default()
+        let mut cold = self.cold.borrow_mut();
+        cold.as_mut()
+            .and_then(|c| c.lost.take())
+            .unwrap_or_default()
     }
 
     /// Whether the connection task has output queued (a frame may be half-sent).
@@ -260,7 +418,7 @@ impl ConnEntry {
             return;
         }
         if self.output_pending() || !self.outbox.borrow().is_empty() {
-            self.close_wanted.set(Some((code, reason)));
+            self.cold_mut().close_wanted = Some((code, reason));
             self.notify();
             return;
         }
@@ -276,7 +434,7 @@ impl ConnEntry {
         if !self.cut.replace(true) {
             // Before shutdown: afterwards the kernel no longer says what was unacknowledged.
             self.settle_losses();
-            sys::shutdown(self.fd, Shutdown::Both);
+            sys::shutdown(self.fd.get(), Shutdown::Both);
             self.notify();
         }
     }
@@ -298,61 +456,66 @@ impl ConnEntry {
 #[derive(Default)]
 pub struct Registry {
     slots: RefCell<Vec<Option<Rc<ConnEntry>>>>,
-    free: RefCell<Vec<usize>>,
+    free: RefCell<Vec<u32>>,
     len: Cell<usize>,
 }
 
-/// Removes its connection from the registry when dropped.
-pub struct Registration<'a> {
-    registry: &'a Registry,
-    slot: usize,
-    /// The registered entry.
-    pub entry: Rc<ConnEntry>,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.registry.slots.borrow_mut()[self.slot] = None;
-        self.registry.free.borrow_mut().push(self.slot);
-        self.registry.len.set(self.registry.len.get() - 1);
-    }
-}
-
 impl Registry {
-    /// Registers a connection on socket `fd`, seen at coarse time `now`.
-    pub fn register(&self, fd: RawFd, now: u64) -> Registration<'_> {
+    /// Registers a connection on socket `fd` (the record owns it from now
+    /// on), seen at coarse time `now`. It starts readable and writable: the
+    /// first syscalls find out.
+    pub fn register(
+        &self,
+        fd: RawFd,
+        now: u64,
+        endpoint: Endpoint,
+        conn_id: Option<ConnId>,
+    ) -> Rc<ConnEntry> {
+        let mut slots = self.slots.borrow_mut();
+        let slot = match self.free.borrow_mut().pop() {
+            Some(slot) => slot,
+            None => {
+                slots.push(None);
+                (slots.len() - 1) as u32
+            }
+        };
         let entry = Rc::new(ConnEntry {
-            fd,
+            fd: Cell::new(fd),
+            slot,
+            close_sent: Cell::new(0),
+            cut: Cell::new(false),
+            notified: Cell::new(false),
+            parked: Cell::new(false),
+            ready: Cell::new(READ | WRITE),
+            endpoint,
+            conn_id: conn_id.unwrap_or(0),
             last_seen: Cell::new(now),
             ping_sent: Cell::new(0),
             out_since: Cell::new(0),
-            close_sent: Cell::new(0),
-            close_wanted: Cell::new(None),
-            cut: Cell::new(false),
-            outbox: RefCell::new(Vec::new()),
             written: Cell::new(0),
-            tags: RefCell::new(VecDeque::new()),
-            lost: RefCell::new(None),
+            outbox: RefCell::new(Vec::new()),
             waker: Cell::new(None),
-            notified: Cell::new(false),
+            cold: RefCell::new(None),
         });
-        let mut slots = self.slots.borrow_mut();
-        let slot = match self.free.borrow_mut().pop() {
-            Some(slot) => {
-                slots[slot] = Some(entry.clone());
-                slot
-            }
-            None => {
-                slots.push(Some(entry.clone()));
-                slots.len() - 1
-            }
-        };
+        slots[slot as usize] = Some(entry.clone());
         self.len.set(self.len.get() + 1);
-        Registration {
-            registry: self,
-            slot,
-            entry,
+        entry
+    }
+
+    /// Removes a connection (its task is ending).
+    pub fn remove(&self, entry: &ConnEntry) {
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[entry.slot as usize];
+        if slot.as_deref().is_some_and(|e| std::ptr::eq(e, entry)) {
+            *slot = None;
+            self.free.borrow_mut().push(entry.slot);
+            self.len.set(self.len.get() - 1);
         }
+    }
+
+    /// The connection in `slot`, if any.
+    pub fn get(&self, slot: u32) -> Option<Rc<ConnEntry>> {
+        self.slots.borrow().get(slot as usize)?.clone()
     }
 
     /// Open connections.

@@ -32,6 +32,7 @@ pub mod log;
 pub mod mailbox;
 pub mod metrics;
 pub mod proto;
+pub mod reactor;
 pub mod redis;
 pub mod server;
 pub mod shutdown;

@@ -22,6 +22,7 @@ use crate::mailbox::Mailbox;
 use crate::metrics::{CoreStats, Metrics};
 use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::{OriginPolicy, Routes};
+use crate::reactor::Reactor;
 use crate::shutdown;
 use crate::sys;
 use std::collections::HashMap;
@@ -89,6 +90,8 @@ pub struct Core {
     pub write_buf: RefCell<Vec<u8>>,
     /// This core's open WebSocket connections.
     pub conns: Registry,
+    /// Readiness of those connections' sockets.
+    pub reactor: Reactor,
     /// This core has started draining.
     pub draining: Cell<bool>,
     /// This core's sessions and topics.
@@ -297,6 +300,13 @@ fn core_main(
             return;
         }
     };
+    let reactor = match Reactor::new() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!("epoll set of core {index}: {e}")));
+            return;
+        }
+    };
     let stats = shared.metrics.core(index);
     if shared.config.redis.is_some() {
         stats.set_redis_up(false);
@@ -309,6 +319,7 @@ fn core_main(
             read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
             write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
             conns: Registry::default(),
+            reactor,
             draining: Cell::new(false),
             hub: RefCell::new(Hub::new(HubConfig {
                 core: index,
@@ -390,6 +401,7 @@ async fn serve_core(
     drop(ready);
     core.tick();
     monoio::spawn(crate::heartbeat::run(core.clone()));
+    monoio::spawn(crate::reactor::run(core.clone()));
     monoio::spawn(crate::gateway::mailbox_loop(core.clone(), mail_bell));
     monoio::spawn(crate::redis::run(core.clone()));
     // Serve until this core's drain is over; returning ends the runtime.
