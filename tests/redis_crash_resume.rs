@@ -20,6 +20,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::Driver;

@@ -8,6 +8,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::Driver;

@@ -19,6 +19,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::Driver;

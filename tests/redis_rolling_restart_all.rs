@@ -16,6 +16,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::{Driver, Gateway};
