@@ -46,14 +46,7 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
         return;
     };
     let started = Instant::now();
-    let nodes: Vec<_> = NODES
-        .iter()
-        .zip(DRIVERS)
-        .map(|(n, d)| start_node(n, d, &redis.url(), &[]))
-        .collect();
-    for (n, gw) in NODES.iter().zip(&nodes) {
-        wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
-    }
+    let nodes = start_fleet(&NODES, &DRIVERS, &redis.url());
     let named: Vec<(&str, &common::Gateway)> = NODES.iter().copied().zip(nodes.iter()).collect();
     let hap = haproxy_for(&named);
     let lb = hap.addr;
@@ -63,19 +56,9 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
     let shared = Arc::new(Shared::default());
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut spread: BTreeMap<String, usize> = BTreeMap::new();
-    let mut roamers = Vec::new();
-    for i in 0..CLIENTS {
-        let mut ws = Ws::fresh(lb, &format!("client{i}"));
-        assert_eq!(ws.sub(&t), 0);
+    let roamers = roamers_via(lb, &t, CLIENTS, REJOIN_DELAY, &shared, deadline, |ws| {
         *spread.entry(ws.hello.node.clone()).or_default() += 1;
-        roamers.push(Roamer::spawn(
-            ws,
-            &[&t],
-            Reconnect::via(lb, REJOIN_DELAY),
-            shared.clone(),
-            deadline,
-        ));
-    }
+    });
     eprintln!("clients per node: {spread:?}");
     for n in NODES {
         assert!(
@@ -98,13 +81,9 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
         || shared.reconnected.load(Ordering::SeqCst) >= on_victim,
     );
     std::thread::sleep(Duration::from_millis(500));
-    let pubs = publisher.finish();
-    let map = published_map(&pubs);
-    let last = pubs.last().unwrap().seq;
-    assert_eq!(pubs[0].seq, 1);
-    shared.set_final(&t, last);
+    let (pubs, map, last) = finish_publisher(publisher, &shared, &t);
 
-    let traces: Vec<Trace> = roamers.into_iter().map(Roamer::join).collect();
+    let traces = join_all(roamers);
     let mut checks: Vec<(String, Box<dyn FnOnce() + '_>)> = Vec::new();
     for tr in &traces {
         let (t, map) = (&t, &map);

@@ -21,13 +21,14 @@
 #![allow(dead_code)]
 
 use crate::common::*;
-use crate::edge::{apt_install, find_binary, free_port, Hello, TempDir, COOKIE, COOKIE_ATTRS};
+use crate::edge::{
+    apt_install, die_with_parent, find_binary, free_port, Hello, TempDir, COOKIE, COOKIE_ATTRS,
+};
 use crate::gw::Client;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -174,13 +175,7 @@ impl RedisServer {
         .stderr(Stdio::piped());
         // Should the test process die without running destructors, the
         // server dies with it.
-        // SAFETY: prctl is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
@@ -434,12 +429,6 @@ fn resp_session(
 pub fn start_node(name: &str, driver: Driver, redis_url: &str, extra: &[&str]) -> Gateway {
     let drain = format!("{}s", DRAIN.as_secs());
     let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cores",
-        "2",
         "--node-id",
         name,
         "--cookie-secure",
@@ -455,7 +444,21 @@ pub fn start_node(name: &str, driver: Driver, redis_url: &str, extra: &[&str]) -
         args.extend_from_slice(&["--redis", redis_url]);
     }
     args.extend_from_slice(extra);
-    Gateway::start_exact(driver, &args, &[])
+    Gateway::start(driver, &args)
+}
+
+/// Starts one node per `(name, driver)` on `redis_url` (see [`start_node`])
+/// and waits (10 s each) until every one has `wsgate_redis_up` 1.
+pub fn start_fleet(names: &[&str], drivers: &[Driver], redis_url: &str) -> Vec<Gateway> {
+    let nodes: Vec<Gateway> = names
+        .iter()
+        .zip(drivers)
+        .map(|(n, d)| start_node(n, *d, redis_url, &[]))
+        .collect();
+    for (n, gw) in names.iter().zip(&nodes) {
+        wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
+    }
+    nodes
 }
 
 /// `wsgate_redis_up` (the smallest value if it has several series), `None`
@@ -668,6 +671,22 @@ impl Drop for ApiPublisher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// Stops `publisher` (the only one of `topic`, whose first seq must be 1)
+/// and makes its last seq the final one of `topic` for the roamers. Returns
+/// what it published, as `seq -> payload`, and that last seq.
+pub fn finish_publisher(
+    publisher: ApiPublisher,
+    shared: &Shared,
+    topic: &str,
+) -> (Vec<Published>, BTreeMap<u64, String>, u64) {
+    let pubs = publisher.finish();
+    let map = published_map(&pubs);
+    let last = pubs.last().unwrap().seq;
+    assert_eq!(pubs[0].seq, 1);
+    shared.set_final(topic, last);
+    (pubs, map, last)
 }
 
 /// `seq -> payload` of what the publishers were told.
@@ -1185,6 +1204,39 @@ impl Roamer {
             Err(e) => std::panic::resume_unwind(e),
         }
     }
+}
+
+/// `n` roamers `client0…` through the balancer `lb`: each a fresh session
+/// whose `sub topic` must answer seq 0, shown to `seen`, then reconnecting
+/// through `lb` after `delay` whenever its connection ends.
+pub fn roamers_via(
+    lb: SocketAddr,
+    topic: &str,
+    n: usize,
+    delay: Duration,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+    mut seen: impl FnMut(&Ws),
+) -> Vec<Roamer> {
+    (0..n)
+        .map(|i| {
+            let mut ws = Ws::fresh(lb, &format!("client{i}"));
+            assert_eq!(ws.sub(topic), 0);
+            seen(&ws);
+            Roamer::spawn(
+                ws,
+                &[topic],
+                Reconnect::via(lb, delay),
+                shared.clone(),
+                deadline,
+            )
+        })
+        .collect()
+}
+
+/// Joins every roamer (re-raising a roamer's panic).
+pub fn join_all(roamers: Vec<Roamer>) -> Vec<Trace> {
+    roamers.into_iter().map(Roamer::join).collect()
 }
 
 fn roam(
