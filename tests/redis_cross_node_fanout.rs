@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["fan-a", "fan-b", "fan-c"];
-const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 
 #[test]
 fn publish_on_one_node_reaches_every_node_exactly_once_in_order() {
@@ -26,7 +25,7 @@ fn publish_on_one_node_reaches_every_node_exactly_once_in_order() {
         return;
     };
     let started = Instant::now();
-    let nodes = start_fleet(&NODES, &DRIVERS, &redis.url());
+    let nodes = start_fleet(&NODES, &FLEET_DRIVERS, &redis.url());
     let t = topic("fanout");
 
     // Two subscribers on every node.

@@ -22,7 +22,6 @@ mod edge;
 mod gw;
 mod redis;
 
-use common::Driver;
 use redis::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -30,13 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["deploy-a", "deploy-b", "deploy-c"];
-const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 const VICTIM: usize = 0;
 const CLIENTS: usize = 24;
 const BUDGET: Duration = Duration::from_secs(60);
-/// A moved client's backoff before it reconnects: the messages published
-/// meanwhile must come to it as a replay.
-const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 #[test]
 fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
@@ -46,9 +41,8 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
         return;
     };
     let started = Instant::now();
-    let nodes = start_fleet(&NODES, &DRIVERS, &redis.url());
-    let named: Vec<(&str, &common::Gateway)> = NODES.iter().copied().zip(nodes.iter()).collect();
-    let hap = haproxy_for(&named);
+    let nodes = start_fleet(&NODES, &FLEET_DRIVERS, &redis.url());
+    let hap = haproxy_for_fleet(&NODES, &nodes);
     let lb = hap.addr;
     let victim = NODES[VICTIM];
 
@@ -126,7 +120,7 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
     all_checks(checks);
     let five_xx = haproxy_5xx(&hap);
     assert_eq!(five_xx, "0", "HAProxy answered 5xx responses");
-    for (i, (n, gw)) in named.iter().enumerate() {
+    for (i, (n, gw)) in NODES.iter().zip(&nodes).enumerate() {
         if i != VICTIM {
             gw.assert_healthy();
             assert_eq!(redis_up(gw), Some(1.0), "{n}");

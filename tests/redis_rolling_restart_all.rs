@@ -19,7 +19,6 @@ mod edge;
 mod gw;
 mod redis;
 
-use common::{Driver, Gateway};
 use redis::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -27,12 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["every-a", "every-b", "every-c"];
-const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 const CLIENTS: usize = 18;
 const BUDGET: Duration = Duration::from_secs(60);
-/// A moved client's backoff before it reconnects: the messages published
-/// meanwhile must come to it as a replay.
-const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 #[test]
 fn rolling_restart_of_every_node_loses_nothing() {
@@ -41,9 +36,8 @@ fn rolling_restart_of_every_node_loses_nothing() {
         return;
     };
     let started = Instant::now();
-    let mut nodes = start_fleet(&NODES, &DRIVERS, &redis.url());
-    let named: Vec<(&str, &Gateway)> = NODES.iter().copied().zip(nodes.iter()).collect();
-    let hap = haproxy_for(&named);
+    let mut nodes = start_fleet(&NODES, &FLEET_DRIVERS, &redis.url());
+    let hap = haproxy_for_fleet(&NODES, &nodes);
     let lb = hap.addr;
 
     let t = topic("every");
@@ -68,7 +62,7 @@ fn rolling_restart_of_every_node_loses_nothing() {
             &format!("the {open} clients of {name} to reconnect"),
             || shared.reconnected.load(Ordering::SeqCst) >= before + open,
         );
-        let fresh = start_node(name, DRIVERS[i], &redis.url(), &[]);
+        let fresh = start_node(name, FLEET_DRIVERS[i], &redis.url(), &[]);
         wait_redis_up(&fresh, name, 1.0, Duration::from_secs(10));
         hap.set_addr(name, fresh.addr);
         hap.set_state(name, "ready");

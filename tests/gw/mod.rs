@@ -758,14 +758,7 @@ pub fn admin_request(
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("{what}: bad status line in {head:?}"));
-            let clen: usize = head
-                .split("\r\n")
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let clen = content_length(&head);
             break (pos + 4, status, head, clen);
         }
         read_some(
@@ -792,6 +785,17 @@ pub fn admin_request(
         head,
         body: String::from_utf8_lossy(&buf[head_len..head_len + clen]).into_owned(),
     }
+}
+
+/// The `Content-Length` of a response head (0 when absent or malformed).
+pub fn content_length(head: &str) -> usize {
+    head.split("\r\n")
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 fn read_some(

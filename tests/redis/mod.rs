@@ -24,7 +24,7 @@ use crate::common::*;
 use crate::edge::{
     apt_install, die_with_parent, find_binary, free_port, Hello, TempDir, COOKIE, COOKIE_ATTRS,
 };
-use crate::gw::Client;
+use crate::gw::{content_length, Client};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -44,6 +44,11 @@ pub const DRAIN: Duration = Duration::from_secs(4);
 pub const HISTORY: &str = "4096";
 /// Default wait for one expected event.
 pub const WAIT: Duration = Duration::from_secs(5);
+/// The drivers of a three-node fleet: io_uring, epoll, io_uring.
+pub const FLEET_DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
+/// A moved client's backoff before it reconnects: the messages published
+/// meanwhile must come to it as a replay.
+pub const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------
 // redis-server: find or install, start, kill, restart, pause
@@ -542,14 +547,7 @@ pub fn api_publish(admin: SocketAddr, topic: &str, body: &str) -> Result<u64, St
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..pos]).into_owned();
-            let clen: usize = head
-                .split("\r\n")
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let clen = content_length(&head);
             if buf.len() >= pos + 4 + clen {
                 let body = String::from_utf8_lossy(&buf[pos + 4..pos + 4 + clen]).into_owned();
                 let status = head.split(' ').nth(1).unwrap_or("");
@@ -1436,6 +1434,12 @@ pub fn haproxy_for(nodes: &[(&str, &Gateway)]) -> crate::edge::Haproxy {
         hap.wait_status(n, "UP", Duration::from_secs(5));
     }
     hap
+}
+
+/// [`haproxy_for`] the fleet `nodes`, named `names` in the same order.
+pub fn haproxy_for_fleet(names: &[&str], nodes: &[Gateway]) -> crate::edge::Haproxy {
+    let named: Vec<(&str, &Gateway)> = names.iter().copied().zip(nodes).collect();
+    haproxy_for(&named)
 }
 
 /// The number of 5xx answers HAProxy's frontend gave (a bad deploy shows as
