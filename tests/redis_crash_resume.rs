@@ -20,6 +20,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::Driver;
@@ -108,7 +109,7 @@ fn clients_of_a_killed_node_resume_elsewhere_with_nothing_lost() {
     shared.set_final(&main, main_last);
     shared.set_final(&late, late_last);
 
-    let traces: Vec<Trace> = roamers.into_iter().map(Roamer::join).collect();
+    let traces = join_all(roamers);
     let redelivered = std::sync::atomic::AtomicUsize::new(0);
     let mut checks: Vec<(String, Box<dyn FnOnce() + '_>)> = Vec::new();
     for tr in &traces {

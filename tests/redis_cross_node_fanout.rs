@@ -8,6 +8,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::Driver;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["fan-a", "fan-b", "fan-c"];
-const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 
 #[test]
 fn publish_on_one_node_reaches_every_node_exactly_once_in_order() {
@@ -25,14 +25,7 @@ fn publish_on_one_node_reaches_every_node_exactly_once_in_order() {
         return;
     };
     let started = Instant::now();
-    let nodes: Vec<_> = NODES
-        .iter()
-        .zip(DRIVERS)
-        .map(|(n, d)| start_node(n, d, &redis.url(), &[]))
-        .collect();
-    for (n, gw) in NODES.iter().zip(&nodes) {
-        wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
-    }
+    let nodes = start_fleet(&NODES, &FLEET_DRIVERS, &redis.url());
     let t = topic("fanout");
 
     // Two subscribers on every node.
@@ -129,7 +122,7 @@ fn publish_on_one_node_reaches_every_node_exactly_once_in_order() {
     );
     shared.set_final(&t, 350);
 
-    let mut traces: Vec<Trace> = roamers.into_iter().map(Roamer::join).collect();
+    let mut traces = join_all(roamers);
     for tr in &traces {
         tr.assert_clean();
         tr.assert_exact(&t, 1, 350, &map);

@@ -19,9 +19,9 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
-use common::Driver;
 use redis::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -29,13 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["deploy-a", "deploy-b", "deploy-c"];
-const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 const VICTIM: usize = 0;
 const CLIENTS: usize = 24;
 const BUDGET: Duration = Duration::from_secs(60);
-/// A moved client's backoff before it reconnects: the messages published
-/// meanwhile must come to it as a replay.
-const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 #[test]
 fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
@@ -45,16 +41,8 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
         return;
     };
     let started = Instant::now();
-    let nodes: Vec<_> = NODES
-        .iter()
-        .zip(DRIVERS)
-        .map(|(n, d)| start_node(n, d, &redis.url(), &[]))
-        .collect();
-    for (n, gw) in NODES.iter().zip(&nodes) {
-        wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
-    }
-    let named: Vec<(&str, &common::Gateway)> = NODES.iter().copied().zip(nodes.iter()).collect();
-    let hap = haproxy_for(&named);
+    let nodes = start_fleet(&NODES, &FLEET_DRIVERS, &redis.url());
+    let hap = haproxy_for_fleet(&NODES, &nodes);
     let lb = hap.addr;
     let victim = NODES[VICTIM];
 
@@ -62,19 +50,9 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
     let shared = Arc::new(Shared::default());
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut spread: BTreeMap<String, usize> = BTreeMap::new();
-    let mut roamers = Vec::new();
-    for i in 0..CLIENTS {
-        let mut ws = Ws::fresh(lb, &format!("client{i}"));
-        assert_eq!(ws.sub(&t), 0);
+    let roamers = roamers_via(lb, &t, CLIENTS, REJOIN_DELAY, &shared, deadline, |ws| {
         *spread.entry(ws.hello.node.clone()).or_default() += 1;
-        roamers.push(Roamer::spawn(
-            ws,
-            &[&t],
-            Reconnect::via(lb, REJOIN_DELAY),
-            shared.clone(),
-            deadline,
-        ));
-    }
+    });
     eprintln!("clients per node: {spread:?}");
     for n in NODES {
         assert!(
@@ -97,13 +75,9 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
         || shared.reconnected.load(Ordering::SeqCst) >= on_victim,
     );
     std::thread::sleep(Duration::from_millis(500));
-    let pubs = publisher.finish();
-    let map = published_map(&pubs);
-    let last = pubs.last().unwrap().seq;
-    assert_eq!(pubs[0].seq, 1);
-    shared.set_final(&t, last);
+    let (pubs, map, last) = finish_publisher(publisher, &shared, &t);
 
-    let traces: Vec<Trace> = roamers.into_iter().map(Roamer::join).collect();
+    let traces = join_all(roamers);
     let mut checks: Vec<(String, Box<dyn FnOnce() + '_>)> = Vec::new();
     for tr in &traces {
         let (t, map) = (&t, &map);
@@ -146,7 +120,7 @@ fn rolling_deploy_behind_haproxy_moves_sessions_with_nothing_lost() {
     all_checks(checks);
     let five_xx = haproxy_5xx(&hap);
     assert_eq!(five_xx, "0", "HAProxy answered 5xx responses");
-    for (i, (n, gw)) in named.iter().enumerate() {
+    for (i, (n, gw)) in NODES.iter().zip(&nodes).enumerate() {
         if i != VICTIM {
             gw.assert_healthy();
             assert_eq!(redis_up(gw), Some(1.0), "{n}");

@@ -7,6 +7,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::Driver;
@@ -90,11 +91,7 @@ fn roamer_and_publisher_on_one_node_without_redis() {
     wait_for(Duration::from_secs(10), "50 publishes", || {
         publisher.count.load(std::sync::atomic::Ordering::SeqCst) >= 50
     });
-    let pubs = publisher.finish();
-    let map = published_map(&pubs);
-    let last = pubs.last().unwrap().seq;
-    assert_eq!(pubs.first().unwrap().seq, 1);
-    shared.set_final(&t, last);
+    let (_, map, last) = finish_publisher(publisher, &shared, &t);
     for r in roamers {
         let tr = r.join();
         tr.assert_clean();

@@ -17,6 +17,7 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
 use common::{wait_until, Driver, Gateway};

@@ -16,9 +16,9 @@
 
 mod common;
 mod edge;
+mod gw;
 mod redis;
 
-use common::{Driver, Gateway};
 use redis::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -26,12 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 3] = ["every-a", "every-b", "every-c"];
-const DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
 const CLIENTS: usize = 18;
 const BUDGET: Duration = Duration::from_secs(60);
-/// A moved client's backoff before it reconnects: the messages published
-/// meanwhile must come to it as a replay.
-const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 #[test]
 fn rolling_restart_of_every_node_loses_nothing() {
@@ -40,33 +36,14 @@ fn rolling_restart_of_every_node_loses_nothing() {
         return;
     };
     let started = Instant::now();
-    let mut nodes: Vec<Gateway> = NODES
-        .iter()
-        .zip(DRIVERS)
-        .map(|(n, d)| start_node(n, d, &redis.url(), &[]))
-        .collect();
-    for (n, gw) in NODES.iter().zip(&nodes) {
-        wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
-    }
-    let named: Vec<(&str, &Gateway)> = NODES.iter().copied().zip(nodes.iter()).collect();
-    let hap = haproxy_for(&named);
+    let mut nodes = start_fleet(&NODES, &FLEET_DRIVERS, &redis.url());
+    let hap = haproxy_for_fleet(&NODES, &nodes);
     let lb = hap.addr;
 
     let t = topic("every");
     let shared = Arc::new(Shared::default());
     let deadline = Instant::now() + Duration::from_secs(50);
-    let mut roamers = Vec::new();
-    for i in 0..CLIENTS {
-        let mut ws = Ws::fresh(lb, &format!("client{i}"));
-        assert_eq!(ws.sub(&t), 0);
-        roamers.push(Roamer::spawn(
-            ws,
-            &[&t],
-            Reconnect::via(lb, REJOIN_DELAY),
-            shared.clone(),
-            deadline,
-        ));
-    }
+    let roamers = roamers_via(lb, &t, CLIENTS, REJOIN_DELAY, &shared, deadline, |_| {});
     let publisher = ApiPublisher::spawn("every", nodes[1].admin, &t, Duration::from_millis(10));
     std::thread::sleep(Duration::from_millis(500));
 
@@ -85,7 +62,7 @@ fn rolling_restart_of_every_node_loses_nothing() {
             &format!("the {open} clients of {name} to reconnect"),
             || shared.reconnected.load(Ordering::SeqCst) >= before + open,
         );
-        let fresh = start_node(name, DRIVERS[i], &redis.url(), &[]);
+        let fresh = start_node(name, FLEET_DRIVERS[i], &redis.url(), &[]);
         wait_redis_up(&fresh, name, 1.0, Duration::from_secs(10));
         hap.set_addr(name, fresh.addr);
         hap.set_state(name, "ready");
@@ -98,13 +75,9 @@ fn rolling_restart_of_every_node_loses_nothing() {
         nodes[i] = fresh;
         std::thread::sleep(Duration::from_millis(300));
     }
-    let pubs = publisher.finish();
-    let map = published_map(&pubs);
-    let last = pubs.last().unwrap().seq;
-    assert_eq!(pubs[0].seq, 1);
-    shared.set_final(&t, last);
+    let (pubs, map, last) = finish_publisher(publisher, &shared, &t);
 
-    let traces: Vec<Trace> = roamers.into_iter().map(Roamer::join).collect();
+    let traces = join_all(roamers);
     let mut checks: Vec<(String, Box<dyn FnOnce() + '_>)> = Vec::new();
     for tr in &traces {
         let (t, map) = (&t, &map);

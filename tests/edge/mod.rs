@@ -290,13 +290,7 @@ impl Haproxy {
             // Should this test process die without running its destructors,
             // HAProxy dies with it (the signal follows the spawning thread,
             // which is the test's own and outlives the guard).
-            // SAFETY: prctl is async-signal-safe and touches no memory.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
+            die_with_parent(&mut cmd);
             let mut child = cmd.spawn().expect("spawn haproxy");
             let logs = Arc::new(Mutex::new(Vec::new()));
             {
@@ -562,5 +556,17 @@ pub fn leave(mut c: Conn, what: &str) {
     match c.try_read_frame() {
         Ok(None) => {}
         other => panic!("{what}: expected EOF after the close handshake, got {other:?}"),
+    }
+}
+
+/// `PR_SET_PDEATHSIG` = SIGKILL for the child `cmd` spawns: should the test
+/// process die without running destructors, the child dies with it.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }

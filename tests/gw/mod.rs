@@ -10,12 +10,12 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    accept_for, close_payload, frame, rand_key, Gateway, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING,
-    OP_PONG, OP_TEXT,
+    accept_for, close_payload, cookie_id, frame, rand_key, Gateway, OP_BINARY, OP_CLOSE, OP_CONT,
+    OP_PING, OP_PONG, OP_TEXT,
 };
 
 /// Default deadline for one expected event or one HTTP exchange.
@@ -81,7 +81,7 @@ fn char_floor(s: &str, mut i: usize) -> usize {
 }
 
 /// Why no event came.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
     /// Nothing within the deadline.
     Timeout,
@@ -110,6 +110,12 @@ impl End {
 }
 
 /// A gateway-protocol client over a raw `TcpStream`.
+///
+/// The `try_*` methods report I/O trouble (connect refused, a non-101, EOF,
+/// a reset, a timeout) as an `Err`, so a client whose node is killed can
+/// carry on (the multi-node tests); the other methods panic naming the
+/// client and the step. Protocol violations by the server (a bad accept
+/// key, a masked frame, a malformed hello…) always panic.
 pub struct Client {
     /// Label used in failure messages (e.g. `"A"`).
     pub name: String,
@@ -119,6 +125,12 @@ pub struct Client {
     pub hello: String,
     /// `hello … resumed` (else `new`).
     pub resumed: bool,
+    /// The node id the `hello` names.
+    pub node: String,
+    /// Where it connected (a node or a balancer).
+    pub addr: SocketAddr,
+    /// Fail on a server frame with RSV bits set.
+    check_rsv: bool,
     stream: TcpStream,
     buf: Vec<u8>,
     /// Fragments of a message not yet complete: opcode and bytes.
@@ -149,12 +161,36 @@ impl Client {
     }
 
     /// Upgrade on `/ws` (with `Cookie: WS_SESSION_ID=<cookie>` if given), check
-    /// the 101 and read the `hello` line. With a cookie, the session id must be
-    /// kept.
+    /// the 101 and read the `hello` line, which must name [`NODE`]. With a
+    /// cookie, the session id must be kept. Panics on any failure.
     pub fn connect(gw: &Gateway, name: &str, cookie: Option<&str>) -> Client {
+        let c = Client::try_connect(gw.addr, name, cookie, true, |_, _| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.node, NODE,
+            "{name}: expected `hello {} new|resumed {NODE}`, got {:?}",
+            c.id, c.hello
+        );
+        c
+    }
+
+    /// Upgrade on `/ws` at `addr` (with the session cookie when given) and
+    /// read the `hello <id> new|resumed <node>` line (any node). `Err` for
+    /// anything short of a 101 and a hello within [`WAIT`]: connect refused,
+    /// another status, EOF, a timeout. Panics on a wrong accept key, a 101
+    /// without `Set-Cookie`, a changed session id or a malformed hello.
+    /// `check_cookie(set_cookie, id)` runs on the 101's cookie before the
+    /// hello is read; `check_rsv` makes every frame with RSV bits fail.
+    pub fn try_connect(
+        addr: SocketAddr,
+        name: &str,
+        cookie: Option<&str>,
+        check_rsv: bool,
+        check_cookie: impl FnOnce(&str, &str),
+    ) -> Result<Client, String> {
         let deadline = Instant::now() + WAIT;
-        let stream = TcpStream::connect_timeout(&gw.addr, WAIT)
-            .unwrap_or_else(|e| panic!("{name}: connect {}: {e}", gw.addr));
+        let stream = TcpStream::connect_timeout(&addr, WAIT)
+            .map_err(|e| format!("{name}: connect {addr}: {e}"))?;
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
         let mut c = Client {
@@ -162,6 +198,9 @@ impl Client {
             id: String::new(),
             hello: String::new(),
             resumed: false,
+            node: String::new(),
+            addr,
+            check_rsv,
             stream,
             buf: Vec::new(),
             partial: None,
@@ -175,7 +214,8 @@ impl Client {
             req.push_str(&format!("Cookie: {COOKIE}={id}\r\n"));
         }
         req.push_str("\r\n");
-        c.write(req.as_bytes(), "the upgrade request");
+        c.try_write(req.as_bytes())
+            .map_err(|e| format!("{name}: writing the upgrade to {addr}: {e}"))?;
 
         // The 101 head.
         let head = loop {
@@ -183,18 +223,19 @@ impl Client {
                 let head: Vec<u8> = c.buf.drain(..pos + 4).collect();
                 break String::from_utf8_lossy(&head).into_owned();
             }
-            assert!(c.buf.len() < 64 * 1024, "{name}: response head over 64 KiB");
-            if let Err(e) = c.fill(deadline) {
-                panic!(
-                    "{name}: no complete 101 head ({e:?}); got {:?}",
-                    String::from_utf8_lossy(&c.buf)
-                );
+            if c.buf.len() > 64 * 1024 {
+                return Err(format!("{name}: response head over 64 KiB from {addr}"));
             }
+            c.fill(deadline).map_err(|e| {
+                format!(
+                    "{name}: no complete response head from {addr} ({e:?}); got {:?}",
+                    String::from_utf8_lossy(&c.buf)
+                )
+            })?;
         };
-        assert!(
-            head.starts_with("HTTP/1.1 101 "),
-            "{name}: upgrade refused:\n{head}"
-        );
+        if !head.starts_with("HTTP/1.1 101 ") {
+            return Err(format!("{name}: upgrade at {addr} answered:\n{head}"));
+        }
         let header = |n: &str| {
             head.split("\r\n").find_map(|l| {
                 let (k, v) = l.split_once(':')?;
@@ -208,37 +249,45 @@ impl Client {
         );
         let set_cookie = header("Set-Cookie")
             .unwrap_or_else(|| panic!("{name}: 101 without Set-Cookie:\n{head}"));
-        let id = set_cookie
-            .strip_prefix(&format!("{COOKIE}="))
-            .and_then(|r| r.split(';').next())
-            .unwrap_or_else(|| panic!("{name}: unexpected Set-Cookie {set_cookie:?}"))
-            .to_string();
+        let id = cookie_id(&set_cookie, COOKIE).to_string();
+        check_cookie(&set_cookie, &id);
         if let Some(want) = cookie {
             assert_eq!(id, want, "{name}: the 101 changed the session id");
         }
         c.id = id;
 
         // The first message is the hello.
-        let hello = c.line("the hello line");
+        let hello = match c.next_until(deadline) {
+            Ok(Event::Text(t)) => t,
+            other => {
+                return Err(format!(
+                    "{name}: expected the hello from {addr}, got {other:?}"
+                ))
+            }
+        };
         let parts: Vec<&str> = hello.split(' ').collect();
         assert!(
             parts.len() == 4
                 && parts[0] == "hello"
                 && parts[1] == c.id
-                && matches!(parts[2], "new" | "resumed")
-                && parts[3] == NODE,
-            "{name}: expected `hello {} new|resumed {NODE}`, got {hello:?}",
+                && matches!(parts[2], "new" | "resumed"),
+            "{name}: expected `hello {} new|resumed <node>`, got {hello:?}",
             c.id
         );
         c.resumed = parts[2] == "resumed";
+        c.node = parts[3].to_string();
         c.hello = hello;
-        c
+        Ok(c)
     }
 
     // --- raw I/O -------------------------------------------------------------
 
+    fn try_write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     fn write(&mut self, bytes: &[u8], what: &str) {
-        if let Err(e) = self.stream.write_all(bytes) {
+        if let Err(e) = self.try_write(bytes) {
             panic!("{}: writing {what} ({} bytes): {e}", self.name, bytes.len());
         }
     }
@@ -280,7 +329,9 @@ impl Client {
         }
         let (fin, opcode, masked) = (b[0] & 0x80 != 0, b[0] & 0x0f, b[1] & 0x80 != 0);
         assert!(!masked, "{}: the server sent a masked frame", self.name);
-        assert_eq!(b[0] & 0x70, 0, "{}: server frame with RSV bits", self.name);
+        if self.check_rsv {
+            assert_eq!(b[0] & 0x70, 0, "{}: server frame with RSV bits", self.name);
+        }
         let (len, hdr) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
             127 if b.len() >= 10 => (
@@ -310,8 +361,7 @@ impl Client {
             while let Some((fin, opcode, payload)) = self.take_frame() {
                 match opcode {
                     OP_PING => {
-                        let pong = frame(true, OP_PONG, &payload);
-                        let _ = self.stream.write_all(&pong);
+                        let _ = self.try_write(&frame(true, OP_PONG, &payload));
                     }
                     OP_PONG => {}
                     OP_CLOSE => {
@@ -421,6 +471,11 @@ impl Client {
 
     // --- sending -------------------------------------------------------------
 
+    /// A masked text frame; `Err` if the write fails.
+    pub fn try_send_text(&mut self, text: &str) -> io::Result<()> {
+        self.try_write(&frame(true, OP_TEXT, text.as_bytes()))
+    }
+
     /// A masked text frame.
     pub fn send_text(&mut self, text: &str) {
         let f = frame(true, OP_TEXT, text.as_bytes());
@@ -431,6 +486,11 @@ impl Client {
     pub fn send_binary(&mut self, bytes: &[u8]) {
         let f = frame(true, OP_BINARY, bytes);
         self.write(&f, "a binary frame");
+    }
+
+    /// A close frame with `code`; `Err` if the write fails.
+    pub fn try_send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        self.try_write(&frame(true, OP_CLOSE, &close_payload(code, reason)))
     }
 
     /// A close frame with `code`.
@@ -477,8 +537,7 @@ impl Client {
             self.name,
             self.id
         );
-        let reply = frame(true, OP_CLOSE, &close_payload(code, ""));
-        let _ = self.stream.write_all(&reply);
+        let _ = self.try_send_close(code, "");
         let (events, end) = self.drain_to_end(WAIT);
         assert!(
             events.is_empty() && end.is_closed(),
@@ -699,14 +758,7 @@ pub fn admin_request(
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("{what}: bad status line in {head:?}"));
-            let clen: usize = head
-                .split("\r\n")
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let clen = content_length(&head);
             break (pos + 4, status, head, clen);
         }
         read_some(
@@ -733,6 +785,17 @@ pub fn admin_request(
         head,
         body: String::from_utf8_lossy(&buf[head_len..head_len + clen]).into_owned(),
     }
+}
+
+/// The `Content-Length` of a response head (0 when absent or malformed).
+pub fn content_length(head: &str) -> usize {
+    head.split("\r\n")
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 fn read_some(

@@ -21,12 +21,14 @@
 #![allow(dead_code)]
 
 use crate::common::*;
-use crate::edge::{apt_install, find_binary, free_port, Hello, TempDir, COOKIE, COOKIE_ATTRS};
+use crate::edge::{
+    apt_install, die_with_parent, find_binary, free_port, Hello, TempDir, COOKIE, COOKIE_ATTRS,
+};
+use crate::gw::{content_length, Client};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +44,11 @@ pub const DRAIN: Duration = Duration::from_secs(4);
 pub const HISTORY: &str = "4096";
 /// Default wait for one expected event.
 pub const WAIT: Duration = Duration::from_secs(5);
+/// The drivers of a three-node fleet: io_uring, epoll, io_uring.
+pub const FLEET_DRIVERS: [Driver; 3] = [Driver::IoUring, Driver::Legacy, Driver::IoUring];
+/// A moved client's backoff before it reconnects: the messages published
+/// meanwhile must come to it as a replay.
+pub const REJOIN_DELAY: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------
 // redis-server: find or install, start, kill, restart, pause
@@ -173,13 +180,7 @@ impl RedisServer {
         .stderr(Stdio::piped());
         // Should the test process die without running destructors, the
         // server dies with it.
-        // SAFETY: prctl is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
@@ -433,12 +434,6 @@ fn resp_session(
 pub fn start_node(name: &str, driver: Driver, redis_url: &str, extra: &[&str]) -> Gateway {
     let drain = format!("{}s", DRAIN.as_secs());
     let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cores",
-        "2",
         "--node-id",
         name,
         "--cookie-secure",
@@ -454,7 +449,21 @@ pub fn start_node(name: &str, driver: Driver, redis_url: &str, extra: &[&str]) -
         args.extend_from_slice(&["--redis", redis_url]);
     }
     args.extend_from_slice(extra);
-    Gateway::start_exact(driver, &args, &[])
+    Gateway::start(driver, &args)
+}
+
+/// Starts one node per `(name, driver)` on `redis_url` (see [`start_node`])
+/// and waits (10 s each) until every one has `wsgate_redis_up` 1.
+pub fn start_fleet(names: &[&str], drivers: &[Driver], redis_url: &str) -> Vec<Gateway> {
+    let nodes: Vec<Gateway> = names
+        .iter()
+        .zip(drivers)
+        .map(|(n, d)| start_node(n, *d, redis_url, &[]))
+        .collect();
+    for (n, gw) in names.iter().zip(&nodes) {
+        wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
+    }
+    nodes
 }
 
 /// `wsgate_redis_up` (the smallest value if it has several series), `None`
@@ -538,14 +547,7 @@ pub fn api_publish(admin: SocketAddr, topic: &str, body: &str) -> Result<u64, St
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..pos]).into_owned();
-            let clen: usize = head
-                .split("\r\n")
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let clen = content_length(&head);
             if buf.len() >= pos + 4 + clen {
                 let body = String::from_utf8_lossy(&buf[pos + 4..pos + 4 + clen]).into_owned();
                 let status = head.split(' ').nth(1).unwrap_or("");
@@ -669,6 +671,22 @@ impl Drop for ApiPublisher {
     }
 }
 
+/// Stops `publisher` (the only one of `topic`, whose first seq must be 1)
+/// and makes its last seq the final one of `topic` for the roamers. Returns
+/// what it published, as `seq -> payload`, and that last seq.
+pub fn finish_publisher(
+    publisher: ApiPublisher,
+    shared: &Shared,
+    topic: &str,
+) -> (Vec<Published>, BTreeMap<u64, String>, u64) {
+    let pubs = publisher.finish();
+    let map = published_map(&pubs);
+    let last = pubs.last().unwrap().seq;
+    assert_eq!(pubs[0].seq, 1);
+    shared.set_final(topic, last);
+    (pubs, map, last)
+}
+
 /// `seq -> payload` of what the publishers were told.
 pub fn published_map(pubs: &[Published]) -> BTreeMap<u64, String> {
     let mut m = BTreeMap::new();
@@ -687,134 +705,50 @@ pub fn published_map(pubs: &[Published]) -> BTreeMap<u64, String> {
 // A gateway-protocol client that reports I/O trouble instead of panicking
 // ---------------------------------------------------------------------------
 
-/// One message from the server (fragments reassembled, pings answered).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ev {
-    Text(String),
-    Binary(Vec<u8>),
-    Close(Option<u16>, String),
-}
-
 /// Why no message came.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
-    Timeout,
-    /// EOF (at a frame boundary or inside one).
-    Eof,
-    /// A socket error, e.g. a reset.
-    Error(String),
+pub use crate::gw::End;
+/// One message from the server (fragments reassembled, pings answered).
+pub use crate::gw::Event as Ev;
+
+/// A [`Client`] connected to any node (or the balancer) of a fleet, with
+/// its hello split up. The raw client (`next_until`, `try_send_text`,
+/// `name`, `addr`…) is reached through `Deref`.
+pub struct Ws {
+    pub client: Client,
+    /// Shadows the client's whole `hello` line.
+    pub hello: Hello,
 }
 
-pub struct Ws {
-    pub name: String,
-    pub hello: Hello,
-    /// Where it connected (a node or the balancer).
-    pub addr: SocketAddr,
-    stream: TcpStream,
-    buf: Vec<u8>,
-    partial: Option<(u8, Vec<u8>)>,
+impl std::ops::Deref for Ws {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Ws {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
 }
 
 impl Ws {
     /// Upgrades on `/ws` at `addr` (with the session cookie when given) and
     /// reads the hello. `Err` for anything short of a 101 and a well-formed
-    /// hello within [`WAIT`]: connect refused, a 503, EOF, a timeout.
+    /// hello within [`WAIT`]: connect refused, a 503, EOF, a timeout. The
+    /// cookie must be a v4 UUID with the default attributes.
     pub fn connect(addr: SocketAddr, name: &str, cookie: Option<&str>) -> Result<Ws, String> {
         assert!(addr.ip().is_loopback(), "loopback only, got {addr}");
-        let deadline = Instant::now() + WAIT;
-        let stream = TcpStream::connect_timeout(&addr, WAIT)
-            .map_err(|e| format!("{name}: connect {addr}: {e}"))?;
-        stream.set_nodelay(true).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        let mut ws = Ws {
-            name: name.to_string(),
-            hello: Hello {
-                id: String::new(),
-                state: String::new(),
-                node: String::new(),
-            },
-            addr,
-            stream,
-            buf: Vec::new(),
-            partial: None,
+        let client = Client::try_connect(addr, name, cookie, false, |set_cookie, id| {
+            assert!(is_uuid_v4(id), "{name}: session id {id:?} is not a v4 UUID");
+            assert_eq!(set_cookie, format!("{COOKIE}={id}{COOKIE_ATTRS}"));
+        })?;
+        let hello = Hello {
+            id: client.id.clone(),
+            state: if client.resumed { "resumed" } else { "new" }.to_string(),
+            node: client.node.clone(),
         };
-        let key = rand_key();
-        let mut req = format!(
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        if let Some(id) = cookie {
-            req.push_str(&format!("Cookie: {COOKIE}={id}\r\n"));
-        }
-        req.push_str("\r\n");
-        ws.stream
-            .write_all(req.as_bytes())
-            .map_err(|e| format!("{name}: writing the upgrade to {addr}: {e}"))?;
-        let head = loop {
-            if let Some(pos) = ws.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = ws.buf.drain(..pos + 4).collect();
-                break String::from_utf8_lossy(&head).into_owned();
-            }
-            if ws.buf.len() > 64 * 1024 {
-                return Err(format!("{name}: response head over 64 KiB from {addr}"));
-            }
-            ws.fill(deadline).map_err(|e| {
-                format!(
-                    "{name}: no complete response head from {addr} ({e:?}); got {:?}",
-                    String::from_utf8_lossy(&ws.buf)
-                )
-            })?;
-        };
-        if !head.starts_with("HTTP/1.1 101 ") {
-            return Err(format!("{name}: upgrade at {addr} answered:\n{head}"));
-        }
-        let header = |n: &str| {
-            head.split("\r\n").find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(n).then(|| v.trim().to_string())
-            })
-        };
-        assert_eq!(
-            header("Sec-WebSocket-Accept").as_deref(),
-            Some(accept_for(&key).as_str()),
-            "{name}: wrong accept key in:\n{head}"
-        );
-        let set_cookie = header("Set-Cookie")
-            .unwrap_or_else(|| panic!("{name}: 101 without Set-Cookie:\n{head}"));
-        let id = cookie_id(&set_cookie, COOKIE).to_string();
-        assert!(
-            is_uuid_v4(&id),
-            "{name}: session id {id:?} is not a v4 UUID"
-        );
-        assert_eq!(set_cookie, format!("{COOKIE}={id}{COOKIE_ATTRS}"));
-        if let Some(want) = cookie {
-            assert_eq!(
-                id, want,
-                "{name}: the gateway must keep the client's valid id"
-            );
-        }
-        let hello = match ws.next_until(deadline) {
-            Ok(Ev::Text(t)) => t,
-            other => {
-                return Err(format!(
-                    "{name}: expected the hello from {addr}, got {other:?}"
-                ))
-            }
-        };
-        let parts: Vec<&str> = hello.split(' ').collect();
-        assert!(
-            parts.len() == 4
-                && parts[0] == "hello"
-                && parts[1] == id
-                && matches!(parts[2], "new" | "resumed"),
-            "{name}: expected `hello {id} new|resumed <node>`, got {hello:?}"
-        );
-        ws.hello = Hello {
-            id,
-            state: parts[2].to_string(),
-            node: parts[3].to_string(),
-        };
-        Ok(ws)
+        Ok(Ws { client, hello })
     }
 
     /// [`Ws::connect`] that must succeed with a `new` session.
@@ -841,109 +775,6 @@ impl Ws {
 
     pub fn id(&self) -> &str {
         &self.hello.id
-    }
-
-    fn fill(&mut self, deadline: Instant) -> Result<(), End> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(End::Timeout);
-        }
-        self.stream
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        let mut tmp = [0u8; 65536];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => Err(End::Eof),
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                Ok(())
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(End::Timeout)
-            }
-            Err(e) => Err(End::Error(format!("{e} ({:?})", e.kind()))),
-        }
-    }
-
-    fn take_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
-        let b = &self.buf;
-        if b.len() < 2 {
-            return None;
-        }
-        let (fin, opcode, masked) = (b[0] & 0x80 != 0, b[0] & 0x0f, b[1] & 0x80 != 0);
-        assert!(!masked, "{}: the server sent a masked frame", self.name);
-        let (len, hdr) = match b[1] & 0x7f {
-            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 if b.len() >= 10 => (
-                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => return None,
-            n => (n as usize, 2),
-        };
-        assert!(
-            len <= 64 << 20,
-            "{}: implausible frame length {len}",
-            self.name
-        );
-        if b.len() < hdr + len {
-            return None;
-        }
-        let payload = b[hdr..hdr + len].to_vec();
-        self.buf.drain(..hdr + len);
-        Some((fin, opcode, payload))
-    }
-
-    /// The next message, or why none came before `deadline`.
-    pub fn next_until(&mut self, deadline: Instant) -> Result<Ev, End> {
-        loop {
-            while let Some((fin, opcode, payload)) = self.take_frame() {
-                match opcode {
-                    OP_PING => {
-                        let _ = self.stream.write_all(&frame(true, OP_PONG, &payload));
-                    }
-                    OP_PONG => {}
-                    OP_CLOSE => {
-                        let code = (payload.len() >= 2)
-                            .then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                        let reason =
-                            String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into_owned();
-                        return Ok(Ev::Close(code, reason));
-                    }
-                    OP_TEXT | OP_BINARY | OP_CONT => {
-                        let (op, mut data) = match (opcode, self.partial.take()) {
-                            (OP_CONT, Some(p)) => p,
-                            (OP_CONT, None) => {
-                                panic!("{}: continuation frame without a start", self.name)
-                            }
-                            (op, None) => (op, Vec::new()),
-                            (_, Some(_)) => {
-                                panic!("{}: new data frame inside a fragmented one", self.name)
-                            }
-                        };
-                        data.extend_from_slice(&payload);
-                        if !fin {
-                            self.partial = Some((op, data));
-                            continue;
-                        }
-                        return Ok(if op == OP_TEXT {
-                            Ev::Text(String::from_utf8(data).unwrap_or_else(|e| {
-                                panic!("{}: text message is not UTF-8: {e}", self.name)
-                            }))
-                        } else {
-                            Ev::Binary(data)
-                        });
-                    }
-                    op => panic!("{}: unknown opcode {op:#x} from the server", self.name),
-                }
-            }
-            self.fill(deadline)?;
-        }
     }
 
     /// The next text line within `wait`; panics otherwise.
@@ -985,18 +816,6 @@ impl Ws {
                 skipped.push(l);
             }
         }
-    }
-
-    pub fn send_text(&mut self, text: &str) {
-        let f = frame(true, OP_TEXT, text.as_bytes());
-        if let Err(e) = self.stream.write_all(&f) {
-            panic!("{}: sending {text:?}: {e}", self.name);
-        }
-    }
-
-    fn try_send_text(&mut self, text: &str) -> io::Result<()> {
-        self.stream
-            .write_all(&frame(true, OP_TEXT, text.as_bytes()))
     }
 
     /// `sub <topic>`; returns the seq of `ok sub <topic> <seq>` (presence
@@ -1046,31 +865,18 @@ impl Ws {
     /// A close frame with `code`, then wait (bounded) for the server's close
     /// and EOF.
     pub fn close(mut self, code: u16) {
-        let _ = self
-            .stream
-            .write_all(&frame(true, OP_CLOSE, &close_payload(code, "")));
+        let _ = self.try_send_close(code, "");
         let deadline = Instant::now() + WAIT;
         while self.next_until(deadline).is_ok() {}
     }
 
     /// Drops the TCP connection without a close frame.
     pub fn drop_tcp(self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.client.drop_tcp();
     }
 }
 
-/// `msg <topic> <seq> <payload>` split up.
-pub fn parse_msg(line: &str) -> Option<(&str, u64, &str)> {
-    let rest = line.strip_prefix("msg ")?;
-    let (topic, rest) = rest.split_once(' ')?;
-    let (seq, payload) = rest.split_once(' ').unwrap_or((rest, ""));
-    Some((topic, seq.parse().ok()?, payload))
-}
-
-/// A topic name unique to this call.
-pub fn topic(prefix: &str) -> String {
-    format!("{prefix}.{:08x}", rand_u64() as u32)
-}
+pub use crate::gw::{parse_msg, topic};
 
 // ---------------------------------------------------------------------------
 // Roamer: a subscriber that survives drains and crashes
@@ -1398,6 +1204,39 @@ impl Roamer {
     }
 }
 
+/// `n` roamers `client0…` through the balancer `lb`: each a fresh session
+/// whose `sub topic` must answer seq 0, shown to `seen`, then reconnecting
+/// through `lb` after `delay` whenever its connection ends.
+pub fn roamers_via(
+    lb: SocketAddr,
+    topic: &str,
+    n: usize,
+    delay: Duration,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+    mut seen: impl FnMut(&Ws),
+) -> Vec<Roamer> {
+    (0..n)
+        .map(|i| {
+            let mut ws = Ws::fresh(lb, &format!("client{i}"));
+            assert_eq!(ws.sub(topic), 0);
+            seen(&ws);
+            Roamer::spawn(
+                ws,
+                &[topic],
+                Reconnect::via(lb, delay),
+                shared.clone(),
+                deadline,
+            )
+        })
+        .collect()
+}
+
+/// Joins every roamer (re-raising a roamer's panic).
+pub fn join_all(roamers: Vec<Roamer>) -> Vec<Trace> {
+    roamers.into_iter().map(Roamer::join).collect()
+}
+
 fn roam(
     ws: Ws,
     topics: Vec<String>,
@@ -1483,9 +1322,7 @@ fn roam(
                 // Answer like a browser (echo the code: 1001 keeps the
                 // session), then the server closes the TCP connection.
                 let echo = code.unwrap_or(1000);
-                let _ = ws
-                    .stream
-                    .write_all(&frame(true, OP_CLOSE, &close_payload(echo, "")));
+                let _ = ws.try_send_close(echo, "");
                 let until = Instant::now() + WAIT;
                 let mut after = Vec::new();
                 let tail = loop {
@@ -1495,13 +1332,13 @@ fn roam(
                     }
                 };
                 let mut s = format!("close {} {reason}", code.map_or(-1, i64::from));
-                if !after.is_empty() || tail != End::Eof {
+                if !after.is_empty() || !matches!(tail, End::Eof | End::EofInFrame) {
                     s.push_str(&format!(" (then {after:?}, {tail:?})"));
                 }
                 s
             }
-            Err(End::Eof) => "eof".to_string(),
-            Err(End::Error(e)) => format!("error {e}"),
+            Err(End::Eof | End::EofInFrame) => "eof".to_string(),
+            Err(End::Error(kind, e)) => format!("error {e} ({kind:?})"),
         };
         shared.lost.fetch_add(1, Ordering::SeqCst);
         trace.ends.push((Instant::now(), ended));
@@ -1597,6 +1434,12 @@ pub fn haproxy_for(nodes: &[(&str, &Gateway)]) -> crate::edge::Haproxy {
         hap.wait_status(n, "UP", Duration::from_secs(5));
     }
     hap
+}
+
+/// [`haproxy_for`] the fleet `nodes`, named `names` in the same order.
+pub fn haproxy_for_fleet(names: &[&str], nodes: &[Gateway]) -> crate::edge::Haproxy {
+    let named: Vec<(&str, &Gateway)> = names.iter().copied().zip(nodes).collect();
+    haproxy_for(&named)
 }
 
 /// The number of 5xx answers HAProxy's frontend gave (a bad deploy shows as
