@@ -1402,7 +1402,7 @@ const USAGE: &str = "\
 usage:
   loadgen suite --wsgate BIN --tt BIN --fws BIN [--rounds 3] [--warmup 0.5] [--measure 2]
                 [--scenarios fan-in,pipelined-32,...] [--out DIR] [--server-cpu 0] [--client-cpu 1]
-                [--quiet-wait 60] [--with-wsgate-epoll]
+                [--quiet-wait 60] [--with-wsgate-epoll] [--no-pin]
   loadgen run --addr HOST:PORT --scenario NAME [--pid PID] [--seconds 2 | --count N] [--warmup 0.5]
 
 scenarios: fan-in pipelined-32 pipelined-1k large-64k ping-pong upgrades idle";
