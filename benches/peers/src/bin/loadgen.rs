@@ -619,9 +619,6 @@ struct Window {
 /// Other load above this share of a CPU marks a run as disturbed.
 const DISTURBED_PCT: f64 = 5.0;
 
-/// The most time that re-running disturbed runs may add to a suite.
-const RETRY_BUDGET: Duration = Duration::from_secs(150);
-
 fn window(a: &Snapshot, b: &Snapshot) -> Window {
     let secs = (b.at - a.at).as_secs_f64();
     let ticks = (secs * clk_tck()).max(1.0);
@@ -1419,7 +1416,7 @@ const USAGE: &str = "\
 usage:
   loadgen suite --wsgate BIN --tt BIN --fws BIN [--rounds 3] [--warmup 0.5] [--measure 2]
                 [--scenarios fan-in,pipelined-32,...] [--out DIR] [--server-cpu 0] [--client-cpu 1]
-                [--quiet-wait 60] [--with-wsgate-epoll] [--no-pin]
+                [--quiet-wait 60] [--retry-budget 300] [--with-wsgate-epoll] [--no-pin]
   loadgen run --addr HOST:PORT --scenario NAME [--pid PID] [--seconds 2 | --count N] [--warmup 0.5]
 
 scenarios: fan-in pipelined-32 pipelined-1k large-64k ping-pong upgrades idle";
@@ -1583,6 +1580,7 @@ async fn suite(args: Args) {
         .collect();
     let _ = CPUS.set((server_cpu, client_cpu));
     let quiet_wait: f64 = args.num("quiet-wait", 60.0);
+    let retry_budget = Duration::from_secs_f64(args.num("retry-budget", 300.0));
     let started = Instant::now();
     let load = wait_quiet(Duration::from_secs_f64(quiet_wait)).await;
     if load > DISTURBED_PCT {
@@ -1605,11 +1603,11 @@ async fn suite(args: Args) {
                 let mut result = measure_once(spec, sc, server_cpu, &log, timing, seed).await;
                 // A run that shared a CPU with someone else is run again (up to
                 // twice) once the machine is quiet; the last attempt counts. All
-                // retries together may add at most RETRY_BUDGET to the suite.
+                // retries together may add at most --retry-budget to the suite.
                 let mut attempt = 1;
                 while disturbance(&result) > DISTURBED_PCT
                     && attempt <= 2
-                    && retry_spent < RETRY_BUDGET
+                    && retry_spent < retry_budget
                 {
                     let t = Instant::now();
                     retried += 1;
