@@ -63,6 +63,21 @@ wait_listening() { # wait_listening LOG
     return 1
 }
 
+# Prints the total Ir per operation and the top TOP functions by exclusive Ir
+# per operation of a callgrind dump. The threads' and main's entry points show
+# up with the whole total even in the exclusive listing: they are skipped.
+annotate() { # annotate CALLGRIND_FILE OPS
+    callgrind_annotate --inclusive=no --threshold=100 "$1" 2>/dev/null | awk -v ops="$2" -v top="$TOP" '
+        / PROGRAM TOTALS/ { total = $1; gsub(",", "", total); total += 0; printf "total: %.0f Ir per operation\n", total / ops; next }
+        /^-+$/ { dashes++; next }
+        dashes >= 4 && NF >= 2 && n < top {
+            ir = $1; gsub(",", "", ir)
+            if (ir !~ /^[0-9]+$/ || ir + 0 > 0.995 * total) next
+            fn = $0; sub(/^ *[0-9,]+ +(\([ 0-9.%]+\) +)?/, "", fn); sub(/^[^:]*:/, "", fn); sub(/ \[[^]]*\]$/, "", fn)
+            printf "%10.0f  %s\n", ir / ops, substr(fn, 1, 140); n++
+        }'
+}
+
 profile() { # profile NAME ENV... -- PROGRAM ARGS...
     local name="$1"
     shift
@@ -87,17 +102,8 @@ profile() { # profile NAME ENV... -- PROGRAM ARGS...
     local ops
     ops="$(sed -n 's/.* ops=\([0-9]*\) .*/\1/p' <<<"$result")"
     echo "## $name ($SCENARIO, $ops operations counted by loadgen)"
-    # The dump is "<file>.1". The thread's and main's entry points show up with
-    # (almost) the whole total even here: they are skipped.
-    callgrind_annotate --inclusive=no --threshold=100 "$cg.1" 2>/dev/null | awk -v ops="$ops" -v top="$TOP" '
-        / PROGRAM TOTALS/ { total = $1; gsub(",", "", total); printf "total: %.0f Ir per operation\n", total / ops; next }
-        /^-+$/ { dashes++; next }
-        dashes >= 4 && NF >= 2 && n < top {
-            ir = $1; gsub(",", "", ir)
-            if (ir !~ /^[0-9]+$/ || ir > 0.995 * total) next
-            fn = $0; sub(/^ *[0-9,]+ +(\([ 0-9.%]+\) +)?/, "", fn)
-            printf "%10.0f  %s\n", ir / ops, substr(fn, 1, 150); n++
-        }'
+    # The dump is "<file>.1".
+    annotate "$cg.1" "$ops"
     echo
 }
 
