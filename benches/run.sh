@@ -21,6 +21,8 @@
 #   WSGATE_EPOLL=0  1 adds an informational column: wsgate forced onto monoio's
 #                   epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)
 #   QUIET_WAIT=60   seconds to wait for other processes to leave the CPUs first
+#   RETRY_BUDGET=300  seconds that re-running disturbed runs (more than 5% of
+#                   either CPU used by other processes) may add to the suite
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +37,7 @@ SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 WSGATE_EPOLL="${WSGATE_EPOLL:-0}"
 QUIET_WAIT="${QUIET_WAIT:-60}"
+RETRY_BUDGET="${RETRY_BUDGET:-300}"
 OUT="$ROOT/target/bench"
 PEERS="$ROOT/target/peers/release"
 
@@ -73,7 +76,7 @@ taskset -c "$CLIENT_CPU" "$PEERS/loadgen" suite \
     --rounds "$ROUNDS" --warmup "$WARMUP" --measure "$MEASURE" \
     --scenarios "$SCENARIOS" \
     --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" \
-    --quiet-wait "$QUIET_WAIT" "${extra[@]}" \
+    --quiet-wait "$QUIET_WAIT" --retry-budget "$RETRY_BUDGET" "${extra[@]}" \
     --out "$OUT" >/dev/null || suite_status=$?
 
 lock_version() { # lock_version LOCKFILE CRATE
@@ -97,7 +100,7 @@ peers_lock="benches/peers/Cargo.lock"
         "(tungstenite $(lock_version "$peers_lock" tungstenite)), fastwebsockets $(lock_version "$peers_lock" fastwebsockets)" \
         "(hyper $(lock_version "$peers_lock" hyper), hyper-util $(lock_version "$peers_lock" hyper-util))," \
         "tokio $(lock_version "$peers_lock" tokio)"
-    echo "- command: \`bash benches/run.sh\` (ROUNDS=$ROUNDS WARMUP=$WARMUP MEASURE=$MEASURE SCENARIOS=$SCENARIOS WSGATE_EPOLL=$WSGATE_EPOLL)"
+    echo "- command: \`bash benches/run.sh\` (ROUNDS=$ROUNDS WARMUP=$WARMUP MEASURE=$MEASURE SCENARIOS=$SCENARIOS WSGATE_EPOLL=$WSGATE_EPOLL RETRY_BUDGET=$RETRY_BUDGET)"
     echo
     echo "## End to end"
     echo

@@ -44,6 +44,8 @@ use tokio::task::{JoinHandle, JoinSet, LocalSet};
 const FANOUT_TOPIC: &str = "fanout";
 const RESUME_TOPIC: &str = "resume";
 const COOKIE: &str = "WS_SESSION_ID";
+/// wsgate's counter of messages it sent (all connections, all cores).
+const SENT_METRIC: &str = "wsgate_messages_total{direction=\"out\"}";
 const SCRATCH: usize = 256 * 1024;
 
 // ---------------------------------------------------------------------------
@@ -1334,6 +1336,8 @@ struct FanSetup {
 #[derive(Default, Clone, Debug)]
 struct FanRun {
     deliveries_s: f64,
+    /// The server's own count of messages sent (deliveries and acks), per second.
+    server_sent_s: f64,
     publishes_s: f64,
     us_per_delivery: f64,
     us_per_delivery_sched: f64,
@@ -1428,7 +1432,7 @@ fn fan_all(o: &Opts) -> Result<(FanSetup, Vec<Result<FanRun, String>>), String> 
         for run in 1..=o.runs {
             eprintln!("== fan-out run {run}/{}", o.runs);
             wait_quiet(o, server.pid);
-            let r = fan_run(o, &sh, server.pid);
+            let r = fan_run(o, &sh, &server);
             match &r {
                 Ok(r) => eprintln!(
                     "   {:.0} deliveries/s, {:.1} publishes/s, {:.2} µs server CPU/delivery, server {:.2} + client {:.2} + other {:.2} cores; {}/{} subscribers ok; {}",
@@ -1460,7 +1464,8 @@ fn fan_all(o: &Opts) -> Result<(FanSetup, Vec<Result<FanRun, String>>), String> 
     result
 }
 
-fn fan_run(o: &Opts, sh: &Arc<FanShared>, pid: u32) -> Result<FanRun, String> {
+fn fan_run(o: &Opts, sh: &Arc<FanShared>, server: &Server) -> Result<FanRun, String> {
+    let pid = server.pid;
     let ps = Arc::new(PubShared::default());
     let pub_thread = {
         let (sh, ps, o) = (sh.clone(), ps.clone(), o.clone());
@@ -1477,8 +1482,10 @@ fn fan_run(o: &Opts, sh: &Arc<FanShared>, pid: u32) -> Result<FanRun, String> {
     tids.push(ps.tid.load(Relaxed));
     std::thread::sleep(Duration::from_secs_f64(o.warmup));
     let (a, ma, pa) = (sample(pid, &tids), sh.msgs(), ps.acked.load(Relaxed));
+    let out_a = metric_now(server.admin, SENT_METRIC)?;
     std::thread::sleep(Duration::from_secs_f64(o.measure));
     let (b, mb, pb) = (sample(pid, &tids), sh.msgs(), ps.acked.load(Relaxed));
+    let out_b = metric_now(server.admin, SENT_METRIC)?;
     ps.stop.store(true, Relaxed);
     pub_thread
         .join()
@@ -1487,6 +1494,7 @@ fn fan_run(o: &Opts, sh: &Arc<FanShared>, pid: u32) -> Result<FanRun, String> {
     let deliveries = (mb - ma) as f64;
     let mut r = FanRun {
         deliveries_s: deliveries / u.secs,
+        server_sent_s: out_b.saturating_sub(out_a) as f64 / u.secs,
         publishes_s: (pb - pa) as f64 / u.secs,
         us_per_delivery: u.srv_cpu_s * 1e6 / deliveries,
         us_per_delivery_sched: u.srv_sched_s * 1e6 / deliveries,
@@ -1796,6 +1804,13 @@ fn fan_table(o: &Opts, setup: &FanSetup, runs: &[FanRun]) -> String {
         "deliveries/s (`msg` frames counted at the subscribers)",
         runs,
         |r| r.deliveries_s,
+        f0,
+    );
+    row(
+        &mut s,
+        "cross-check: messages sent/s by the server's own counter (deliveries + acks)",
+        runs,
+        |r| r.server_sent_s,
         f0,
     );
     row(

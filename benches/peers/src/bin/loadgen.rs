@@ -533,8 +533,8 @@ fn clk_tck() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
-/// utime + stime of the whole process (all threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64, String> {
+/// (utime, stime) of the whole process (all threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     let after = &stat[stat.rfind(')').ok_or("bad stat")? + 2..];
@@ -542,7 +542,7 @@ fn cpu_ticks(pid: u32) -> Result<u64, String> {
     // Fields 14 and 15 of proc(5); `after` starts at field 3.
     let utime: u64 = f[11].parse().map_err(|_| "bad utime")?;
     let stime: u64 = f[12].parse().map_err(|_| "bad stime")?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 fn vmrss_kib(pid: u32) -> Result<u64, String> {
@@ -584,7 +584,7 @@ fn cpu_busy_ticks(cpu: usize) -> (u64, u64) {
 /// Everything read at the two ends of a measured window.
 struct Snapshot {
     at: Instant,
-    server: Option<u64>,
+    server: Option<(u64, u64)>,
     me: u64,
     server_cpu: (u64, u64),
     client_cpu: (u64, u64),
@@ -595,7 +595,7 @@ fn snapshot(target: Target) -> Result<Snapshot, String> {
     Ok(Snapshot {
         at: Instant::now(),
         server: target.pid.map(cpu_ticks).transpose()?,
-        me: cpu_ticks(std::process::id())?,
+        me: cpu_ticks(std::process::id()).map(|(u, s)| u + s)?,
         server_cpu: cpu_busy_ticks(sc),
         client_cpu: cpu_busy_ticks(cc),
     })
@@ -606,6 +606,8 @@ fn snapshot(target: Target) -> Result<Snapshot, String> {
 struct Window {
     secs: f64,
     server_ticks: Option<u64>,
+    /// The part of `server_ticks` spent in the kernel (stime).
+    server_sys_ticks: Option<u64>,
     /// % of the server's CPU busy with anything but the server.
     foreign_server_pct: f64,
     /// % of the load generator's CPU busy with anything but the load generator.
@@ -617,13 +619,11 @@ struct Window {
 /// Other load above this share of a CPU marks a run as disturbed.
 const DISTURBED_PCT: f64 = 5.0;
 
-/// The most time that re-running disturbed runs may add to a suite.
-const RETRY_BUDGET: Duration = Duration::from_secs(150);
-
 fn window(a: &Snapshot, b: &Snapshot) -> Window {
     let secs = (b.at - a.at).as_secs_f64();
     let ticks = (secs * clk_tck()).max(1.0);
-    let server_ticks = a.server.zip(b.server).map(|(x, y)| y - x);
+    let delta = a.server.zip(b.server).map(|(x, y)| (y.0 - x.0, y.1 - x.1));
+    let server_ticks = delta.map(|(u, s)| u + s);
     let own = server_ticks.unwrap_or(0);
     let busy_s = b.server_cpu.0.saturating_sub(a.server_cpu.0);
     let busy_c = b.client_cpu.0.saturating_sub(a.client_cpu.0);
@@ -631,6 +631,7 @@ fn window(a: &Snapshot, b: &Snapshot) -> Window {
     Window {
         secs,
         server_ticks,
+        server_sys_ticks: delta.map(|(_, s)| s),
         foreign_server_pct: busy_s.saturating_sub(own) as f64 / ticks * 100.0,
         foreign_client_pct: busy_c.saturating_sub(b.me - a.me) as f64 / ticks * 100.0,
         steal_pct: steal as f64 / ticks * 100.0,
@@ -638,8 +639,13 @@ fn window(a: &Snapshot, b: &Snapshot) -> Window {
 }
 
 impl Window {
-    fn values(&self) -> [(&'static str, f64); 3] {
+    fn values(&self) -> [(&'static str, f64); 4] {
+        let sys_pct = match (self.server_sys_ticks, self.server_ticks) {
+            (Some(s), Some(t)) if t > 0 => s as f64 / t as f64 * 100.0,
+            _ => f64::NAN,
+        };
         [
+            ("sys_pct", sys_pct),
             ("foreign_server_pct", self.foreign_server_pct),
             ("foreign_client_pct", self.foreign_client_pct),
             ("steal_pct", self.steal_pct),
@@ -1014,6 +1020,12 @@ fn metrics_for(kind: Kind, size: usize) -> Vec<Metric> {
             v.push(m("p50", "latency p50 (µs)", Better::Lower, 1));
             v.push(m("p99", "latency p99 (µs)", Better::Lower, 1));
             v.push(m("cpu", "server CPU (µs/msg)", Better::Lower, 3));
+            v.push(m(
+                "sys_pct",
+                "server CPU in the kernel (%)",
+                Better::None,
+                0,
+            ));
             v
         }
         Kind::Upgrades { .. } => vec![
@@ -1021,6 +1033,7 @@ fn metrics_for(kind: Kind, size: usize) -> Vec<Metric> {
             m("p50", "connect→101 p50 (µs)", Better::Lower, 1),
             m("p99", "connect→101 p99 (µs)", Better::Lower, 1),
             m("cpu", "server CPU (µs/upgrade)", Better::Lower, 2),
+            m("sys_pct", "server CPU in the kernel (%)", Better::None, 0),
             m("cookie", "101 with Set-Cookie (%)", Better::None, 0),
         ],
         Kind::Idle { .. } => vec![
@@ -1034,6 +1047,7 @@ fn metrics_for(kind: Kind, size: usize) -> Vec<Metric> {
             m("p50", "connect→101 p50 (µs)", Better::Lower, 1),
             m("p99", "connect→101 p99 (µs)", Better::Lower, 1),
             m("cpu", "server CPU (µs/connect)", Better::Lower, 2),
+            m("sys_pct", "server CPU in the kernel (%)", Better::None, 0),
         ],
     }
 }
@@ -1402,7 +1416,7 @@ const USAGE: &str = "\
 usage:
   loadgen suite --wsgate BIN --tt BIN --fws BIN [--rounds 3] [--warmup 0.5] [--measure 2]
                 [--scenarios fan-in,pipelined-32,...] [--out DIR] [--server-cpu 0] [--client-cpu 1]
-                [--quiet-wait 60] [--with-wsgate-epoll]
+                [--quiet-wait 60] [--retry-budget 300] [--with-wsgate-epoll] [--no-pin]
   loadgen run --addr HOST:PORT --scenario NAME [--pid PID] [--seconds 2 | --count N] [--warmup 0.5]
 
 scenarios: fan-in pipelined-32 pipelined-1k large-64k ping-pong upgrades idle";
@@ -1566,6 +1580,7 @@ async fn suite(args: Args) {
         .collect();
     let _ = CPUS.set((server_cpu, client_cpu));
     let quiet_wait: f64 = args.num("quiet-wait", 60.0);
+    let retry_budget = Duration::from_secs_f64(args.num("retry-budget", 300.0));
     let started = Instant::now();
     let load = wait_quiet(Duration::from_secs_f64(quiet_wait)).await;
     if load > DISTURBED_PCT {
@@ -1588,11 +1603,11 @@ async fn suite(args: Args) {
                 let mut result = measure_once(spec, sc, server_cpu, &log, timing, seed).await;
                 // A run that shared a CPU with someone else is run again (up to
                 // twice) once the machine is quiet; the last attempt counts. All
-                // retries together may add at most RETRY_BUDGET to the suite.
+                // retries together may add at most --retry-budget to the suite.
                 let mut attempt = 1;
                 while disturbance(&result) > DISTURBED_PCT
                     && attempt <= 2
-                    && retry_spent < RETRY_BUDGET
+                    && retry_spent < retry_budget
                 {
                     let t = Instant::now();
                     retried += 1;
