@@ -289,10 +289,22 @@ fn core_main(
         let _ = ready.send(Err(format!("pinning core {index} to CPU {cpu}: {e}")));
         return;
     }
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(1024)
-        .build();
+    // COOP_TASKRUN: completions wait for the thread's next ring entry instead
+    // of interrupting it (measured: the rescheduling IPIs per operation, and
+    // the kernel time they cost, vanish; benches/README.md). Kernels before
+    // 5.19 refuse the flag: build a plain ring there.
+    let build = |coop: bool| {
+        let mut ring = io_uring::IoUring::builder();
+        if coop {
+            ring.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .with_entries(1024)
+            .uring_builder(ring)
+            .build()
+    };
+    let rt = build(true).or_else(|_| build(false));
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {

@@ -199,7 +199,7 @@ impl Schema {
     /// A schema for this process.
     pub fn new(node_id: &str, history_size: usize, session_ttl_ms: u64) -> Schema {
         Schema {
-            instance: format!("{node_id}/{}", uuid::Uuid::new_v4().simple()).into(),
+            instance: format!("{node_id}/{}", SessionId::random()).into(),
             scripts: Scripts::default(),
             history_size,
             session_ttl_ms,
