@@ -178,6 +178,8 @@ struct Session {
     loading: Option<Vec<Queued>>,
     /// Its TTL ran out; waiting for the engine to say whether it is ours.
     expiring: bool,
+    /// Made by `attach` for a claim: holds no state until the claim answers.
+    placeholder: bool,
 }
 
 impl Session {
@@ -190,6 +192,7 @@ impl Session {
             saved_at: 0,
             loading: None,
             expiring: false,
+            placeholder: false,
         }
     }
 }
@@ -364,7 +367,9 @@ impl Hub {
         };
         self.conns.insert(conn, session);
         if self.cfg.engine && cookie_present {
-            self.sessions.get_mut(&session).expect("attached").loading = Some(Vec::new());
+            let s = self.sessions.get_mut(&session).expect("attached");
+            s.loading = Some(Vec::new());
+            s.placeholder = !had;
             self.ask(Wait::Claim { session, conn, had }, EngineOp::Claim(session));
         } else {
             self.greet(conn, session, had, now);
@@ -439,9 +444,16 @@ impl Hub {
         } else if let Some(s) = self.sessions.get_mut(&session) {
             s.conn = None;
             s.disconnected_at = Some(now);
-            s.loading = None;
-            if self.cfg.engine {
-                self.save(session, None, now);
+            // Gone before its claim was answered: what we hold is not the
+            // session's state, so the engine's copy stays as it is, and a
+            // placeholder made for the claim is dropped.
+            let claimed = s.loading.take().is_none();
+            if claimed {
+                if self.cfg.engine {
+                    self.save(session, None, now);
+                }
+            } else if s.placeholder {
+                self.sessions.remove(&session);
             }
         }
         self.run_local();

@@ -194,7 +194,7 @@ impl Hub {
         }
     }
 
-    /// Saves a session's state in the engine.
+    /// Saves a session's state in the engine (never one whose claim is out).
     pub(super) fn save(
         &mut self,
         session: SessionId,
@@ -263,14 +263,19 @@ impl Hub {
         if !self.cfg.engine {
             return false;
         }
-        let Some(session) = self.conns.remove(&conn) else {
+        let Some(&session) = self.conns.get(&conn) else {
             return false;
         };
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.conn = None;
-            s.disconnected_at = Some(now);
-            s.loading = None;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        if s.loading.is_some() {
+            // Its claim is still out: nothing of ours to save.
+            return false;
         }
+        self.conns.remove(&conn);
+        s.conn = None;
+        s.disconnected_at = Some(now);
         self.save(session, Some(conn), now);
         true
     }
@@ -410,7 +415,10 @@ impl Hub {
         now: u64,
     ) {
         if self.connection_of(session) != Some(conn) {
-            return; // replaced meanwhile; the newer claim decides
+            return; // replaced or gone meanwhile; the newer claim decides
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.placeholder = false;
         }
         let resumed = match reply {
             // Ours all along: the local copy is at least as fresh.

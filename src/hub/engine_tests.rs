@@ -501,3 +501,26 @@ fn a_subscription_is_saved_with_the_seq_it_starts_after() {
     let b = f.connect(1, id, true);
     assert!(msgs(&f.lines(b)).is_empty(), "nothing older than the sub");
 }
+
+#[test]
+fn a_socket_gone_before_its_claim_leaves_the_engine_state_alone() {
+    let mut f = Fleet::new(2, 1, 16);
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.cmd(a, "sub keep");
+    f.drop_conn(a);
+    // Reconnect on node 1 and drop before the claim is answered.
+    let b = f.next_conn;
+    f.next_conn += 1;
+    f.place.insert(b, (1, 0));
+    f.hubs[1][0].attach(b, id, true, 1);
+    f.hubs[1][0].detach(b, 1, false, &[]);
+    f.settle();
+    assert_eq!(f.fake.sessions[&id].1, vec![(Arc::from("keep"), 0)]);
+    assert!(!f.hubs[1][0].has_session(id), "the placeholder is gone");
+    let c = f.connect(1, id, true);
+    assert!(f.lines(c)[0].ends_with("resumed n1"));
+    let p = f.connect(0, SessionId::random(), false);
+    f.cmd(p, "pub keep still-subscribed");
+    assert_eq!(msgs(&f.lines(c)), ["msg keep 1 still-subscribed"]);
+}
