@@ -68,6 +68,11 @@ pub struct ConnEntry {
     cold: RefCell<Option<Box<Cold>>>,
 }
 
+/// Delivery records kept per connection before asking the kernel what the
+/// peer acknowledged: 64 records (2 KiB) per busy subscriber, one ioctl per
+/// 64 deliveries.
+const PRUNE_TAGS_AT: usize = 64;
+
 /// The parts of a [`ConnEntry`] an echo or idle connection never needs.
 #[derive(Default)]
 struct Cold {
@@ -76,6 +81,9 @@ struct Cold {
     /// Delivered messages not yet known to have reached the peer: where in
     /// the stream each frame ends, and its topic and sequence number.
     tags: VecDeque<(u64, Arc<str>, u64)>,
+    /// Prune `tags` (one ioctl) when it grows to this many; doubles while
+    /// the peer lags, back to [`PRUNE_TAGS_AT`] when it catches up.
+    prune_at: usize,
     /// Once the connection is abandoned: per topic, the first message that
     /// did not reach the peer (so a resume replays from there).
     lost: Option<Lost>,
@@ -330,15 +338,24 @@ impl ConnEntry {
     /// kernel has taken.
     fn record_tag(&self, queued: u64, tag: Option<&(Arc<str>, u64)>) {
         let Some((topic, seq)) = tag else { return };
-        let mut cold = self.cold_mut();
+        let mut guard = self.cold_mut();
+        let cold = &mut *guard;
         let tags = &mut cold.tags;
         tags.push_back((self.written.get() + queued, topic.clone(), *seq));
-        if tags.len() >= 1024 {
-            // Forget what the peer has acknowledged; one ioctl per 1024 messages.
+        if tags.len() >= cold.prune_at.max(PRUNE_TAGS_AT) {
+            // Forget what the peer has acknowledged.
             let acked = self.acked();
             while tags.front().is_some_and(|t| t.0 <= acked) {
                 tags.pop_front();
             }
+            cold.prune_at = if tags.len() >= PRUNE_TAGS_AT / 2 {
+                tags.len() * 2
+            } else {
+                if tags.capacity() > 4 * PRUNE_TAGS_AT {
+                    tags.shrink_to(2 * PRUNE_TAGS_AT); // a lag is over
+                }
+                PRUNE_TAGS_AT
+            };
         }
     }
 
