@@ -258,7 +258,8 @@ async fn linger_close(core: &Core, entry: &ConnEntry, mut out: Vec<u8>) {
             }
         }
     }
-    crate::sys::shutdown(fd, Shutdown::Both);
+    // No shutdown(SHUT_RDWR) here: the caller closes the descriptor itself
+    // right after (close(2), not a ring operation), which ends it as well.
 }
 
 /// Non-blocking sends until `data` is out or the socket is full.
