@@ -135,16 +135,22 @@ impl Conn {
     async fn handshake(&self, out: &mut Vec<u8>) -> Option<Upgraded> {
         let deadline = Instant::now() + self.core.shared.config.handshake_timeout;
         let mut head: Vec<u8> = Vec::new();
+        // Clients send the head right behind the connect, so it has usually
+        // arrived by the time the accept completes: read first, wait after.
+        let mut wait = false;
         loop {
-            match timeout_at(deadline, self.stream.readable(false)).await {
-                Err(_) => {
-                    self.reject(Rejection::Timeout, None);
-                    self.take_output(out);
-                    return None;
+            if wait {
+                match timeout_at(deadline, self.stream.readable(false)).await {
+                    Err(_) => {
+                        self.reject(Rejection::Timeout, None);
+                        self.take_output(out);
+                        return None;
+                    }
+                    Ok(Err(_)) => return None,
+                    Ok(Ok(())) => {}
                 }
-                Ok(Err(_)) => return None,
-                Ok(Ok(())) => {}
             }
+            wait = true;
             let (decision, early) = {
                 let rbuf = &mut *self.core.read_buf.borrow_mut();
                 let n = match crate::sys::recv(self.fd, rbuf) {
