@@ -140,3 +140,24 @@ pub fn unacked_bytes(fd: RawFd) -> usize {
         0
     }
 }
+
+/// Makes the process's descriptor table hold `n` descriptors now, while it is
+/// single-threaded: duplicates stdin's slot to `n - 1` and closes it again
+/// (the table never shrinks). Best effort.
+pub fn grow_fd_table(n: usize) {
+    if n < 2 || n > i32::MAX as usize {
+        return;
+    }
+    let Ok(devnull) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    // SAFETY: dup2 of a valid descriptor onto a free high slot, closed at once.
+    unsafe {
+        let high = (n - 1) as libc::c_int;
+        if libc::fcntl(high, libc::F_GETFD) == -1
+            && libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), high) == high
+        {
+            libc::close(high);
+        }
+    }
+}
