@@ -26,6 +26,10 @@
 //! `--server ADDR --admin ADDR --pid PID` drives a server that is already
 //! running (e.g. under callgrind) instead of starting one per run.
 
+#[path = "../common.rs"]
+#[allow(dead_code)]
+mod common;
+
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -152,30 +156,11 @@ fn parse_opts() -> Opts {
 // ---------------------------------------------------------------------------
 // WebSocket client pieces (pure)
 
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+use common::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
-/// A masked client frame (RFC 6455 §5.2/§5.3), FIN set.
+/// A masked client frame with this generator's fixed key, FIN set.
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x5a, 0x1c, 0xe3, 0x07];
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
+    common::client_frame(opcode, payload, [0x5a, 0x1c, 0xe3, 0x07])
 }
 
 fn upgrade_request(addr: SocketAddr, session: Option<&str>) -> Vec<u8> {

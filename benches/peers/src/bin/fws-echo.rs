@@ -10,6 +10,7 @@
 //! the upstream example does.
 
 #[path = "../common.rs"]
+#[allow(dead_code)] // the load generators' half
 mod common;
 
 use std::io;

@@ -119,28 +119,7 @@ const IDLE_WARM_CONNS: usize = 100;
 // ---------------------------------------------------------------------------
 // Client framing
 
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-
-/// A masked client frame (RFC 6455 §5.2/§5.3), FIN set.
-fn client_frame(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
-}
+use common::{client_frame, OP_CLOSE, OP_TEXT};
 
 /// Reads server frames from a byte stream in pieces of any size and checks
 /// each echo against the payload that was sent, without buffering whole frames.

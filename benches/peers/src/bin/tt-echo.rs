@@ -4,6 +4,7 @@
 //! in one write.
 
 #[path = "../common.rs"]
+#[allow(dead_code)] // the load generators' half
 mod common;
 
 use std::future::poll_fn;
