@@ -149,19 +149,13 @@ pub async fn drain(core: Rc<Core>, bell: StdUnixStream) -> DrainReport {
     // With the shared engine, a gateway session is saved before its close
     // frame goes out (the hub sends the 1001 when Redis has it, or at once
     // when Redis is away), so the node it reconnects to can resume it.
-    let gateway: std::collections::HashMap<*const crate::conns::ConnEntry, u64> = core
-        .gateway_conns
-        .borrow()
-        .iter()
-        .map(|(id, e)| (Rc::as_ptr(e), *id))
-        .collect();
     let mut sent = 0;
     while sent < targets.len() {
         let due = closes_due(start.elapsed(), window, targets.len());
         for entry in &targets[sent..due] {
-            let saving = gateway
-                .get(&Rc::as_ptr(entry))
-                .is_some_and(|&id| core.hub.borrow_mut().drain_close(id, core.now()));
+            let saving = entry
+                .conn_id()
+                .is_some_and(|id| core.hub.borrow_mut().drain_close(id, core.now()));
             if !saving {
                 entry.request_close(1001, "draining");
             }
