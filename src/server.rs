@@ -194,7 +194,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // Before any other thread exists: a multi-threaded process that outgrows
     // its descriptor table waits milliseconds for the kernel to grow it (seen
     // as 8–15 ms accept stalls at 256, 512 and 1024 connections).
-    sys::grow_fd_table(config_max_fds());
+    sys::grow_fd_table();
     for (index, &cpu) in cpus.iter().enumerate().take(cores) {
         let (ring, bell) =
             shutdown::doorbell().map_err(|e| StartError(format!("doorbell: {e}")))?;
@@ -266,19 +266,6 @@ impl std::fmt::Display for CpuList<'_> {
         }
         Ok(())
     }
-}
-
-/// How many descriptors to make room for at start: the soft limit, capped.
-fn config_max_fds() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is a valid rlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    (lim.rlim_cur as usize).min(1 << 20)
 }
 
 /// Binds a plain socket (no SO_REUSEPORT) to learn the port is free and to

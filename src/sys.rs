@@ -141,11 +141,21 @@ pub fn unacked_bytes(fd: RawFd) -> usize {
     }
 }
 
-/// Makes the process's descriptor table hold `n` descriptors now, while it is
-/// single-threaded: duplicates stdin's slot to `n - 1` and closes it again
-/// (the table never shrinks). Best effort.
-pub fn grow_fd_table(n: usize) {
-    if n < 2 || n > i32::MAX as usize {
+/// Makes the process's descriptor table as large as the soft `RLIMIT_NOFILE`
+/// (capped at 2^20) now, while the process is single-threaded: duplicates a
+/// descriptor to the highest slot and closes it again (the table never
+/// shrinks). Best effort.
+pub fn grow_fd_table() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let n = (lim.rlim_cur as usize).min(1 << 20);
+    if n < 2 {
         return;
     }
     let Ok(devnull) = std::fs::File::open("/dev/null") else {
