@@ -719,6 +719,27 @@ fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
+/// Measures a window over the running tasks, stops them, and returns the
+/// window, the operations and seconds in it, and the sorted latencies.
+async fn measured(
+    sh: &Shared,
+    set: &mut JoinSet<()>,
+    target: Target,
+    timing: Timing,
+    limit: u64,
+) -> Result<(Window, u64, f64, Vec<u32>), String> {
+    let window = measure_window(sh, target, timing, limit).await;
+    finish(set).await;
+    let w = window?;
+    if let Some(e) = sh.error.borrow().clone() {
+        return Err(e);
+    }
+    let (ops, secs) = (sh.ops.get(), w.secs);
+    let mut lat = std::mem::take(&mut *sh.lat.borrow_mut());
+    lat.sort_unstable();
+    Ok((w, ops, secs, lat))
+}
+
 /// Lets the tasks run for `warmup`, then measures for `measure` (or until
 /// `limit` operations), reading the server's CPU time at both ends.
 async fn measure_window(
@@ -787,15 +808,7 @@ async fn run_echo(
             }
         });
     }
-    let window = measure_window(&sh, target, timing, limit).await;
-    finish(&mut set).await;
-    let w = window?;
-    if let Some(e) = sh.error.borrow().clone() {
-        return Err(e);
-    }
-    let (ops, secs) = (sh.ops.get(), w.secs);
-    let mut lat = std::mem::take(&mut *sh.lat.borrow_mut());
-    lat.sort_unstable();
+    let (w, ops, secs, lat) = measured(&sh, &mut set, target, timing, limit).await?;
     let mut values = vec![
         ("msgs", ops as f64 / secs),
         ("mibs", sh.bytes.get() as f64 / secs / (1u64 << 20) as f64),
@@ -826,15 +839,7 @@ async fn run_upgrades(
             }
         });
     }
-    let window = measure_window(&sh, target, timing, limit).await;
-    finish(&mut set).await;
-    let w = window?;
-    if let Some(e) = sh.error.borrow().clone() {
-        return Err(e);
-    }
-    let (ops, secs) = (sh.ops.get(), w.secs);
-    let mut lat = std::mem::take(&mut *sh.lat.borrow_mut());
-    lat.sort_unstable();
+    let (w, ops, secs, lat) = measured(&sh, &mut set, target, timing, limit).await?;
     let with_cookie =
         sh.cookie_yes.get() as f64 / (sh.cookie_yes.get() + sh.cookie_no.get()).max(1) as f64;
     let mut values = vec![
