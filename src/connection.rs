@@ -32,7 +32,7 @@ pub(crate) const LINGER_DISCARD: usize = 1 << 20;
 
 /// Serves one accepted TCP connection to the end.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener (server.rs): no syscall here.
     let conn = Conn {
         fd: stream.as_raw_fd(),
         stream,

@@ -177,6 +177,18 @@ impl ConnEntry {
         }
     }
 
+    /// Whether a notification is waiting for the connection's task.
+    pub fn is_notified(&self) -> bool {
+        self.notified.get()
+    }
+
+    /// Takes readiness in `bits` if any was reported (as a wait would).
+    pub fn consume_ready(&self, bits: u8) -> bool {
+        let ready = self.ready.get();
+        self.ready.set(ready & !bits);
+        ready & bits != 0
+    }
+
     /// Forgets readiness in `bits`: call right before the syscall that will
     /// find out (an edge that arrives afterwards sets it again).
     pub fn clear_ready(&self, bits: u8) {

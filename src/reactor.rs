@@ -172,7 +172,7 @@ fn dispatch(core: &Rc<Core>, events: &mut [libc::epoll_event]) {
                 ready |= WRITE;
             }
             if entry.on_ready(ready) {
-                monoio::spawn(crate::websocket::resume(core.clone(), entry));
+                crate::websocket::readable_while_parked(core, entry);
             }
         }
         if (n as usize) < events.len() {

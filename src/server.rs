@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -398,6 +399,12 @@ async fn serve_core(
             return;
         }
     };
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
+    // saves a setsockopt per connection; replies are batched per read anyway.
+    if let Err(e) = crate::sys::set_nodelay(listener.as_raw_fd()) {
+        let _ = ready.send(Err(format!("--listen {listen}: TCP_NODELAY: {e}")));
+        return;
+    }
     if let Some(admin) = admin {
         let admin_opts = ListenerOpts::new()
             .reuse_port(false)

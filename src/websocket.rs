@@ -62,6 +62,10 @@ struct Ws {
     /// Full length of that frame, when its header has arrived.
     need: usize,
     phase: Phase,
+    /// The peer's close frame was the last byte it had sent (the read that
+    /// brought it was short): with the handshake complete, nothing can be
+    /// left unread, so the socket may be closed without lingering.
+    close_at_end: bool,
     /// What the core knows of this connection (output, heartbeat, drain).
     entry: Rc<ConnEntry>,
 }
@@ -73,6 +77,7 @@ impl Ws {
             inbuf: Vec::new(),
             need: 0,
             phase: Phase::Open,
+            close_at_end: false,
             entry,
         }
     }
@@ -137,6 +142,37 @@ pub(crate) async fn open(core: Rc<Core>, fd: OwnedFd, up: Upgraded, out: Vec<u8>
 pub async fn resume(core: Rc<Core>, entry: Rc<ConnEntry>) {
     let ws = Ws::new(&core, entry);
     run(core, ws).await;
+}
+
+/// Serves a parked connection that became readable, on the reactor's own
+/// task: one read batch, parsed and answered. When that leaves nothing to
+/// wait for but the peer's next bytes, the connection is parked again and no
+/// task was needed (the common case for request/response traffic: a task per
+/// message would cost a spawn and a free each time); otherwise a task carries
+/// on from where the batch left off.
+pub fn readable_while_parked(core: &Rc<Core>, entry: Rc<ConnEntry>) {
+    let mut ws = Ws::new(core, entry.clone());
+    let simple = !entry.cut.get()
+        && !entry.is_notified()
+        && entry.outbox.borrow().is_empty()
+        && entry.consume_ready(READ);
+    if simple {
+        let drained = pump(core, &mut ws, true);
+        note_output(core, &entry);
+        if drained
+            && ws.phase == Phase::Open
+            && ws.inbuf.is_empty()
+            && ws.rx.is_idle()
+            && entry.outbox.borrow().is_empty()
+            && entry.park()
+        {
+            return;
+        }
+        if !drained && ws.phase == Phase::Open {
+            entry.set_ready(READ); // bytes are left: the task reads them after the others
+        }
+    }
+    monoio::spawn(run(core.clone(), ws));
 }
 
 async fn run(core: Rc<Core>, mut ws: Ws) {
@@ -214,7 +250,15 @@ async fn finish(core: Rc<Core>, ws: Ws) {
     }
     core.shared.release_connection();
     let out = std::mem::take(&mut *entry.outbox.borrow_mut());
-    linger_close(&core, entry, out).await;
+    // RFC 6455 §7.1.1: once the close handshake is complete the server closes
+    // the TCP connection first. The peer sends nothing after its close frame,
+    // so with our whole reply out and nothing unread, close(2) sends a FIN, not
+    // a reset; anything else (a failure, output still queued, bytes behind the
+    // peer's close) lingers so our last frame is not lost to a reset.
+    let complete = matches!(ws.phase, Phase::CloseReceived(_)) && ws.close_at_end;
+    if !(complete && out.is_empty()) {
+        linger_close(&core, entry, out).await;
+    }
     core.conns.remove(entry);
     entry.close_fd();
 }
@@ -387,6 +431,7 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
     // Any inbound traffic is proof of life (and answers a pending ping).
     ws.entry.last_seen.set(core.now());
     ws.entry.ping_sent.set(0);
+    let short = n < want;
     if direct {
         let mut inbuf = std::mem::take(&mut ws.inbuf);
         let used = process(ws, &mut inbuf, wbuf, core);
@@ -404,7 +449,8 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
             ws.inbuf = Vec::new(); // idle connections hold no buffer
         }
     }
-    n < want
+    ws.close_at_end &= short; // a full read may have left bytes in the kernel
+    short
 }
 
 /// Parses the frames in `data` and writes the replies into `out`; returns
@@ -412,6 +458,7 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
 fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usize {
     let stats: &CoreStats = &core.stats;
     let mut used = 0;
+    let total = data.len();
     // After our close frame (drain, takeover), only the peer's close matters (§5.5.1).
     let closing = ws.entry.close_sent.get() != 0;
     let (mut messages_in, mut bytes_in, mut messages_out, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
@@ -470,6 +517,7 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usiz
                     // The reply to the close we sent.
                     Event::Close(code, _) if closing => {
                         ws.phase = Phase::CloseReceived(code.map_or(1005, |c| c.0));
+                        ws.close_at_end = used == total;
                     }
                     // §5.5.1: answer with a close, echoing the status code.
                     Event::Close(code, _) => {
@@ -478,6 +526,7 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usiz
                             None => encode_frame(out, OpCode::Close, &[]),
                         }
                         ws.phase = Phase::CloseReceived(code.map_or(1005, |c| c.0));
+                        ws.close_at_end = used == total;
                     }
                 }
             }
