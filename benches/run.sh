@@ -11,7 +11,7 @@
 # target/bench/results.json, server logs: target/bench/logs/).
 #
 # Knobs (environment):
-#   ROUNDS=3        rounds of the end-to-end suite (medians are over rounds)
+#   ROUNDS=5        rounds of the end-to-end suite (medians are over rounds)
 #   WARMUP=0.5      seconds of load before each measured window
 #   MEASURE=2       seconds measured per run
 #   SCENARIOS=all   or a comma list: fan-in,pipelined-32,pipelined-1k,large-64k,ping-pong,upgrades,idle
@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 WARMUP="${WARMUP:-0.5}"
 MEASURE="${MEASURE:-2}"
 SCENARIOS="${SCENARIOS:-all}"
