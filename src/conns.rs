@@ -49,6 +49,9 @@ pub struct ConnEntry {
     parked: Cell<bool>,
     /// [`READ`] / [`WRITE`] readiness reported by the reactor and not yet consumed.
     ready: Cell<u8>,
+    /// Frames pushed in the current flush wait in the outbox for
+    /// [`ConnEntry::flush_pushed`].
+    pushing: Cell<bool>,
     /// Which WebSocket endpoint this is.
     pub endpoint: Endpoint,
     /// The hub's token for a gateway connection (0 for none).
@@ -66,6 +69,22 @@ pub struct ConnEntry {
     waker: Cell<Option<Waker>>,
     /// Rarely used state, allocated on first use.
     cold: RefCell<Option<Box<Cold>>>,
+}
+
+/// Bytes [`ConnEntry::push_frame`] gathers for one connection before it
+/// writes them out without waiting for the end of the flush.
+const PUSH_BATCH: usize = 16 * 1024;
+
+/// What [`ConnEntry::push_frame`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued as the connection's first frame of this flush: the caller must
+    /// call [`ConnEntry::flush_pushed`] when it has pushed everything.
+    First,
+    /// Queued behind others (or dropped: the connection is closing).
+    Queued,
+    /// The peer is a slow consumer and was cut.
+    SlowConsumer,
 }
 
 /// Delivery records kept per connection before asking the kernel what the
@@ -249,42 +268,43 @@ impl ConnEntry {
     }
 
     /// Queues a complete frame produced elsewhere on this core (fan-out,
-    /// replies): sent at once when nothing is queued, else appended. A peer
-    /// owed more than `max_backpressure` bytes is not reading: it is cut as a
-    /// slow consumer (its socket is full, so no close frame could reach it)
-    /// and `false` is returned.
+    /// replies). The first frame a connection gets in one flush of the hub
+    /// returns [`Pushed::First`]: the caller then calls
+    /// [`ConnEntry::flush_pushed`] once it has pushed everything, so all the
+    /// frames one flush gives a connection leave in one `send` (a publisher's
+    /// burst reaches each subscriber as one write, not one per message).
+    /// A peer owed more than `max_backpressure` bytes that its socket refused
+    /// is not reading: it is cut as a slow consumer (its socket is full, so no
+    /// close frame could reach it).
     pub fn push_frame(
         &self,
         frame: &[u8],
         tag: Option<&(Arc<str>, u64)>,
         max_backpressure: usize,
-        now: u64,
-    ) -> bool {
+    ) -> Pushed {
         if self.cut.get() || self.close_sent.get() != 0 {
-            return true; // closing: nothing more is sent
+            return Pushed::Queued; // closing: nothing more is sent
         }
         let mut outbox = self.outbox.borrow_mut();
-        if outbox.is_empty() {
-            let sent = match self.send_counted(frame) {
-                Ok(n) => n,
-                Err(_) => {
-                    drop(outbox);
-                    self.record_tag(frame.len() as u64, tag); // never reached the peer
+        let mut first = false;
+        if self.pushing.get() {
+            if outbox.len() + frame.len() > max_backpressure.min(PUSH_BATCH) {
+                // Enough for one write: out with it before queueing more.
+                drop(outbox);
+                if self.flush_outbox().is_err() {
+                    let queued = (self.outbox.borrow().len() + frame.len()) as u64;
+                    self.record_tag(queued, tag); // never reached the peer
                     self.cut();
-                    return true;
+                    return Pushed::Queued;
                 }
-            };
-            outbox.extend_from_slice(&frame[sent..]);
-            let queued = outbox.len() as u64;
-            drop(outbox);
-            self.record_tag(queued, tag);
-            if queued > 0 {
-                self.out_since.set(now);
-                self.notify(); // the task must now wait for the socket to drain
+                outbox = self.outbox.borrow_mut();
             }
-            return true;
+        } else if outbox.is_empty() {
+            self.pushing.set(true);
+            first = true;
         }
-        if outbox.len() + frame.len() > max_backpressure {
+        // Bytes in the outbox beyond this flush's own were refused by the socket.
+        if !outbox.is_empty() && outbox.len() + frame.len() > max_backpressure {
             let queued = outbox.len() as u64;
             drop(outbox);
             self.record_tag(queued + frame.len() as u64, tag);
@@ -293,13 +313,37 @@ impl ConnEntry {
             self.settle_losses_at(self.written.get());
             self.cut();
             *self.outbox.borrow_mut() = Vec::new();
-            return false;
+            return Pushed::SlowConsumer;
         }
         outbox.extend_from_slice(frame);
         let queued = outbox.len() as u64;
         drop(outbox);
         self.record_tag(queued, tag);
-        true
+        if first {
+            Pushed::First
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// Sends what [`ConnEntry::push_frame`] queued since it returned
+    /// [`Pushed::First`], as far as the socket takes it now; the connection's
+    /// task is told to wait for the socket to drain the rest.
+    pub fn flush_pushed(&self, now: u64) {
+        self.pushing.set(false);
+        if self.cut.get() {
+            return;
+        }
+        if self.flush_outbox().is_err() {
+            self.cut();
+            return;
+        }
+        if !self.outbox.borrow().is_empty() {
+            if self.out_since.get() == 0 {
+                self.out_since.set(now);
+            }
+            self.notify(); // the task must now wait for the socket to drain
+        }
     }
 
     /// Sends `batch` behind whatever is queued, as far as the socket takes it
@@ -516,6 +560,7 @@ impl Registry {
             notified: Cell::new(false),
             parked: Cell::new(false),
             ready: Cell::new(READ | WRITE),
+            pushing: Cell::new(false),
             endpoint,
             conn_id: conn_id.unwrap_or(0),
             last_seen: Cell::new(now),

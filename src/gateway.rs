@@ -12,14 +12,19 @@ use std::task::{Context, Poll, Waker};
 
 use monoio::net::UnixStream;
 
+use crate::conns::Pushed;
 use crate::hub::{EngineReply, Output};
 use crate::log::{self, Level};
 use crate::mailbox::CoreMsg;
 use crate::server::Core;
 
-/// Carries out everything the hub has queued.
+/// Carries out everything the hub has queued. Frames for one connection are
+/// gathered and leave in one write at the end (see [`ConnEntry::push_frame`]).
 pub fn flush_hub(core: &Core) {
     let max_backpressure = core.shared.config.max_backpressure;
+    // Taken, not borrowed: nothing here calls back into flush_hub, but a
+    // re-entrant call would then start a list of its own instead of panicking.
+    let mut pushed = core.pushed.take();
     loop {
         let Some(out) = core.hub.borrow_mut().poll_output() else {
             break;
@@ -29,16 +34,21 @@ pub fn flush_hub(core: &Core) {
                 let Some(entry) = core.gateway_conns.borrow().get(&conn).cloned() else {
                     continue;
                 };
-                if entry.push_frame(&frame, tag.as_ref(), max_backpressure, core.now()) {
-                    core.stats.sent(1, frame.len() as u64);
-                } else {
-                    core.stats.slow_consumer_close();
-                    core.stats.closed_with(1008);
-                    log::emit(
-                        Level::Info,
-                        "slow_consumer",
-                        &[("core", &core.index), ("conn", &conn)],
-                    );
+                match entry.push_frame(&frame, tag.as_ref(), max_backpressure) {
+                    Pushed::First => {
+                        core.stats.sent(1, frame.len() as u64);
+                        pushed.push(entry);
+                    }
+                    Pushed::Queued => core.stats.sent(1, frame.len() as u64),
+                    Pushed::SlowConsumer => {
+                        core.stats.slow_consumer_close();
+                        core.stats.closed_with(1008);
+                        log::emit(
+                            Level::Info,
+                            "slow_consumer",
+                            &[("core", &core.index), ("conn", &conn)],
+                        );
+                    }
                 }
             }
             Output::Close { conn, code, reason } => {
@@ -63,6 +73,11 @@ pub fn flush_hub(core: &Core) {
             }
         }
     }
+    let now = core.now();
+    for entry in pushed.drain(..) {
+        entry.flush_pushed(now);
+    }
+    core.pushed.replace(pushed);
     core.stats.set_sessions(&core.hub.borrow());
 }
 

@@ -99,6 +99,8 @@ pub struct Core {
     pub hub: RefCell<Hub>,
     /// Gateway connections of this core, by hub token.
     pub gateway_conns: RefCell<HashMap<ConnId, Rc<ConnEntry>>>,
+    /// Connections with frames gathered by the running hub flush (reused list).
+    pub pushed: RefCell<Vec<Rc<ConnEntry>>>,
     /// Publish-API requests waiting for their sequence number.
     pub admin_waiters: RefCell<HashMap<u64, Rc<AdminWaiter>>>,
     /// This core's connection to the shared engine (`--redis`).
@@ -347,6 +349,7 @@ fn core_main(
                 engine: shared.config.redis.is_some(),
             })),
             gateway_conns: RefCell::new(HashMap::new()),
+            pushed: RefCell::new(Vec::new()),
             admin_waiters: RefCell::new(HashMap::new()),
             redis: shared.config.redis_target().zip(shared.schema.clone()).map(
                 |(target, schema)| {

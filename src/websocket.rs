@@ -462,6 +462,8 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usiz
     // After our close frame (drain, takeover), only the peer's close matters (§5.5.1).
     let closing = ws.entry.close_sent.get() != 0;
     let (mut messages_in, mut bytes_in, mut messages_out, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
+    // Gateway commands handed to the hub whose output is not flushed yet.
+    let mut commanded = false;
     while ws.phase == Phase::Open {
         match ws.rx.step(&mut data[used..]) {
             Ok(Step::NeedMore { frame_len }) => {
@@ -491,15 +493,21 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usiz
                                 match command::parse(payload, binary) {
                                     Ok(cmd) => {
                                         // Keep replies in order: what this batch wrote so far
-                                        // goes ahead of what the hub sends.
-                                        ws.entry.outbox.borrow_mut().append(out);
+                                        // goes behind what the batch's earlier commands
+                                        // produced and ahead of what this one produces.
+                                        if !out.is_empty() {
+                                            if commanded {
+                                                gateway::flush_hub(core);
+                                            }
+                                            ws.entry.outbox.borrow_mut().append(out);
+                                        }
                                         core.hub.borrow_mut().command(
                                             conn,
                                             cmd,
                                             binary,
                                             core.now(),
                                         );
-                                        gateway::flush_hub(core);
+                                        commanded = true;
                                     }
                                     Err(err) => {
                                         let mut line = Vec::with_capacity(48);
@@ -541,6 +549,11 @@ fn process(ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>, core: &Core) -> usiz
                 );
             }
         }
+    }
+    if commanded {
+        // One flush for the whole batch: a publisher's burst reaches each
+        // subscriber as one write (see ConnEntry::push_frame).
+        gateway::flush_hub(core);
     }
     stats.received(messages_in, bytes_in);
     stats.sent(messages_out, bytes_out);

@@ -482,6 +482,11 @@ impl Client {
         self.write(&f, &format!("text {text:?}"));
     }
 
+    /// Bytes as they are (e.g. several frames in one write).
+    pub fn send_raw(&mut self, bytes: &[u8], what: &str) {
+        self.write(bytes, what);
+    }
+
     /// A masked binary frame.
     pub fn send_binary(&mut self, bytes: &[u8]) {
         let f = frame(true, OP_BINARY, bytes);
