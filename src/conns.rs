@@ -535,8 +535,10 @@ pub struct Registry {
 
 impl Registry {
     /// Registers a connection on socket `fd` (the record owns it from now
-    /// on), seen at coarse time `now`. It starts readable and writable: the
-    /// first syscalls find out.
+    /// on), seen at coarse time `now`. It starts writable (the first send
+    /// finds out) and not readable: the reactor's registration, which must
+    /// follow, reports bytes that are already there, so no `recv` is spent
+    /// on a client that is still waiting for us.
     pub fn register(
         &self,
         fd: RawFd,
@@ -559,7 +561,7 @@ impl Registry {
             cut: Cell::new(false),
             notified: Cell::new(false),
             parked: Cell::new(false),
-            ready: Cell::new(READ | WRITE),
+            ready: Cell::new(WRITE),
             pushing: Cell::new(false),
             endpoint,
             conn_id: conn_id.unwrap_or(0),

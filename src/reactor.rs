@@ -52,7 +52,9 @@ impl Reactor {
     }
 
     /// Watches a connection's socket for the rest of its life (closing the
-    /// socket removes it).
+    /// socket removes it). Readiness the socket already has is reported too
+    /// (epoll polls the file when it is added), so bytes that arrived before
+    /// this call are not missed.
     pub fn add(&self, entry: &ConnEntry) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
