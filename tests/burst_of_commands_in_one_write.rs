@@ -27,7 +27,8 @@ fn next_data_line(c: &mut Client, ctx: &str) -> String {
 fn a_burst_of_commands_in_one_write_is_answered_in_order() {
     for_each_driver(&args(&[]), |gw| {
         let t = topic("burst");
-        // Enough subscribers that both cores of a 2-core gateway hold some.
+        // Several subscribers, so that on a multi-core gateway they are
+        // likely spread over cores (fan-out by mail as well as locally).
         let mut subs: Vec<Client> = (0..6).map(|i| Client::new(gw, &format!("S{i}"))).collect();
         for s in subs.iter_mut() {
             assert_eq!(s.sub(&t), 0);
