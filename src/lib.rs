@@ -2,40 +2,32 @@
 //!
 //! # Layout
 //!
-//! - [`proto`]: the sans-IO protocol core. HTTP request heads
-//!   ([`proto::http`]), the opening handshake and routing
-//!   ([`proto::handshake`]), the sticky cookie ([`proto::cookie`]), the frame
-//!   wire format ([`proto::frame`]), masking ([`proto::mask`]), UTF-8
-//!   ([`proto::utf8`]), close codes and protocol errors ([`proto::close`]) and
-//!   the read-side state machine ([`proto::receiver`]). No I/O, no clock.
-//! - [`config`]: flags and environment; [`main`](../wsgate/index.html) only
-//!   parses them and calls [`server::run`].
-//! - [`server`]: one pinned monoio runtime per CPU and its accept loop.
-//! - [`connection`]: the only socket code of a client connection.
-//! - [`conns`]: the per-core registry of open connections; [`heartbeat`]:
-//!   pings and dead-peer cuts; [`shutdown`]: SIGTERM and the drain.
-//! - [`hub`]: sessions and topics of one core (sans-IO); [`gateway`] and
-//!   [`mailbox`] wire it to sockets and to the other cores.
-//! - [`store`]: the shared engine's schema in Redis (keys, scripts);
-//!   [`redis`]: each core's connection to it; [`proto::resp`]: RESP3.
-//! - [`admin`]: the admin listener; [`metrics`]: per-core counters.
-//! - [`log`]: `key=value` log lines; [`sys`]: the raw system calls.
+//! Layers, each importing only the ones above it in this list (a test,
+//! `tests/no_import_cycles.rs`, keeps it so):
+//!
+//! - [`sys`]: the system calls monoio does not wrap, and [`sys::log`].
+//! - [`proto`]: the sans-IO protocol core: HTTP request heads, the opening
+//!   handshake, the sticky cookie, frames, masking, UTF-8, close codes, the
+//!   read-side state machine, the gateway commands, RESP3. No I/O, no clock.
+//! - [`hub`]: sessions and topics of one core (sans-IO, time as input).
+//! - [`config`] (flags) and [`metrics`] (counters): plain data.
+//! - [`engine`]: the shared engine's schema in Redis and the request
+//!   pipeline (sans-IO).
+//! - [`net`]: sockets: the one send/close path, the open connection record,
+//!   the registry, the epoll set, the cross-core mailbox.
+//! - [`core`]: the per-core context and the hub driver.
+//! - [`serve`]: the tasks: handshake, open WebSocket, reactor, mailbox,
+//!   heartbeat, drain, admin, Redis.
+//! - [`app`]: process start; [`main`](../wsgate/index.html) only parses the
+//!   flags and calls [`app::run`].
 
-pub mod admin;
+pub mod app;
 pub mod config;
-pub mod connection;
-pub mod conns;
-pub mod gateway;
-pub mod heartbeat;
+pub mod core;
+pub mod engine;
 pub mod hub;
-pub mod log;
-pub mod mailbox;
 pub mod metrics;
+pub mod net;
 pub mod proto;
-pub mod reactor;
-pub mod redis;
-pub mod server;
-pub mod shutdown;
-pub mod store;
+pub mod serve;
 pub mod sys;
-pub mod websocket;

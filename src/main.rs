@@ -2,8 +2,8 @@
 
 fn main() {
     let config = wsgate::config::Config::from_args();
-    wsgate::log::set_level(config.log_level);
-    if let Err(e) = wsgate::server::run(config) {
+    wsgate::sys::log::set_level(config.log_level);
+    if let Err(e) = wsgate::app::run(config) {
         wsgate::config::fail(&e.0);
     }
 }

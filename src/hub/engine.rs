@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use super::{Hub, Msg, Output, Reply, Stored, Sub};
 use crate::hub::topic_owner;
+use crate::proto::close::ServerClose;
 use crate::proto::command::Command;
 use crate::proto::cookie::SessionId;
 
@@ -274,8 +275,7 @@ impl Hub {
             return false;
         }
         self.conns.remove(&conn);
-        s.conn = None;
-        s.disconnected_at = Some(now);
+        self.mark_disconnected(session, now);
         self.save(session, Some(conn), now);
         true
     }
@@ -353,16 +353,14 @@ impl Hub {
                 if let Some(conn) = drain_close {
                     self.out.push_back(Output::Close {
                         conn,
-                        code: 1001,
-                        reason: "draining",
+                        why: ServerClose::Draining,
                     });
                 } else if matches!(reply, EngineReply::Owned(false)) {
                     // Another node claimed it: that one serves it now.
                     if let Some(conn) = self.connection_of(session) {
                         self.out.push_back(Output::Close {
                             conn,
-                            code: 1008,
-                            reason: "replaced",
+                            why: ServerClose::Replaced,
                         });
                     }
                     self.end_session(session, false);

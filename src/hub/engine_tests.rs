@@ -213,7 +213,7 @@ impl Fleet {
                             Output::Send { conn, frame, .. } => {
                                 self.received.entry(conn).or_default().push(text(&frame))
                             }
-                            Output::Close { conn, code, .. } => self.closed.push((conn, code)),
+                            Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                             Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
                             Output::AdminPublished { .. } => {}
                             Output::Engine { id, op } => {

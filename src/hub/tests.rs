@@ -64,7 +64,7 @@ impl Cluster {
                             .entry(conn)
                             .or_default()
                             .push(payload_text(&frame)),
-                        Output::Close { conn, code, .. } => self.closed.push((conn, code)),
+                        Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                         Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
                         Output::AdminPublished { request, seq } => self.admin.push((request, seq)),
                         Output::Engine { .. } => unreachable!("no engine configured"),

@@ -96,6 +96,34 @@ impl ProtocolError {
     }
 }
 
+/// A close handshake the server starts on its own (not in answer to the
+/// peer): the code and the reason text of its close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerClose {
+    /// 1001 "draining": the node is shutting down (DESIGN §7).
+    Draining,
+    /// 1008 "replaced": a reconnect with the same session took over.
+    Replaced,
+}
+
+impl ServerClose {
+    /// The status code.
+    pub fn code(self) -> CloseCode {
+        match self {
+            ServerClose::Draining => CloseCode::GOING_AWAY,
+            ServerClose::Replaced => CloseCode::POLICY,
+        }
+    }
+
+    /// The reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ServerClose::Draining => "draining",
+            ServerClose::Replaced => "replaced",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,7 @@ mod entropy {
 /// A session id: a random UUID v4. It routes the client (the balancer's
 /// stickiness keys on it) and is the resume credential, so it is never
 /// derived from anything guessable.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(u128);
 
 impl SessionId {

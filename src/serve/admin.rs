@@ -8,11 +8,10 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::gateway::admin_publish;
-use crate::log::{self, Level};
+use crate::core::Core;
 use crate::proto::command::is_valid_topic;
 use crate::proto::http::{parse_request, write_response, HeadError, Request, MAX_HEAD};
-use crate::server::Core;
+use crate::sys::log::{self, Level};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PUBLISH_PREFIX: &str = "/publish/";
@@ -108,6 +107,20 @@ async fn route(
     let Some(topic) = head.path.strip_prefix(PUBLISH_PREFIX) else {
         return respond(404, "not found\n", &[]);
     };
+    publish(&head, topic, head_len, buf, stream, core).await
+}
+
+/// `POST /publish/<topic>`: checks the token, the topic and the body, then
+/// publishes and answers the sequence number.
+async fn publish(
+    head: &Head,
+    topic: &str,
+    head_len: usize,
+    buf: &mut Vec<u8>,
+    stream: &mut TcpStream,
+    core: &Core,
+) -> Vec<u8> {
+    let shared = &core.shared;
     let Some(token) = shared.config.publish_token.as_deref() else {
         return respond(404, "publish API is off (no --publish-token)\n", &[]);
     };
@@ -155,7 +168,7 @@ async fn route(
             &[],
         );
     }
-    let published = admin_publish(core, topic, body, head.binary);
+    let published = core.admin_publish(topic, body, head.binary);
     match monoio::time::timeout(ADMIN_TIMEOUT, published).await {
         Ok(seq) => {
             log::emit(

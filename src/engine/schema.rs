@@ -1,7 +1,6 @@
-//! The shared engine's schema in Redis: key names, the Lua scripts that keep
-//! each change atomic, and the translation between the hub's
-//! [`EngineOp`]/[`EngineReply`] and RESP. Sans-IO; [`crate::redis`] carries
-//! the bytes.
+//! The shared engine's schema in Redis: key names and the translation between the hub's
+//! [`EngineOp`]/[`EngineReply`] and RESP. Sans-IO; the scripts are in
+//! [`super::scripts`], the pipeline in [`super::queue`].
 //!
 //! Keys (the topic in `{…}` so a Redis Cluster keeps a topic's keys in one
 //! slot; topic names cannot contain braces):
@@ -18,127 +17,7 @@ use crate::hub::{Claimed, EngineEvent, EngineOp, EngineReply, Stored};
 use crate::proto::cookie::SessionId;
 use crate::proto::resp::{encode_command, Value};
 
-/// Numbers a message (never at or below the caller's floor), keeps it in
-/// the capped history and publishes it; returns the seq.
-const PUBLISH: &str = r#"
-local s = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[2])
-if s <= floor then
-  s = floor + 1
-  redis.call('SET', KEYS[1], s)
-end
-local e = string.format('%d', s) .. ' ' .. ARGV[4]
-redis.call('RPUSH', KEYS[2], e)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('PUBLISH', ARGV[1], 'm' .. e)
-return s
-"#;
-
-/// The topic's seq (raised to the caller's floor) and history.
-const LOAD: &str = r#"
-local s = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[1])
-if s < floor then
-  s = floor
-  redis.call('SET', KEYS[1], s)
-end
-return {string.format('%d', s), redis.call('LRANGE', KEYS[2], 0, -1)}
-"#;
-
-/// Replaces a session's state unless another process owns it; 1 if saved.
-const SAVE: &str = r#"
-local o = redis.call('HGET', KEYS[1], 'owner')
-if o and o ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], 't:' .. ARGV[i], ARGV[i + 1])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"#;
-
-/// Takes a session over: its previous owner and fields, or nil.
-const CLAIM: &str = r#"
-local o = redis.call('HGET', KEYS[1], 'owner')
-if not o then return false end
-local f = redis.call('HGETALL', KEYS[1])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {o, f}
-"#;
-
-/// Deletes a session unless another process owns it; 1 if it was ours.
-const END: &str = r#"
-local o = redis.call('HGET', KEYS[1], 'owner')
-if o and o ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-"#;
-
-/// Adds (`SADD`) or removes (`SREM`) a member; announces only a change.
-const PRESENCE: &str = r#"
-if redis.call(ARGV[3], KEYS[1], ARGV[2]) == 1 then
-  redis.call('PUBLISH', ARGV[1], ARGV[4] .. ARGV[2])
-end
-return 1
-"#;
-
-/// A script and its SHA-1 (for `EVALSHA`).
-#[derive(Debug, Clone)]
-pub struct Script {
-    /// The Lua source (for `SCRIPT LOAD`).
-    pub source: &'static str,
-    /// Lowercase hex SHA-1 of the source.
-    pub sha: String,
-}
-
-impl Script {
-    fn new(source: &'static str) -> Script {
-        Script {
-            source,
-            sha: sha1_smol::Sha1::from(source).digest().to_string(),
-        }
-    }
-}
-
-/// Every script, loaded on each new connection.
-#[derive(Debug, Clone)]
-pub struct Scripts {
-    publish: Script,
-    load: Script,
-    save: Script,
-    claim: Script,
-    end: Script,
-    presence: Script,
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Scripts {
-            publish: Script::new(PUBLISH),
-            load: Script::new(LOAD),
-            save: Script::new(SAVE),
-            claim: Script::new(CLAIM),
-            end: Script::new(END),
-            presence: Script::new(PRESENCE),
-        }
-    }
-}
-
-impl Scripts {
-    /// All of them, for `SCRIPT LOAD`.
-    pub fn all(&self) -> [&Script; 6] {
-        [
-            &self.publish,
-            &self.load,
-            &self.save,
-            &self.claim,
-            &self.end,
-            &self.presence,
-        ]
-    }
-}
+use super::scripts::Scripts;
 
 /// The process-wide identity written as a session's owner.
 #[derive(Debug, Clone)]
@@ -208,54 +87,17 @@ impl Schema {
 
     /// Appends the commands of `op` to `out`; says what answer to expect.
     pub fn encode(&self, op: &EngineOp, out: &mut Vec<u8>) -> Expect {
-        let s = &self.scripts;
         match op {
-            EngineOp::Claim(id) => {
-                let key = session_key(*id);
-                // The claimer sets the real expiry when it saves right after.
-                let ttl = self.session_ttl_ms.max(1).to_string();
-                let args: [&[u8]; 6] = [
-                    b"EVALSHA",
-                    s.claim.sha.as_bytes(),
-                    b"1",
-                    &key,
-                    self.instance.as_bytes(),
-                    ttl.as_bytes(),
-                ];
-                encode_command(out, &args);
-                Expect::Claim
-            }
+            EngineOp::Claim(id) => self.encode_claim(*id, out),
             EngineOp::Save {
                 session,
                 subs,
                 ttl_ms,
-            } => {
-                let key = session_key(*session);
-                let ttl = (*ttl_ms).max(1).to_string();
-                let mut args: Vec<Vec<u8>> = vec![
-                    b"EVALSHA".to_vec(),
-                    s.save.sha.clone().into_bytes(),
-                    b"1".to_vec(),
-                    key,
-                    self.instance.as_bytes().to_vec(),
-                    ttl.into_bytes(),
-                ];
-                for (topic, last) in subs {
-                    args.push(topic.as_bytes().to_vec());
-                    args.push(last.to_string().into_bytes());
-                }
-                encode_command(out, &args);
-                Expect::Owned
-            }
+            } => self.encode_save(*session, subs, *ttl_ms, out),
             EngineOp::End(id) => {
                 let key = session_key(*id);
-                let args: [&[u8]; 5] = [
-                    b"EVALSHA",
-                    s.end.sha.as_bytes(),
-                    b"1",
-                    &key,
-                    self.instance.as_bytes(),
-                ];
+                let end = self.scripts.end.sha.as_bytes();
+                let args: [&[u8]; 5] = [b"EVALSHA", end, b"1", &key, self.instance.as_bytes()];
                 encode_command(out, &args);
                 Expect::Owned
             }
@@ -264,72 +106,115 @@ impl Schema {
                 payload,
                 binary,
                 floor,
-            } => {
-                let seq_key = topic_key(topic, "seq");
-                let history_key = topic_key(topic, "h");
-                let chan = channel(topic);
-                let floor = floor.to_string();
-                let keep = self.history_size.to_string();
-                let args: [&[u8]; 9] = [
-                    b"EVALSHA",
-                    s.publish.sha.as_bytes(),
-                    b"2",
-                    seq_key.as_bytes(),
-                    history_key.as_bytes(),
-                    chan.as_bytes(),
-                    floor.as_bytes(),
-                    keep.as_bytes(),
-                    &body(*binary, payload),
-                ];
-                encode_command(out, &args);
-                Expect::Published
-            }
+            } => self.encode_publish(topic, payload, *binary, *floor, out),
             EngineOp::Sync { topic, floor } => {
                 encode_command(out, &["SUBSCRIBE", &channel(topic)]);
-                encode_command(
-                    out,
-                    &[
-                        "EVALSHA",
-                        &s.load.sha,
-                        "2",
-                        &topic_key(topic, "seq"),
-                        &topic_key(topic, "h"),
-                        &floor.to_string(),
-                    ],
-                );
+                let seq_key = topic_key(topic, "seq");
+                let history_key = topic_key(topic, "h");
+                let load = &self.scripts.load.sha;
+                let floor = floor.to_string();
+                encode_command(out, &["EVALSHA", load, "2", &seq_key, &history_key, &floor]);
                 Expect::Synced
             }
             EngineOp::Unwatch(topic) => {
                 encode_command(out, &["UNSUBSCRIBE", &channel(topic)]);
                 Expect::Nothing
             }
-            EngineOp::Join { topic, session } | EngineOp::Leave { topic, session } => {
-                let (cmd, tag) = match op {
-                    EngineOp::Join { .. } => ("SADD", "j"),
-                    _ => ("SREM", "l"),
-                };
-                let sid = session.to_text();
-                let sid = std::str::from_utf8(&sid).expect("uuid text");
-                encode_command(
-                    out,
-                    &[
-                        "EVALSHA",
-                        &s.presence.sha,
-                        "1",
-                        &topic_key(topic, "m"),
-                        &channel(topic),
-                        sid,
-                        cmd,
-                        tag,
-                    ],
-                );
-                Expect::Done
-            }
+            EngineOp::Join { topic, session } => self.encode_presence(topic, *session, true, out),
+            EngineOp::Leave { topic, session } => self.encode_presence(topic, *session, false, out),
             EngineOp::Who(topic) => {
                 encode_command(out, &["SMEMBERS", &topic_key(topic, "m")]);
                 Expect::Members
             }
         }
+    }
+
+    fn encode_claim(&self, id: SessionId, out: &mut Vec<u8>) -> Expect {
+        let key = session_key(id);
+        // The claimer sets the real expiry when it saves right after.
+        let ttl = self.session_ttl_ms.max(1).to_string();
+        let args: [&[u8]; 6] = [
+            b"EVALSHA",
+            self.scripts.claim.sha.as_bytes(),
+            b"1",
+            &key,
+            self.instance.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        encode_command(out, &args);
+        Expect::Claim
+    }
+
+    fn encode_save(
+        &self,
+        session: SessionId,
+        subs: &[(Arc<str>, u64)],
+        ttl_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Expect {
+        let mut args: Vec<Vec<u8>> = vec![
+            b"EVALSHA".to_vec(),
+            self.scripts.save.sha.clone().into_bytes(),
+            b"1".to_vec(),
+            session_key(session),
+            self.instance.as_bytes().to_vec(),
+            ttl_ms.max(1).to_string().into_bytes(),
+        ];
+        for (topic, last) in subs {
+            args.push(topic.as_bytes().to_vec());
+            args.push(last.to_string().into_bytes());
+        }
+        encode_command(out, &args);
+        Expect::Owned
+    }
+
+    fn encode_publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        binary: bool,
+        floor: u64,
+        out: &mut Vec<u8>,
+    ) -> Expect {
+        let seq_key = topic_key(topic, "seq");
+        let history_key = topic_key(topic, "h");
+        let chan = channel(topic);
+        let floor = floor.to_string();
+        let keep = self.history_size.to_string();
+        let args: [&[u8]; 9] = [
+            b"EVALSHA",
+            self.scripts.publish.sha.as_bytes(),
+            b"2",
+            seq_key.as_bytes(),
+            history_key.as_bytes(),
+            chan.as_bytes(),
+            floor.as_bytes(),
+            keep.as_bytes(),
+            &body(binary, payload),
+        ];
+        encode_command(out, &args);
+        Expect::Published
+    }
+
+    /// `SADD` + `j` for a join, `SREM` + `l` for a leave.
+    fn encode_presence(
+        &self,
+        topic: &str,
+        session: SessionId,
+        joined: bool,
+        out: &mut Vec<u8>,
+    ) -> Expect {
+        let (cmd, tag) = if joined { ("SADD", "j") } else { ("SREM", "l") };
+        let sid = session.to_text();
+        let sid = std::str::from_utf8(&sid).expect("uuid text");
+        let members = topic_key(topic, "m");
+        let presence = &self.scripts.presence.sha;
+        let chan = channel(topic);
+        encode_command(
+            out,
+            &["EVALSHA", presence, "1", &members, &chan, sid, cmd, tag],
+        );
+        Expect::Done
     }
 
     /// Decodes the answer to a request.

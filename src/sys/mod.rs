@@ -1,4 +1,6 @@
-//! The few system calls monoio does not wrap the way we need them.
+//! The operating system below everything else: the few system calls monoio
+//! does not wrap the way we need them, and the log ([`log`]). Nothing here
+//! imports another module of the crate.
 //!
 //! Reads and writes on WebSocket connections are plain non-blocking
 //! `recv`/`send` (`MSG_DONTWAIT`) issued after monoio reports readiness: the
@@ -7,6 +9,32 @@
 
 use std::io;
 use std::os::fd::RawFd;
+
+pub mod log;
+
+/// Which io driver a runtime ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Driver {
+    /// io_uring.
+    IoUring,
+    /// epoll (monoio's legacy driver), where io_uring is blocked or forced off.
+    Epoll,
+}
+
+impl Driver {
+    /// The name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Bytes allowed in names that appear unquoted in protocol lines and logs.
+pub fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
 
 /// The CPUs this process may run on (`sched_getaffinity`), in ascending order.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
@@ -138,7 +166,7 @@ pub fn hostname() -> String {
     let name: String = buf[..end]
         .iter()
         .map(|&b| b as char)
-        .filter(|c| crate::config::is_name_byte(*c as u8))
+        .filter(|c| is_name_byte(*c as u8))
         .collect();
     if name.is_empty() {
         "wsgate".into()

@@ -10,17 +10,18 @@
 //! exits 0. A second signal exits at once.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::UnixStream;
 use monoio::time::Instant;
 
-use crate::log::{self, Level};
-use crate::server::{Core, Shared};
+use crate::core::{Core, Shared};
+use crate::proto::close::ServerClose;
+use crate::sys::log::{self, Level};
 
 /// Exit code after a second signal cut the drain short.
 pub const FORCED_EXIT_CODE: i32 = 1;
@@ -76,13 +77,13 @@ pub fn spawn_signal_thread(shared: Arc<Shared>, rings: Vec<StdUnixStream>) {
                     log::emit(Level::Warn, "forced_exit", &[("signal", &name)]);
                     std::process::exit(FORCED_EXIT_CODE);
                 }
-                shared.draining.store(true, Ordering::SeqCst);
+                shared.start_draining();
                 log::emit(
                     Level::Info,
                     "drain_start",
                     &[
                         ("signal", &name),
-                        ("connections", &shared.active.load(Ordering::Relaxed)),
+                        ("connections", &shared.active_connections()),
                         (
                             "drain_timeout",
                             &format!("{:?}", shared.config.drain_timeout),
@@ -111,68 +112,31 @@ pub fn closes_due(elapsed: Duration, window: Duration, total: usize) -> usize {
     (due as usize).min(total)
 }
 
-/// What one core's drain did.
-#[derive(Debug, Default)]
-pub struct DrainReport {
-    /// Connections open when the drain started.
-    pub connections: usize,
-    /// Connections that ended before the deadline.
-    pub closed: usize,
-    /// Connections cut at the deadline.
-    pub cut: usize,
-}
-
 /// Waits for the doorbell, then drains this core. Returns when the core has
 /// no connection left.
-pub async fn drain(core: Rc<Core>, bell: StdUnixStream) -> DrainReport {
+pub async fn drain(core: Rc<Core>, bell: StdUnixStream) {
     let bell = match UnixStream::from_std(bell) {
         Ok(bell) => bell,
         Err(_) => return std::future::pending().await,
     };
-    while !core.shared.draining.load(Ordering::SeqCst) {
+    while !core.shared.is_draining() {
         if bell.readable(false).await.is_err() {
             return std::future::pending().await;
         }
         let mut byte = [0u8; 8];
-        let _ = crate::sys::recv(std::os::fd::AsRawFd::as_raw_fd(&bell), &mut byte);
+        let _ = crate::sys::recv(bell.as_raw_fd(), &mut byte);
     }
-    core.draining.set(true);
+    core.start_draining();
     let timeout = core.shared.config.drain_timeout;
     let start = Instant::now();
+    let connections = core.conns.len();
+    send_closes(&core, start, close_window(timeout)).await;
     let deadline = start + timeout;
-    let window = close_window(timeout);
-    let targets = core.conns.snapshot();
-    let mut report = DrainReport {
-        connections: targets.len(),
-        ..Default::default()
-    };
-    // With the shared engine, a gateway session is saved before its close
-    // frame goes out (the hub sends the 1001 when Redis has it, or at once
-    // when Redis is away), so the node it reconnects to can resume it.
-    let mut sent = 0;
-    while sent < targets.len() {
-        let due = closes_due(start.elapsed(), window, targets.len());
-        for entry in &targets[sent..due] {
-            let saving = entry
-                .conn_id()
-                .is_some_and(|id| core.hub.borrow_mut().drain_close(id, core.now()));
-            if !saving {
-                entry.request_close(1001, "draining");
-            }
-        }
-        crate::gateway::flush_hub(&core);
-        sent = due;
-        if sent < targets.len() {
-            monoio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    drop(targets);
     while !core.conns.is_empty() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    report.cut = core.conns.len();
-    report.closed = report.connections.saturating_sub(report.cut);
-    core.conns.for_each(|c| c.cut());
+    let cut = core.conns.len();
+    core.conns.for_each(|c| c.cut(1006));
     // Cut connections end within a turn or two of the loop; bound it anyway.
     let grace = Instant::now() + Duration::from_secs(1);
     while !core.conns.is_empty() && Instant::now() < grace {
@@ -183,13 +147,37 @@ pub async fn drain(core: Rc<Core>, bell: StdUnixStream) -> DrainReport {
         "drain_end",
         &[
             ("core", &core.index),
-            ("connections", &report.connections),
-            ("closed", &report.closed),
-            ("cut", &report.cut),
+            ("connections", &connections),
+            ("closed", &connections.saturating_sub(cut)),
+            ("cut", &cut),
             ("elapsed_ms", &start.elapsed().as_millis()),
         ],
     );
-    report
+}
+
+/// Sends close 1001 "draining" to every connection open now, spread over
+/// `window` from `start`. With the shared engine, a gateway session is saved
+/// before its close frame goes out (the hub sends the 1001 when Redis has
+/// it, or at once when Redis is away), so the node it reconnects to can
+/// resume it.
+async fn send_closes(core: &Core, start: Instant, window: Duration) {
+    let targets = core.conns.snapshot();
+    let mut sent = 0;
+    while sent < targets.len() {
+        let due = closes_due(start.elapsed(), window, targets.len());
+        core.with_hub(|hub| {
+            for conn in &targets[sent..due] {
+                let saving = (conn.conn_id()).is_some_and(|id| hub.drain_close(id, core.now()));
+                if !saving {
+                    conn.request_close(ServerClose::Draining, core.now());
+                }
+            }
+        });
+        sent = due;
+        if sent < targets.len() {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::server::Core;
+use crate::core::Core;
+use crate::hub::Hub;
 
 /// What the sweeper does with one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,19 +16,21 @@ pub enum Beat {
     Idle,
     /// Quiet for `--ping-interval`: send a ping.
     Ping,
-    /// No pong or data within `--pong-timeout`: the peer is gone.
+    /// No pong or data (no close frame, after ours) within `--pong-timeout`:
+    /// the peer is gone.
     Dead,
     /// Output has waited on the peer for a full ping interval plus pong
     /// timeout: it is not reading (a slow consumer).
     Stuck,
 }
 
-/// Decides a connection's heartbeat. Times are coarse milliseconds; a zero
-/// `ping_sent` / `out_since` means none.
+/// Decides a connection's heartbeat. Times are coarse milliseconds;
+/// `awaiting` is when a ping, or our close frame, went out unanswered. A
+/// zero `awaiting` / `out_since` means none.
 pub fn beat(
     now: u64,
     last_seen: u64,
-    ping_sent: u64,
+    awaiting: u64,
     out_since: u64,
     ping_interval: u64,
     pong_timeout: u64,
@@ -35,8 +38,8 @@ pub fn beat(
     if out_since != 0 && now.saturating_sub(out_since) >= ping_interval + pong_timeout {
         return Beat::Stuck;
     }
-    if ping_sent != 0 {
-        return if now.saturating_sub(ping_sent) >= pong_timeout {
+    if awaiting != 0 {
+        return if now.saturating_sub(awaiting) >= pong_timeout {
             Beat::Dead
         } else {
             Beat::Idle
@@ -54,46 +57,65 @@ pub fn sweep_period(ping_interval: Duration, pong_timeout: Duration) -> Duration
     (ping_interval.min(pong_timeout) / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// Runs the sweeper of one core forever; it also advances the core's coarse clock.
+/// Runs the sweeper of one core forever; it also advances the core's
+/// coarse clock. It wakes every [`sweep_period`] for the connections, and in
+/// between when the hub has a deadline ([`Hub::poll_timeout`]: a session's
+/// TTL, a checkpoint), so no session is looked at before it is due.
 pub async fn run(core: Rc<Core>) {
     let config = &core.shared.config;
     let period = sweep_period(config.ping_interval, config.pong_timeout);
+    let period_ms = period.as_millis() as u64;
+    let mut next_sweep = core.tick() + period_ms;
+    loop {
+        let hub_due = core.read_hub(Hub::poll_timeout);
+        let wake = hub_due.map_or(next_sweep, |due| due.min(next_sweep));
+        let wait = wake.saturating_sub(core.tick()).max(1);
+        monoio::time::sleep(Duration::from_millis(wait)).await;
+        let now = core.tick();
+        if hub_due.is_some_and(|due| due <= now) {
+            // Sessions whose TTL ran out end here (and their `leave`s go out).
+            core.with_hub(|hub| hub.tick(now));
+        }
+        if now >= next_sweep {
+            next_sweep = now + period_ms;
+            sweep(&core, now);
+        }
+    }
+}
+
+/// Pings quiet connections, cuts dead and stuck ones.
+fn sweep(core: &Core, now: u64) {
+    if core.is_draining() {
+        return; // the drain owns every connection now
+    }
+    let config = &core.shared.config;
     let ping_interval = config.ping_interval.as_millis() as u64;
     let pong_timeout = config.pong_timeout.as_millis() as u64;
-    loop {
-        monoio::time::sleep(period).await;
-        let now = core.tick();
-        // Sessions whose TTL ran out end here (and their `leave`s go out).
-        core.hub.borrow_mut().tick(now);
-        crate::gateway::flush_hub(&core);
-        if core.draining.get() {
-            continue; // the drain owns every connection now
+    core.conns.for_each(|c| {
+        if !c.close_state().is_running() {
+            return;
         }
-        core.conns.for_each(|c| {
-            if c.cut.get() || c.close_sent.get() != 0 {
-                return;
+        let (last_seen, awaiting, out_since) = c.clocks();
+        match beat(
+            now,
+            last_seen,
+            awaiting,
+            out_since,
+            ping_interval,
+            pong_timeout,
+        ) {
+            Beat::Idle => {}
+            Beat::Ping => c.send_ping(now),
+            Beat::Dead => {
+                core.stats.heartbeat_timeout();
+                c.cut(1006);
             }
-            match beat(
-                now,
-                c.last_seen.get(),
-                c.ping_sent.get(),
-                c.out_since.get(),
-                ping_interval,
-                pong_timeout,
-            ) {
-                Beat::Idle => {}
-                Beat::Ping => c.send_ping(now),
-                Beat::Dead => {
-                    core.stats.heartbeat_timeout();
-                    c.cut();
-                }
-                Beat::Stuck => {
-                    core.stats.slow_consumer_close();
-                    c.cut();
-                }
+            Beat::Stuck => {
+                core.stats.slow_consumer_close();
+                c.cut(1008);
             }
-        });
-    }
+        }
+    });
 }
 
 #[cfg(test)]

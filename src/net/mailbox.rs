@@ -3,7 +3,6 @@
 //! non-empty, so a burst of messages costs one wake-up (DESIGN §9).
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Mutex;
@@ -16,8 +15,6 @@ use crate::proto::cookie::SessionId;
 pub struct Adoption {
     /// The socket, already upgraded (the 101 was sent).
     pub fd: OwnedFd,
-    /// The TCP peer.
-    pub peer: SocketAddr,
     /// The session it resumes or starts.
     pub session: SessionId,
     /// Whether the request carried the cookie.

@@ -6,8 +6,18 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-use crate::log::Level;
 use crate::proto::cookie::is_valid_cookie_name;
+use crate::sys::is_name_byte;
+use crate::sys::log::Level;
+
+mod redis_url;
+mod units;
+
+pub use redis_url::RedisTarget;
+pub use units::{parse_duration, parse_size};
+
+/// The built-in route that only sets the cookie (204).
+pub const SESSION_PATH: &str = "/ws-session";
 
 /// wsgate: a WebSocket gateway for fleets behind an L7 load balancer.
 #[derive(Parser, Debug, Clone)]
@@ -136,10 +146,10 @@ impl Config {
     }
 
     /// Where Redis is (`--redis`, already validated).
-    pub fn redis_target(&self) -> Option<crate::redis::RedisTarget> {
+    pub fn redis_target(&self) -> Option<RedisTarget> {
         self.redis
             .as_deref()
-            .and_then(|u| crate::redis::RedisTarget::parse(u).ok())
+            .and_then(|u| RedisTarget::parse(u).ok())
     }
 
     /// Checks combinations clap cannot express.
@@ -160,7 +170,7 @@ impl Config {
                     "{flag} must be an absolute path without spaces or query: {path:?}"
                 ));
             }
-            if path.as_str() == crate::server::SESSION_PATH {
+            if path.as_str() == SESSION_PATH {
                 return Err(format!(
                     "{flag} {path} collides with the built-in cookie route"
                 ));
@@ -185,7 +195,7 @@ impl Config {
         // Checked here rather than by clap, whose message would print the
         // URL, password included.
         if let Some(url) = &self.redis {
-            crate::redis::RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
+            RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
         }
         if self.redis_timeout < Duration::from_millis(10)
             || self.redis_timeout > Duration::from_secs(60)
@@ -242,72 +252,10 @@ impl Config {
     }
 }
 
-/// Bytes allowed in names that appear unquoted in protocol lines and logs.
-pub fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
-}
-
 /// Prints `wsgate: error: <msg>` and exits with code 2.
 pub fn fail(msg: &str) -> ! {
     eprintln!("wsgate: error: {msg}");
     std::process::exit(2)
-}
-
-/// Parses `250ms`, `30s`, `5m`, `1h`, `1d`, or bare seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (examples: 500ms, 30s, 5m)"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("duration {s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Parses `512`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of ten).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (examples: 64KiB, 1MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => {
-            return Err(format!(
-                "invalid size unit in {s:?} (use B, KiB, MiB or GiB)"
-            ))
-        }
-    };
-    value
-        .checked_mul(mult)
-        .and_then(|v| usize::try_from(v).ok())
-        .filter(|&v| v <= 1 << 40)
-        .ok_or_else(|| format!("size {s:?} is out of range"))
 }
 
 fn parse_level(s: &str) -> Result<Level, String> {
@@ -318,29 +266,6 @@ fn parse_level(s: &str) -> Result<Level, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("86400"), Ok(Duration::from_secs(86400)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("1MB"), Ok(1_000_000));
-        assert!(parse_size("1.5MiB").is_err());
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999GiB").is_err());
-    }
 
     #[test]
     fn defaults_are_valid() {

@@ -1,0 +1,310 @@
+//! Process start: one pinned monoio runtime per CPU, each with its own
+//! `SO_REUSEPORT` listener and accept loop (DESIGN §9), and the signal
+//! thread. `main` parses the flags and calls [`run`].
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+use crate::config::{Config, SESSION_PATH};
+use crate::core::{Core, Shared};
+use crate::net::epoll::Reactor;
+use crate::net::mailbox::Mailbox;
+use crate::proto::cookie::CookieSpec;
+use crate::proto::handshake::{OriginPolicy, Routes};
+use crate::serve::{admin, drain, handshake, heartbeat, mailbox, reactor, redis};
+use crate::sys::log::{self, Level};
+use crate::sys::{self, Driver};
+
+/// A fatal start-up problem (exit code 2).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+/// What a core reports once it serves (or why it cannot).
+type Ready = mpsc::Sender<Result<(usize, Driver), String>>;
+
+/// Starts every core and serves until the process ends.
+pub fn run(config: Config) -> Result<(), StartError> {
+    // Before any thread exists, so every thread inherits the mask.
+    drain::block_signals();
+    let cpus = sys::allowed_cpus().map_err(|e| StartError(format!("sched_getaffinity: {e}")))?;
+    let cores = config.cores.unwrap_or(cpus.len());
+    if cores > cpus.len() {
+        return Err(StartError(format!(
+            "--cores {cores} exceeds the {} CPUs this process may use ({cpus:?})",
+            cpus.len()
+        )));
+    }
+    // Fail early and clearly on a port that is taken: our own listeners use
+    // SO_REUSEPORT and would otherwise silently share it with another process.
+    let listen = probe_bind(config.listen, "--listen")?;
+    let admin = probe_bind(config.admin_listen, "--admin-listen")?;
+    let (shared, mail_bells) = shared_state(config, cores)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(cores);
+    let mut rings = Vec::with_capacity(cores);
+    // Before any other thread exists: a multi-threaded process that outgrows
+    // its descriptor table waits milliseconds for the kernel to grow it (seen
+    // as 8–15 ms accept stalls at 256, 512 and 1024 connections).
+    sys::grow_fd_table();
+    for ((index, &cpu), mail_bell) in cpus.iter().enumerate().take(cores).zip(mail_bells) {
+        let (ring, bell) = drain::doorbell().map_err(|e| StartError(format!("doorbell: {e}")))?;
+        rings.push(ring);
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let admin = (index == 0).then_some(admin);
+        let thread = std::thread::Builder::new()
+            .name(format!("wsgate-core-{index}"))
+            .spawn(move || core_main(index, cpu, listen, admin, shared, [bell, mail_bell], ready))
+            .map_err(|e| StartError(format!("spawning core {index}: {e}")))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut drivers = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(started)) => drivers.push(started),
+            Ok(Err(msg)) => return Err(StartError(msg)),
+            Err(_) => return Err(StartError("a core exited during start".into())),
+        }
+    }
+    drivers.sort();
+    let driver = drivers[0].1;
+    log_listening(&shared, listen, admin, &cpus[..cores], driver);
+    drain::spawn_signal_thread(shared.clone(), rings);
+    for t in threads {
+        let _ = t.join();
+    }
+    log::emit(Level::Info, "exit", &[("code", &0)]);
+    Ok(())
+}
+
+/// The process-wide state and each core's mailbox doorbell (the core's end).
+fn shared_state(
+    config: Config,
+    cores: usize,
+) -> Result<(Arc<Shared>, Vec<StdUnixStream>), StartError> {
+    let node_id = config.node_id.clone().unwrap_or_else(sys::hostname);
+    let routes = Routes {
+        ws_path: config.ws_path.clone(),
+        echo_path: config.echo_path.clone(),
+        health_path: config.health_path.clone(),
+        session_path: SESSION_PATH.into(),
+        origins: OriginPolicy::new(&config.allowed_origin),
+    };
+    let cookie = CookieSpec::new(
+        &config.cookie_name,
+        config.cookie_max_age.as_secs(),
+        config.cookie_secure,
+    );
+    let mut bells = Vec::with_capacity(cores);
+    let mut mailboxes = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let (ring, bell) = drain::doorbell().map_err(|e| StartError(format!("mailbox: {e}")))?;
+        mailboxes.push(Mailbox::new(ring));
+        bells.push(bell);
+    }
+    let shared = Shared::new(config, routes, cookie, node_id, mailboxes);
+    Ok((Arc::new(shared), bells))
+}
+
+fn log_listening(
+    shared: &Shared,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    cpus: &[usize],
+    driver: Driver,
+) {
+    let redis =
+        (shared.config.redis_target()).map_or_else(|| "none".to_string(), |t| t.to_string());
+    log::emit(
+        Level::Info,
+        "listening",
+        &[
+            ("listen", &listen),
+            ("admin", &admin),
+            ("cores", &cpus.len()),
+            ("cpus", &CpuList(cpus)),
+            ("driver", &driver.name()),
+            ("node", &shared.node_id),
+            ("redis", &redis),
+        ],
+    );
+    if driver == Driver::Epoll && std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_none() {
+        log::emit(
+            Level::Warn,
+            "io_uring_unavailable",
+            &[("fallback", &"epoll")],
+        );
+    }
+}
+
+struct CpuList<'a>(&'a [usize]);
+
+impl std::fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, cpu) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{cpu}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds a plain socket (no SO_REUSEPORT) to learn the port is free and to
+/// resolve port 0; it is closed again before the real listeners bind.
+fn probe_bind(addr: SocketAddr, flag: &str) -> Result<SocketAddr, StartError> {
+    let probe =
+        std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("{flag} {addr}: {e}")))?;
+    probe
+        .local_addr()
+        .map_err(|e| StartError(format!("{flag} {addr}: {e}")))
+}
+
+fn core_main(
+    index: usize,
+    cpu: usize,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    bells: [StdUnixStream; 2],
+    ready: Ready,
+) {
+    if let Err(e) = sys::pin_current_thread(cpu) {
+        let _ = ready.send(Err(format!("pinning core {index} to CPU {cpu}: {e}")));
+        return;
+    }
+    // COOP_TASKRUN: completions wait for the thread's next ring entry instead
+    // of interrupting it (measured: the rescheduling IPIs per operation, and
+    // the kernel time they cost, vanish; benches/README.md). Kernels before
+    // 5.19 refuse the flag: build a plain ring there.
+    let build = |coop: bool| {
+        let mut ring = io_uring::IoUring::builder();
+        if coop {
+            ring.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .with_entries(1024)
+            .uring_builder(ring)
+            .build()
+    };
+    let rt = match build(true).or_else(|_| build(false)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("building the runtime of core {index}: {e}")));
+            return;
+        }
+    };
+    let reactor = match Reactor::new() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!("epoll set of core {index}: {e}")));
+            return;
+        }
+    };
+    let core = Rc::new(Core::new(index, shared, reactor));
+    match rt {
+        monoio::FusionRuntime::Uring(mut rt) => {
+            rt.block_on(serve_core(
+                core,
+                Driver::IoUring,
+                listen,
+                admin,
+                bells,
+                ready,
+            ));
+        }
+        monoio::FusionRuntime::Legacy(mut rt) => {
+            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, bells, ready));
+        }
+    }
+}
+
+/// Binds this core's listeners, starts its tasks, and serves until its
+/// drain is over (returning ends the runtime).
+async fn serve_core(
+    core: Rc<Core>,
+    driver: Driver,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    bells: [StdUnixStream; 2],
+    ready: Ready,
+) {
+    let [drain_bell, mail_bell] = bells;
+    core.stats.set_driver(driver);
+    let listener = match bind_listeners(&core, listen, admin) {
+        Ok(l) => l,
+        Err(msg) => {
+            let _ = ready.send(Err(msg));
+            return;
+        }
+    };
+    let _ = ready.send(Ok((core.index, driver)));
+    drop(ready);
+    core.tick();
+    monoio::spawn(heartbeat::run(core.clone()));
+    monoio::spawn(reactor::run(core.clone()));
+    monoio::spawn(mailbox::run(core.clone(), mail_bell));
+    monoio::spawn(redis::run(core.clone()));
+    let drained = drain::drain(core.clone(), drain_bell);
+    monoio::select! {
+        _ = accept_loop(listener, core.clone()) => {}
+        _ = drained => {}
+    }
+}
+
+/// The traffic listener (and on the first core the admin listener, whose
+/// task is started here).
+fn bind_listeners(
+    core: &Rc<Core>,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<TcpListener, String> {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
+    let listener = TcpListener::bind_with_config(listen, &opts)
+        .map_err(|e| format!("--listen {listen}: {e}"))?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
+    // saves a setsockopt per connection; replies are batched per read anyway.
+    sys::set_nodelay(listener.as_raw_fd())
+        .map_err(|e| format!("--listen {listen}: TCP_NODELAY: {e}"))?;
+    if let Some(admin) = admin {
+        let admin_opts = ListenerOpts::new()
+            .reuse_port(false)
+            .reuse_addr(true)
+            .backlog(256);
+        let l = TcpListener::bind_with_config(admin, &admin_opts)
+            .map_err(|e| format!("--admin-listen {admin}: {e}"))?;
+        monoio::spawn(admin::serve(l, core.clone()));
+    }
+    Ok(listener)
+}
+
+async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                monoio::spawn(handshake::serve(stream, peer, core.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                log::emit(
+                    Level::Warn,
+                    "accept_failed",
+                    &[("core", &core.index), ("error", &e)],
+                );
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The only way into a core's [`Hub`]: [`Core::with_hub`] runs a closure on
+//! it and then carries out everything the hub asked for (frames to the
+//! core's connections, mail to other cores, engine requests, publish-API
+//! answers), so no caller can forget to. Frames for one connection are
+//! gathered and leave in one `send` at the end of the call, or at the end of
+//! the enclosing [`Core::hub_batch`] (see [`Conn::push_frame`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use super::Core;
+use crate::hub::{ConnId, EngineReply, Hub, Output};
+use crate::net::conn::{Conn, Pushed};
+use crate::net::mailbox::CoreMsg;
+use crate::sys::log::{self, Level};
+
+/// A core's hub and what its outputs are carried out on.
+pub struct HubDriver {
+    hub: RefCell<Hub>,
+    /// Gateway connections of this core, by hub token.
+    conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    /// Connections with frames gathered since the last send (reused list).
+    pushed: RefCell<Vec<Rc<Conn>>>,
+    /// Open [`Core::hub_batch`] calls.
+    batch: Cell<u32>,
+    /// Publish-API requests waiting for their sequence number.
+    admin_waiters: RefCell<HashMap<u64, Rc<AdminWaiter>>>,
+}
+
+impl HubDriver {
+    /// A driver for `hub`.
+    pub fn new(hub: Hub) -> HubDriver {
+        HubDriver {
+            hub: RefCell::new(hub),
+            conns: RefCell::default(),
+            pushed: RefCell::default(),
+            batch: Cell::new(0),
+            admin_waiters: RefCell::default(),
+        }
+    }
+}
+
+impl Core {
+    /// Runs `f` on this core's hub, then carries out what it asked for.
+    pub fn with_hub<R>(&self, f: impl FnOnce(&mut Hub) -> R) -> R {
+        let r = f(&mut self.hub.hub.borrow_mut());
+        self.carry_out();
+        if self.hub.batch.get() == 0 {
+            self.send_pushed();
+        }
+        r
+    }
+
+    /// Runs `f`, whose [`Core::with_hub`] calls leave the frames they give a
+    /// connection queued until `f` returns: then each connection gets them
+    /// in one `send` (a burst of commands read at once reaches each
+    /// subscriber as one write).
+    pub fn hub_batch<R>(&self, f: impl FnOnce() -> R) -> R {
+        let driver = &self.hub;
+        driver.batch.set(driver.batch.get() + 1);
+        let r = f();
+        driver.batch.set(driver.batch.get() - 1);
+        if driver.batch.get() == 0 {
+            self.send_pushed();
+        }
+        r
+    }
+
+    /// Reads the hub (nothing to carry out).
+    pub fn read_hub<R>(&self, f: impl FnOnce(&Hub) -> R) -> R {
+        f(&self.hub.hub.borrow())
+    }
+
+    /// A gateway connection the hub knows as `id` is open on this core.
+    pub fn add_gateway_conn(&self, id: ConnId, conn: Rc<Conn>) {
+        self.hub.conns.borrow_mut().insert(id, conn);
+    }
+
+    /// The gateway connection `id` is gone.
+    pub fn remove_gateway_conn(&self, id: ConnId) {
+        self.hub.conns.borrow_mut().remove(&id);
+    }
+
+    /// The gateway connection the hub knows as `id`.
+    pub fn gateway_conn(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.hub.conns.borrow().get(&id).cloned()
+    }
+
+    /// Carries out every output the hub has queued; frames wait in the
+    /// connections' outboxes for [`Core::send_pushed`].
+    fn carry_out(&self) {
+        loop {
+            let Some(out) = self.hub.hub.borrow_mut().poll_output() else {
+                break;
+            };
+            match out {
+                Output::Send { conn, frame, tag } => self.push(conn, &frame, tag.as_ref()),
+                Output::Close { conn, why } => {
+                    if let Some(c) = self.gateway_conn(conn) {
+                        c.request_close(why, self.now());
+                    }
+                }
+                Output::Mail { core: to, msg } => self.shared.mailboxes[to].post(CoreMsg::Hub(msg)),
+                Output::AdminPublished { request, seq } => {
+                    let waiter = self.hub.admin_waiters.borrow_mut().remove(&request);
+                    if let Some(waiter) = waiter {
+                        waiter.complete(seq);
+                    }
+                }
+                Output::Engine { id, op } => {
+                    let sent = (self.engine()).is_some_and(|e| e.submit(id, &op, self.tick()));
+                    if !sent {
+                        // Redis is down: the hub serves it locally.
+                        let now = self.now();
+                        let mut hub = self.hub.hub.borrow_mut();
+                        hub.engine_reply(id, EngineReply::Failed, now);
+                    }
+                }
+            }
+        }
+        let hub = self.hub.hub.borrow();
+        self.stats.set_sessions(hub.stats, hub.session_count());
+    }
+
+    fn push(&self, id: ConnId, frame: &[u8], tag: Option<&(std::sync::Arc<str>, u64)>) {
+        let Some(conn) = self.gateway_conn(id) else {
+            return;
+        };
+        let max_backpressure = self.shared.config.max_backpressure;
+        match conn.push_frame(frame, tag, max_backpressure) {
+            Pushed::First => {
+                self.stats.sent(1, frame.len() as u64);
+                self.hub.pushed.borrow_mut().push(conn);
+            }
+            Pushed::Queued => self.stats.sent(1, frame.len() as u64),
+            Pushed::SlowConsumer => {
+                self.stats.slow_consumer_close();
+                log::emit(
+                    Level::Info,
+                    "slow_consumer",
+                    &[("core", &self.index), ("conn", &id)],
+                );
+            }
+        }
+    }
+
+    /// Sends what [`Core::carry_out`] gathered, one `send` per connection.
+    fn send_pushed(&self) {
+        let mut pushed = self.hub.pushed.take();
+        let now = self.now();
+        for conn in pushed.drain(..) {
+            conn.flush_pushed(now);
+        }
+        self.hub.pushed.replace(pushed);
+    }
+
+    /// Publishes from the admin API on this core; resolves to the sequence number.
+    pub fn admin_publish(&self, topic: &str, payload: &[u8], binary: bool) -> Published {
+        let request = self.next_id();
+        let waiter = Rc::new(AdminWaiter::default());
+        let waiters = &self.hub.admin_waiters;
+        waiters.borrow_mut().insert(request, waiter.clone());
+        self.with_hub(|hub| hub.publish_api(request, topic, payload, binary));
+        Published(waiter)
+    }
+}
+
+/// A publish-API request waiting for its sequence number.
+#[derive(Default)]
+pub struct AdminWaiter {
+    seq: Cell<Option<u64>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl AdminWaiter {
+    fn complete(&self, seq: u64) {
+        self.seq.set(Some(seq));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves to the sequence number of a publish-API request.
+pub struct Published(Rc<AdminWaiter>);
+
+impl Future for Published {
+    type Output = u64;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+        match self.0.seq.get() {
+            Some(seq) => Poll::Ready(seq),
+            None => {
+                self.0.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Mail from other cores' hubs (and this one's): deliveries to local
+//! subscribers, replays after a resume, presence lines and answers.
+
+use std::sync::Arc;
+
+use std::rc::Rc;
+
+use super::{frame_of, text_frame, ConnId, Hub, Msg, Output, Reply, Stored};
+use crate::proto::command;
+use crate::proto::cookie::SessionId;
+
+impl Hub {
+    /// A message from another core's hub.
+    pub fn receive(&mut self, msg: Msg) {
+        self.handle(msg);
+        self.run_local();
+    }
+
+    pub(super) fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Subscribe {
+                topic,
+                from,
+                session,
+                after,
+            } => self.on_subscribe(topic, from, session, after),
+            Msg::Unsubscribe {
+                topic,
+                from,
+                session,
+                announce,
+            } => self.on_unsubscribe(topic, from, session, announce),
+            Msg::Publish {
+                topic,
+                payload,
+                binary,
+                reply,
+            } => self.on_publish(topic, payload, binary, reply),
+            Msg::Who {
+                topic,
+                from,
+                session,
+            } => self.on_who(topic, from, session),
+            Msg::Deliver {
+                topic,
+                seq,
+                payload,
+                binary,
+            } => self.on_deliver(topic, seq, payload, binary),
+            Msg::Subscribed {
+                topic,
+                session,
+                fresh,
+                current,
+                gap,
+                history,
+            } => self.on_subscribed(topic, session, fresh, current, gap, history),
+            Msg::Presence {
+                topic,
+                joined,
+                session,
+            } => {
+                let Some(list) = self.local_subs.get(&topic) else {
+                    return;
+                };
+                let sid = session.to_string();
+                let frame = text_frame(|l| command::write_presence(l, joined, &topic, &sid));
+                let conns: Vec<ConnId> = list
+                    .iter()
+                    .filter(|s| **s != session)
+                    .filter_map(|s| self.sessions.get(s).and_then(|s| s.conn))
+                    .collect();
+                for conn in conns {
+                    self.send(conn, frame.clone());
+                }
+            }
+            Msg::Members {
+                topic,
+                session,
+                members,
+            } => {
+                let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+                    return;
+                };
+                let ids: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+                let frame = text_frame(|l| {
+                    command::write_members(l, &topic, ids.iter().map(|s| s.as_str()))
+                });
+                self.send(conn, frame);
+            }
+            Msg::Published { topic, seq, reply } => match reply {
+                Reply::Session(_, session) => {
+                    let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+                        return;
+                    };
+                    self.send(
+                        conn,
+                        text_frame(|l| command::write_ok(l, "pub", &topic, Some(seq))),
+                    );
+                }
+                Reply::Admin(_, request) => {
+                    self.out.push_back(Output::AdminPublished { request, seq })
+                }
+            },
+        }
+    }
+
+    fn on_deliver(&mut self, topic: Arc<str>, seq: u64, payload: Arc<[u8]>, binary: bool) {
+        let Some((local, list)) = self.local_subs.get_key_value(&topic) else {
+            return;
+        };
+        // Tag deliveries with this core's own copy of the name: its reference
+        // count stays on this core's cache lines, however many subscribers.
+        let topic = local.clone();
+        let mut frame: Option<Rc<[u8]>> = None;
+        let mut sends = Vec::new();
+        for id in list {
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
+            let Some(sub) = s.subs.get_mut(&topic) else {
+                continue;
+            };
+            // Pending: the owner's `Subscribed` (sent after this) covers it.
+            // Disconnected: it is missed, and replayed on resume.
+            if sub.pending || seq <= sub.last {
+                continue;
+            }
+            let Some(conn) = s.conn else { continue };
+            sub.last = seq;
+            s.dirty = true;
+            let frame = frame.get_or_insert_with(|| {
+                let mut line = Vec::with_capacity(payload.len() + topic.len() + 24);
+                command::write_msg(&mut line, &topic, seq, &payload, binary);
+                frame_of(&line, binary)
+            });
+            sends.push((conn, frame.clone()));
+        }
+        for (conn, frame) in sends {
+            self.deliver(conn, frame, &topic, seq);
+        }
+    }
+
+    fn on_subscribed(
+        &mut self,
+        topic: Arc<str>,
+        session: SessionId,
+        fresh: bool,
+        current: u64,
+        gap: Option<(u64, u64)>,
+        history: Vec<Stored>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(sub) = s.subs.get_mut(&topic) else {
+            return;
+        };
+        sub.pending = false;
+        s.dirty = true;
+        if fresh {
+            sub.last = current;
+            if self.cfg.engine {
+                // Written through with the seq it starts after, as `ok sub`
+                // goes out: a crash right after replays nothing older.
+                let now = self.clock;
+                self.save(session, None, now);
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(sub) = s.subs.get_mut(&topic) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
+            return;
+        };
+        let mut frames = Vec::new();
+        if fresh {
+            sub.last = current;
+            frames.push((
+                text_frame(|l| command::write_ok(l, "sub", &topic, Some(current))),
+                None,
+            ));
+        } else {
+            if let Some((from, to)) = gap {
+                if to > sub.last {
+                    frames.push((
+                        text_frame(|l| command::write_gap(l, &topic, from.max(sub.last + 1), to)),
+                        None,
+                    ));
+                }
+            }
+            for m in history.iter().filter(|m| m.seq > sub.last) {
+                let mut line = Vec::with_capacity(m.payload.len() + topic.len() + 24);
+                command::write_msg(&mut line, &topic, m.seq, &m.payload, m.binary);
+                frames.push((frame_of(&line, m.binary), Some(m.seq)));
+            }
+            sub.last = sub.last.max(current);
+        }
+        for (frame, seq) in frames {
+            match seq {
+                Some(seq) => self.deliver(conn, frame, &topic, seq),
+                None => self.send(conn, frame),
+            }
+        }
+    }
+}

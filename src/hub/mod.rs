@@ -1,0 +1,350 @@
+//! Where a session lives: one core's share of the gateway, as a sans-IO state
+//! machine (DESIGN §4, §6).
+//!
+//! Each core has a `Hub`. It owns the sessions whose id maps to this core and
+//! the topics whose name maps to this core. A topic's owner assigns sequence
+//! numbers, keeps the history and the member set, and fans each message out
+//! to the cores that have subscribers, which deliver it to their local
+//! sessions. Cores talk only through [`Msg`] values, and a core's mailbox is
+//! FIFO per sender, so everything one topic owner sends to one core (replays,
+//! live messages, acks) arrives in the order it was sent: that is what makes
+//! "replay before live, no duplicates" hold without locks.
+//!
+//! Inputs are method calls with the current time in milliseconds; outputs are
+//! [`Output`] values drained with [`Hub::poll_output`]. No sockets, no clock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::proto::close::ServerClose;
+use crate::proto::cookie::SessionId;
+use crate::proto::frame::{encode_frame, OpCode};
+
+/// A connection's token on its core.
+pub type ConnId = u64;
+
+/// Who is waiting for a publish's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// A session's connection (`ok pub <topic> <seq>`).
+    Session(usize, SessionId),
+    /// A publish-API request on the admin core, by request number.
+    Admin(usize, u64),
+}
+
+/// A message from one core's hub to another's.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// Subscribe `session` (on core `from`). `after: None` is a new
+    /// subscription (announced with `join`); `Some(seq)` resumes after `seq`.
+    Subscribe {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+        after: Option<u64>,
+    },
+    /// Unsubscribe; announced with `leave` unless `announce` is false (the
+    /// session lives on in another node).
+    Unsubscribe {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+        announce: bool,
+    },
+    /// Publish to a topic.
+    Publish {
+        topic: Arc<str>,
+        payload: Arc<[u8]>,
+        binary: bool,
+        reply: Reply,
+    },
+    /// Ask for the member list.
+    Who {
+        topic: Arc<str>,
+        from: usize,
+        session: SessionId,
+    },
+    /// A message to deliver to the local subscribers of `topic`.
+    Deliver {
+        topic: Arc<str>,
+        seq: u64,
+        payload: Arc<[u8]>,
+        binary: bool,
+    },
+    /// The owner's answer to `Subscribe`: the current sequence number, the
+    /// history after the requested point, and the hole history cannot cover.
+    Subscribed {
+        topic: Arc<str>,
+        session: SessionId,
+        fresh: bool,
+        current: u64,
+        gap: Option<(u64, u64)>,
+        history: Vec<Stored>,
+    },
+    /// `join` / `leave` for the local subscribers of `topic`.
+    Presence {
+        topic: Arc<str>,
+        joined: bool,
+        session: SessionId,
+    },
+    /// The answer to `Who`.
+    Members {
+        topic: Arc<str>,
+        session: SessionId,
+        members: Vec<SessionId>,
+    },
+    /// The sequence number a publish got.
+    Published {
+        topic: Arc<str>,
+        seq: u64,
+        reply: Reply,
+    },
+}
+
+/// A message kept in a topic's history.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its payload.
+    pub payload: Arc<[u8]>,
+    /// Whether it was published in a binary frame.
+    pub binary: bool,
+}
+
+/// What the hub asks the I/O layer to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send a complete WebSocket frame to a connection of this core; `tag`
+    /// names the message it delivers, so a loss can be rewound.
+    Send {
+        conn: ConnId,
+        frame: Rc<[u8]>,
+        tag: Option<(Arc<str>, u64)>,
+    },
+    /// Close a connection with a close frame.
+    Close { conn: ConnId, why: ServerClose },
+    /// Post a message to another core.
+    Mail { core: usize, msg: Msg },
+    /// A publish-API request on this core got its sequence number.
+    AdminPublished { request: u64, seq: u64 },
+    /// A request to the shared engine (`--redis`), answered with
+    /// [`Hub::engine_reply`] under the same `id`.
+    Engine { id: u64, op: EngineOp },
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This core's index.
+    pub core: usize,
+    /// Number of cores.
+    pub cores: usize,
+    /// Name used in `hello`.
+    pub node_id: String,
+    /// How long a disconnected session is kept, in ms.
+    pub session_ttl_ms: u64,
+    /// Messages kept per topic.
+    pub history_size: usize,
+    /// Whether a shared engine (`--redis`) backs sessions and topics.
+    pub engine: bool,
+}
+
+/// A session's view of one subscribed topic.
+#[derive(Debug)]
+struct Sub {
+    /// The last sequence number delivered to the client.
+    last: u64,
+    /// Waiting for the owner's `Subscribed`; live messages are covered by it.
+    pending: bool,
+}
+
+#[derive(Debug)]
+struct Session {
+    conn: Option<ConnId>,
+    subs: HashMap<Arc<str>, Sub>,
+    /// When the socket went away (ms); `None` while connected.
+    disconnected_at: Option<u64>,
+    /// A delivery moved `last` since the engine last saved the session.
+    dirty: bool,
+    /// When the engine last saved it (ms).
+    saved_at: u64,
+    /// Waiting for the engine's claim: commands that arrived meanwhile.
+    loading: Option<Vec<Queued>>,
+    /// Its TTL ran out; waiting for the engine to say whether it is ours.
+    expiring: bool,
+    /// Made by `attach` for a claim: holds no state until the claim answers.
+    placeholder: bool,
+}
+
+impl Session {
+    fn new(conn: Option<ConnId>) -> Session {
+        Session {
+            conn,
+            subs: HashMap::new(),
+            disconnected_at: None,
+            dirty: false,
+            saved_at: 0,
+            loading: None,
+            expiring: false,
+            placeholder: false,
+        }
+    }
+}
+
+/// Counters the I/O layer exports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Sessions created.
+    pub sessions_new: u64,
+    /// Sessions resumed by a reconnect.
+    pub sessions_resumed: u64,
+    /// Sessions that expired or ended.
+    pub sessions_ended: u64,
+}
+
+/// One core's sessions and topics.
+pub struct Hub {
+    cfg: HubConfig,
+    sessions: HashMap<SessionId, Session>,
+    conns: HashMap<ConnId, SessionId>,
+    /// Local sessions subscribed to each topic.
+    local_subs: HashMap<Arc<str>, Vec<SessionId>>,
+    topics: HashMap<Arc<str>, Topic>,
+    /// Messages to this core itself, handled in order before returning.
+    local: VecDeque<Msg>,
+    out: VecDeque<Output>,
+    /// Whether the shared engine is reachable right now.
+    engine_up: bool,
+    /// Engine requests waiting for their answer.
+    waits: HashMap<u64, Wait>,
+    next_wait: u64,
+    /// The latest time an input carried (ms), for outputs caused by mail.
+    clock: u64,
+    last_checkpoint: u64,
+    /// When disconnected sessions are due to expire (ms), earliest first;
+    /// an entry whose session came back or left again later is skipped.
+    expiries: BinaryHeap<Reverse<(u64, SessionId)>>,
+    /// Lifetime counters.
+    pub stats: HubStats,
+}
+
+fn text_frame(build: impl FnOnce(&mut Vec<u8>)) -> Rc<[u8]> {
+    let mut line = Vec::with_capacity(64);
+    build(&mut line);
+    frame_of(&line, false)
+}
+
+fn frame_of(payload: &[u8], binary: bool) -> Rc<[u8]> {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    encode_frame(
+        &mut frame,
+        if binary { OpCode::Binary } else { OpCode::Text },
+        payload,
+    );
+    frame.into()
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(cfg: HubConfig) -> Hub {
+        Hub {
+            cfg,
+            sessions: HashMap::new(),
+            conns: HashMap::new(),
+            local_subs: HashMap::new(),
+            topics: HashMap::new(),
+            local: VecDeque::new(),
+            out: VecDeque::new(),
+            engine_up: false,
+            waits: HashMap::new(),
+            next_wait: 0,
+            clock: 0,
+            last_checkpoint: 0,
+            expiries: BinaryHeap::new(),
+            stats: HubStats::default(),
+        }
+    }
+
+    /// Whether this core holds `session` (a sticky hit).
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// Sessions held (connected or waiting for a resume).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Rc<[u8]>) {
+        self.out.push_back(Output::Send {
+            conn,
+            frame,
+            tag: None,
+        });
+    }
+
+    fn deliver(&mut self, conn: ConnId, frame: Rc<[u8]>, topic: &Arc<str>, seq: u64) {
+        self.out.push_back(Output::Send {
+            conn,
+            frame,
+            tag: Some((topic.clone(), seq)),
+        });
+    }
+
+    /// The connection a session is attached to, if any.
+    pub fn connection_of(&self, session: SessionId) -> Option<ConnId> {
+        self.sessions.get(&session).and_then(|s| s.conn)
+    }
+
+    /// Messages from `lost` (first lost sequence number per topic) never
+    /// reached the client: the next resume replays from there.
+    pub fn rewind(&mut self, session: SessionId, lost: &[(Arc<str>, u64)]) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        for (topic, seq) in lost {
+            if let Some(sub) = s.subs.get_mut(topic) {
+                sub.last = sub.last.min(seq.saturating_sub(1));
+                s.dirty = true;
+            }
+        }
+    }
+
+    fn mail(&mut self, core: usize, msg: Msg) {
+        if core == self.cfg.core {
+            self.local.push_back(msg);
+        } else {
+            self.out.push_back(Output::Mail { core, msg });
+        }
+    }
+
+    fn run_local(&mut self) {
+        while let Some(msg) = self.local.pop_front() {
+            self.handle(msg);
+        }
+    }
+}
+
+mod commands;
+mod deliver;
+mod engine;
+mod session;
+mod topic;
+
+pub use engine::{Claimed, EngineEvent, EngineOp, EngineReply, CHECKPOINT_MS};
+use engine::{Queued, Wait};
+pub use topic::topic_owner;
+use topic::Topic;
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! A session's life on its core: attach (new, resumed, taken over),
+//! `hello`, detach, expiry after `--session-ttl`, and its end.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use super::{
+    text_frame, topic_owner, ConnId, EngineOp, Hub, Msg, Output, Session, Wait, CHECKPOINT_MS,
+};
+use crate::proto::close::ServerClose;
+use crate::proto::command;
+use crate::proto::cookie::SessionId;
+
+impl Hub {
+    /// A connection for `session` (owned by this core) is open. Takes over
+    /// an older connection of the same session. Without an engine, or for a
+    /// request without the cookie, sends `hello` at once and asks the topic
+    /// owners to replay what was missed; with one, claims the session from
+    /// the engine first (another node may have had it). Returns whether this
+    /// core already held the session (a sticky hit).
+    pub fn attach(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        cookie_present: bool,
+        now: u64,
+    ) -> bool {
+        self.clock = self.clock.max(now);
+        let had = match self.sessions.get_mut(&session) {
+            Some(s) => {
+                if let Some(old) = s.conn.replace(conn) {
+                    // The old socket still looks open: this reconnect replaces it.
+                    self.conns.remove(&old);
+                    self.out.push_back(Output::Close {
+                        conn: old,
+                        why: ServerClose::Replaced,
+                    });
+                }
+                s.disconnected_at = None;
+                s.expiring = false;
+                true
+            }
+            None => {
+                self.sessions.insert(session, Session::new(Some(conn)));
+                false
+            }
+        };
+        self.conns.insert(conn, session);
+        if self.cfg.engine && cookie_present {
+            let s = self.sessions.get_mut(&session).expect("attached");
+            s.loading = Some(Vec::new());
+            s.placeholder = !had;
+            self.ask(Wait::Claim { session, conn, had }, EngineOp::Claim(session));
+        } else {
+            self.greet(conn, session, had, now);
+        }
+        self.run_local();
+        had
+    }
+
+    /// Sends `hello` and, for a resumed session, asks each topic owner for
+    /// what was missed; then runs the commands that waited for it.
+    pub(super) fn greet(&mut self, conn: ConnId, session: SessionId, resumed: bool, now: u64) {
+        let sid = session.to_string();
+        let node = self.cfg.node_id.clone();
+        self.send(
+            conn,
+            text_frame(|l| command::write_hello(l, &sid, resumed, &node)),
+        );
+        let from = self.cfg.core;
+        let s = self.sessions.get_mut(&session).expect("attached");
+        let queued = s.loading.take().unwrap_or_default();
+        if resumed {
+            self.stats.sessions_resumed += 1;
+            let mut asks = Vec::with_capacity(s.subs.len());
+            for (topic, sub) in s.subs.iter_mut() {
+                sub.pending = true;
+                asks.push((topic.clone(), sub.last));
+            }
+            for (topic, last) in asks {
+                let owner = topic_owner(&topic, self.cfg.cores);
+                self.mail(
+                    owner,
+                    Msg::Subscribe {
+                        topic,
+                        from,
+                        session,
+                        after: Some(last),
+                    },
+                );
+            }
+        } else {
+            self.stats.sessions_new += 1;
+        }
+        if self.cfg.engine {
+            // Persisted from the first moment, so any node can resume it.
+            self.save(session, None, now);
+        }
+        for q in queued {
+            self.run_queued(conn, q);
+        }
+    }
+
+    /// The connection's socket is gone. A close with 1000 ends the session at
+    /// once; anything else keeps it for `--session-ttl`.
+    /// `lost` lists, per topic, the first message that never reached the client.
+    pub fn detach(
+        &mut self,
+        conn: ConnId,
+        now: u64,
+        ended_by_client: bool,
+        lost: &[(Arc<str>, u64)],
+    ) {
+        self.clock = self.clock.max(now);
+        let Some(session) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.rewind(session, lost);
+        if ended_by_client {
+            if self.cfg.engine {
+                self.ask(Wait::Forget, EngineOp::End(session));
+            }
+            self.end_session(session, true);
+        } else if self.sessions.contains_key(&session) {
+            self.mark_disconnected(session, now);
+            let s = self.sessions.get_mut(&session).expect("checked");
+            // Gone before its claim was answered: what we hold is not the
+            // session's state, so the engine's copy stays as it is, and a
+            // placeholder made for the claim is dropped.
+            let claimed = s.loading.take().is_none();
+            if claimed {
+                if self.cfg.engine {
+                    self.save(session, None, now);
+                }
+            } else if s.placeholder {
+                self.sessions.remove(&session);
+            }
+        }
+        self.run_local();
+    }
+
+    /// Expires sessions disconnected for longer than the TTL, and with an
+    /// engine, checkpoints what changed (at most once a second).
+    pub fn tick(&mut self, now: u64) {
+        self.clock = self.clock.max(now);
+        let ttl = self.cfg.session_ttl_ms;
+        while let Some(&Reverse((due, id))) = self.expiries.peek() {
+            if due > now {
+                break;
+            }
+            self.expiries.pop();
+            // A session that came back (or left again later, with a later
+            // entry of its own) is not due.
+            let due_now = self.sessions.get(&id).is_some_and(|s| {
+                !s.expiring
+                    && s.disconnected_at
+                        .is_some_and(|t| now.saturating_sub(t) >= ttl)
+            });
+            if !due_now {
+                continue;
+            }
+            if self.cfg.engine && self.engine_up {
+                // Another node may have resumed it meanwhile: only the
+                // engine's owner announces the `leave`.
+                self.sessions.get_mut(&id).expect("listed").expiring = true;
+                self.ask(Wait::Expire(id), EngineOp::End(id));
+            } else {
+                self.end_session(id, true);
+            }
+        }
+        if self.cfg.engine && now.saturating_sub(self.last_checkpoint) >= CHECKPOINT_MS {
+            self.last_checkpoint = now;
+            self.checkpoint(now);
+        }
+        self.run_local();
+    }
+
+    /// When [`Hub::tick`] has work next (ms): the earliest session expiry,
+    /// and with an engine the next checkpoint. `None`: nothing is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let expiry = self.expiries.peek().map(|Reverse((due, _))| *due);
+        let checkpoint = self
+            .cfg
+            .engine
+            .then(|| self.last_checkpoint + CHECKPOINT_MS);
+        match (expiry, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The session's socket is gone: it waits for a resume until its TTL
+    /// runs out (an entry in the expiry queue says when to look).
+    pub(super) fn mark_disconnected(&mut self, session: SessionId, now: u64) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.conn = None;
+            s.disconnected_at = Some(now);
+            let due = now + self.cfg.session_ttl_ms;
+            self.expiries.push(Reverse((due, session)));
+        }
+    }
+
+    /// Ends a session here; `announce` sends `leave` to its topics' members.
+    pub(super) fn end_session(&mut self, session: SessionId, announce: bool) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        if let Some(conn) = s.conn {
+            self.conns.remove(&conn);
+        }
+        self.stats.sessions_ended += 1;
+        let from = self.cfg.core;
+        for topic in s.subs.into_keys() {
+            self.remove_local_sub(&topic, session);
+            let owner = topic_owner(&topic, self.cfg.cores);
+            self.mail(
+                owner,
+                Msg::Unsubscribe {
+                    topic,
+                    from,
+                    session,
+                    announce,
+                },
+            );
+        }
+    }
+
+    pub(super) fn remove_local_sub(&mut self, topic: &Arc<str>, session: SessionId) {
+        if let Some(list) = self.local_subs.get_mut(topic) {
+            list.retain(|s| *s != session);
+            if list.is_empty() {
+                self.local_subs.remove(topic);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Counters, one set per core, summed when scraped (DESIGN §8).
+//!
+//! Each counter has exactly one writer, its own core, so an increment is a
+//! relaxed load and store (no locked instruction); the admin scrape reads them
+//! from another thread.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::hub::HubStats;
+use crate::sys::Driver;
+
+mod render;
+
+/// Statuses counted in `wsgate_upgrades_total{result}` besides `ok`.
+pub(crate) const REJECT_STATUSES: [u16; 8] = [400, 403, 404, 405, 408, 426, 431, 503];
+/// Close codes counted in `wsgate_closes_total{code}`; the last slot is 1006
+/// (the connection ended without a close frame).
+pub(crate) const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1006];
+
+/// One core's counters.
+#[derive(Default)]
+pub struct CoreStats {
+    driver: AtomicU8,
+    /// 0: no `--redis`; 1: this core's Redis connection is down; 2: up.
+    redis: AtomicU8,
+    redis_failures: AtomicU64,
+    connections_active: AtomicU64,
+    upgrades_ok: AtomicU64,
+    rejects: [AtomicU64; REJECT_STATUSES.len()],
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    closes: [AtomicU64; CLOSE_CODES.len()],
+    sticky_hits: AtomicU64,
+    sticky_misses: AtomicU64,
+    slow_consumer_closes: AtomicU64,
+    heartbeat_timeouts: AtomicU64,
+    sessions_new: AtomicU64,
+    sessions_resumed: AtomicU64,
+    sessions_ended: AtomicU64,
+    sessions_held: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl CoreStats {
+    /// Records the io driver this core runs on.
+    pub fn set_driver(&self, driver: Driver) {
+        self.driver.store(driver as u8 + 1, Relaxed);
+    }
+
+    /// An upgrade was answered with 101.
+    pub fn upgraded(&self) {
+        bump(&self.upgrades_ok, 1);
+    }
+
+    /// A WebSocket connection started running on this core.
+    pub fn connection_opened(&self) {
+        bump(&self.connections_active, 1);
+    }
+
+    /// A WebSocket connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_active.store(
+            self.connections_active.load(Relaxed).saturating_sub(1),
+            Relaxed,
+        );
+    }
+
+    /// A request was answered with an error status.
+    pub fn rejected(&self, status: u16) {
+        if let Some(i) = REJECT_STATUSES.iter().position(|&s| s == status) {
+            bump(&self.rejects[i], 1);
+        }
+    }
+
+    /// Messages and bytes received.
+    pub fn received(&self, messages: u64, bytes: u64) {
+        bump(&self.messages_in, messages);
+        bump(&self.bytes_in, bytes);
+    }
+
+    /// Messages and bytes sent.
+    pub fn sent(&self, messages: u64, bytes: u64) {
+        bump(&self.messages_out, messages);
+        bump(&self.bytes_out, bytes);
+    }
+
+    /// A connection ended with this close code (1006: no close frame).
+    pub fn closed_with(&self, code: u16) {
+        if let Some(i) = CLOSE_CODES.iter().position(|&c| c == code) {
+            bump(&self.closes[i], 1);
+        }
+    }
+}
+
+impl CoreStats {
+    /// An upgrade carried a valid cookie for a session this node has.
+    pub fn sticky_hit(&self) {
+        bump(&self.sticky_hits, 1);
+    }
+
+    /// An upgrade carried a valid cookie for a session this node does not
+    /// know: routing drift, or a session that expired.
+    pub fn sticky_miss(&self) {
+        bump(&self.sticky_misses, 1);
+    }
+
+    /// A peer was closed for not taking its output.
+    pub fn slow_consumer_close(&self) {
+        bump(&self.slow_consumer_closes, 1);
+    }
+
+    /// Copies the hub's session counters.
+    pub fn set_sessions(&self, stats: HubStats, held: usize) {
+        self.sessions_new.store(stats.sessions_new, Relaxed);
+        self.sessions_resumed.store(stats.sessions_resumed, Relaxed);
+        self.sessions_ended.store(stats.sessions_ended, Relaxed);
+        self.sessions_held.store(held as u64, Relaxed);
+    }
+
+    /// This core's Redis connection came up (`true`) or went down.
+    pub fn set_redis_up(&self, up: bool) {
+        if !up && self.redis.load(Relaxed) == 2 {
+            bump(&self.redis_failures, 1);
+        }
+        self.redis.store(if up { 2 } else { 1 }, Relaxed);
+    }
+
+    /// A peer was cut for not answering a ping.
+    pub fn heartbeat_timeout(&self) {
+        bump(&self.heartbeat_timeouts, 1);
+    }
+}
+
+/// All cores' counters.
+pub struct Metrics {
+    cores: Vec<Arc<CoreStats>>,
+}
+
+impl Metrics {
+    /// Counters for `cores` cores.
+    pub fn new(cores: usize) -> Metrics {
+        Metrics {
+            cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
+        }
+    }
+
+    /// The counters of core `index`.
+    pub fn core(&self, index: usize) -> Arc<CoreStats> {
+        self.cores[index].clone()
+    }
+
+    /// A counter summed over every core.
+    fn sum(&self, f: impl Fn(&CoreStats) -> &AtomicU64) -> u64 {
+        self.cores.iter().map(|c| f(c).load(Relaxed)).sum()
+    }
+}

@@ -1,0 +1,610 @@
+//! An open WebSocket connection as its core knows it: the socket, the
+//! output waiting for the peer, the close handshake's state and the
+//! heartbeat's clocks. The heartbeat sweep, the drain, the fan-out and the
+//! connection's own task all act on a connection through this one record,
+//! without waking its task.
+//!
+//! An idle connection is only its [`Conn`] (no task, no buffer, no
+//! in-flight operation): its task parks it and ends, and the reactor spawns
+//! a new one when the socket becomes readable or the core notifies it.
+//! Everything here is core-local (`Rc`, `Cell`): no locks, no atomics.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use super::deliveries::{Deliveries, Lost};
+use super::socket::{self, Readiness};
+use super::wakeups;
+use crate::hub::ConnId;
+use crate::proto::close::ServerClose;
+use crate::proto::frame::{encode_close, encode_frame, OpCode};
+use crate::sys;
+
+/// Readiness bit: the socket may have bytes (or end of stream, or an error).
+pub const READ: u8 = 1;
+/// Readiness bit: the socket may take bytes.
+pub const WRITE: u8 = 2;
+
+/// Where a connection is in its close handshake (RFC 6455 §7): open, then
+/// closing (our frame out, the peer's awaited until a deadline), then one
+/// of the ends. The task keeps serving while [`Close::is_running`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Open.
+    Open,
+    /// The core asked for a close while output was queued: the close frame
+    /// goes out right behind that output.
+    Wanted(ServerClose),
+    /// Our close frame (this code) is out; only the peer's close matters now
+    /// (§5.5.1). Its deadline runs from [`Conn::awaiting`].
+    Sent(u16),
+    /// The peer's close arrived first and was answered: the code it carried
+    /// (1005 if none).
+    Received(u16),
+    /// The peer answered the close we sent with this code.
+    Done(u16),
+    /// We failed the connection with this code (§7.1.7).
+    Failed(u16),
+    /// The socket was shut down by the core or vanished: the code counted
+    /// for it (1006; 1008 for a slow consumer).
+    Cut(u16),
+}
+
+impl Close {
+    /// Whether the connection's task still reads (and, unless closing, answers).
+    pub fn is_running(self) -> bool {
+        matches!(self, Close::Open | Close::Wanted(_) | Close::Sent(_))
+    }
+
+    /// Whether new output for the peer is still queued (not once a close
+    /// frame is out or the socket is cut).
+    pub fn accepts_output(self) -> bool {
+        matches!(self, Close::Open | Close::Wanted(_))
+    }
+
+    /// The code a connection that ended in this state is counted under.
+    pub fn final_code(self) -> u16 {
+        match self {
+            Close::Open | Close::Wanted(_) | Close::Sent(_) => 1006,
+            Close::Received(c) | Close::Done(c) | Close::Failed(c) | Close::Cut(c) => c,
+        }
+    }
+
+    /// Only the client's own 1000 ends its session; any other end keeps it
+    /// for a resume.
+    pub fn ends_session(self) -> bool {
+        self == Close::Received(1000)
+    }
+}
+
+/// What [`Conn::push_frame`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued as the connection's first frame of this flush: the caller must
+    /// call [`Conn::flush_pushed`] when it has pushed everything.
+    First,
+    /// Queued behind others (or dropped: the connection is closing).
+    Queued,
+    /// The peer is a slow consumer and was cut.
+    SlowConsumer,
+}
+
+/// Bytes [`Conn::push_frame`] gathers for one connection before it writes
+/// them out without waiting for the end of the flush.
+const PUSH_BATCH: usize = 16 * 1024;
+
+/// An open WebSocket connection. Kept small: an idle connection is this
+/// record and nothing else.
+pub struct Conn {
+    /// The socket; -1 once closed (so a stale record can never touch a
+    /// reused descriptor number).
+    fd: Cell<RawFd>,
+    /// Index in the core's registry (and the reactor's token).
+    slot: u32,
+    close: Cell<Close>,
+    notified: Cell<bool>,
+    /// No task runs this connection: the reactor spawns one on readiness or notify.
+    parked: Cell<bool>,
+    /// [`READ`] / [`WRITE`] readiness reported by the reactor and not yet consumed.
+    ready: Cell<u8>,
+    /// Frames pushed in the current flush wait in the outbox for
+    /// [`Conn::flush_pushed`].
+    pushing: Cell<bool>,
+    /// The hub's token of a gateway connection; 0 for an echo connection.
+    conn_id: ConnId,
+    /// Coarse time (ms) of the last inbound bytes.
+    last_seen: Cell<u64>,
+    /// Coarse time a ping or our close frame went out and its answer is
+    /// awaited; 0 when none.
+    awaiting: Cell<u64>,
+    /// Coarse time output started waiting on the peer; 0 when none is queued.
+    out_since: Cell<u64>,
+    /// Bytes of this connection's stream handed to the kernel.
+    written: Cell<u64>,
+    /// Output waiting for the peer to read, in order (empty, unallocated, when idle).
+    outbox: RefCell<Vec<u8>>,
+    waker: Cell<Option<Waker>>,
+    /// Delivered messages the peer may not have received (gateway only,
+    /// allocated on the first delivery).
+    deliveries: RefCell<Option<Box<Deliveries>>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.close_fd();
+    }
+}
+
+impl Conn {
+    /// A connection on socket `fd` (owned from now on), in registry `slot`,
+    /// seen at coarse time `now`. It starts writable (the first send finds
+    /// out) and not readable: the reactor's registration reports bytes that
+    /// are already there.
+    pub(super) fn new(fd: RawFd, slot: u32, now: u64, conn_id: Option<ConnId>) -> Conn {
+        Conn {
+            fd: Cell::new(fd),
+            slot,
+            close: Cell::new(Close::Open),
+            notified: Cell::new(false),
+            parked: Cell::new(false),
+            ready: Cell::new(WRITE),
+            pushing: Cell::new(false),
+            conn_id: conn_id.unwrap_or(0),
+            last_seen: Cell::new(now),
+            awaiting: Cell::new(0),
+            out_since: Cell::new(0),
+            written: Cell::new(0),
+            outbox: RefCell::new(Vec::new()),
+            waker: Cell::new(None),
+            deliveries: RefCell::new(None),
+        }
+    }
+
+    /// The socket (-1 once closed).
+    pub fn fd(&self) -> RawFd {
+        self.fd.get()
+    }
+
+    /// The registry slot.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The hub's token of a gateway connection (`None`: the echo endpoint).
+    pub fn conn_id(&self) -> Option<ConnId> {
+        (self.conn_id != 0).then_some(self.conn_id)
+    }
+
+    /// Where the close handshake is.
+    pub fn close_state(&self) -> Close {
+        self.close.get()
+    }
+
+    /// Moves the close handshake on (the connection's task, as frames arrive).
+    pub fn set_close_state(&self, state: Close) {
+        self.close.set(state);
+    }
+
+    /// The heartbeat's clocks: last inbound bytes, the ping or close awaiting
+    /// an answer, and output waiting on the peer (coarse ms, 0 for none).
+    pub fn clocks(&self) -> (u64, u64, u64) {
+        (
+            self.last_seen.get(),
+            self.awaiting.get(),
+            self.out_since.get(),
+        )
+    }
+
+    /// Inbound bytes arrived at `now`: proof of life, and the answer to a
+    /// pending ping (not to our close frame: only the peer's close is).
+    pub fn heard_from(&self, now: u64) {
+        self.last_seen.set(now);
+        if self.close.get().accepts_output() {
+            self.awaiting.set(0);
+        }
+    }
+
+    /// Closes the socket now (idempotent).
+    pub fn close_fd(&self) {
+        let fd = self.fd.replace(-1);
+        if fd >= 0 {
+            // SAFETY: the record owns the descriptor; it was replaced by -1 above,
+            // so it is closed exactly once.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    /// Wakes the connection's task: its outbox or close state changed.
+    pub fn notify(&self) {
+        self.notified.set(true);
+        if self.parked.get() {
+            wakeups::request_resume(self.slot);
+        } else if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for readiness in `interest` ([`READ`] | [`WRITE`]) or a notification.
+    pub fn wait(&self, interest: u8) -> Wait<'_> {
+        Wait {
+            conn: self,
+            interest,
+        }
+    }
+
+    /// Whether a notification is waiting for the connection's task.
+    pub fn is_notified(&self) -> bool {
+        self.notified.get()
+    }
+
+    /// Takes readiness in `bits` if any was reported (as a wait would).
+    pub fn consume_ready(&self, bits: u8) -> bool {
+        let ready = self.ready.get();
+        self.ready.set(ready & !bits);
+        ready & bits != 0
+    }
+
+    /// Forgets readiness in `bits`: call right before the syscall that will
+    /// find out (an edge that arrives afterwards sets it again).
+    pub fn clear_ready(&self, bits: u8) {
+        self.ready.set(self.ready.get() & !bits);
+    }
+
+    /// Marks readiness the task knows of itself (bytes left unread).
+    pub fn set_ready(&self, bits: u8) {
+        self.ready.set(self.ready.get() | bits);
+    }
+
+    /// Readiness from the reactor. Returns true when a task must be spawned
+    /// for a parked connection (it is then no longer parked).
+    pub fn on_ready(&self, bits: u8) -> bool {
+        self.ready.set(self.ready.get() | bits);
+        if self.parked.get() {
+            if bits & READ != 0 {
+                self.parked.set(false);
+                return true;
+            }
+            return false;
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        false
+    }
+
+    /// Parks the connection: its task is about to end. Refused (false) when
+    /// there is already something to do (readable, notified).
+    pub fn park(&self) -> bool {
+        if self.ready.get() & READ != 0 || self.notified.get() {
+            return false;
+        }
+        self.waker.set(None);
+        self.parked.set(true);
+        true
+    }
+
+    /// Takes a parked connection out of the parked state for a notification.
+    /// Returns true when a task must be spawned.
+    pub fn unpark_notified(&self) -> bool {
+        self.parked.get() && self.notified.get() && {
+            self.parked.set(false);
+            true
+        }
+    }
+
+    /// Whether output waits for the peer.
+    pub fn has_output(&self) -> bool {
+        !self.outbox.borrow().is_empty()
+    }
+
+    /// Bytes of output waiting for the peer.
+    pub fn output_len(&self) -> usize {
+        self.outbox.borrow().len()
+    }
+
+    /// Queues `bytes` (emptied) behind the output, without sending yet.
+    pub fn append_output(&self, bytes: &mut Vec<u8>) {
+        let mut outbox = self.outbox.borrow_mut();
+        if outbox.is_empty() {
+            std::mem::swap(&mut *outbox, bytes);
+        } else {
+            outbox.append(bytes);
+        }
+    }
+
+    /// Takes what is left of the output (for the lingering close).
+    pub fn take_output(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.outbox.borrow_mut())
+    }
+
+    /// Tells the heartbeat whether output is waiting on the peer, and since when.
+    pub fn note_output(&self, now: u64) {
+        if !self.has_output() {
+            self.out_since.set(0);
+        } else if self.out_since.get() == 0 {
+            self.out_since.set(now);
+        }
+    }
+
+    /// Sends `batch` behind whatever is queued, as far as the socket takes
+    /// it now; the rest is queued.
+    pub fn send_batch(&self, batch: &[u8]) -> io::Result<()> {
+        let sent = socket::send_behind(self.fd(), &mut self.outbox.borrow_mut(), batch);
+        self.count_sent(sent)
+    }
+
+    /// Sends as much of the queue as the socket takes now.
+    pub fn flush_outbox(&self) -> io::Result<()> {
+        let sent = socket::flush(self.fd(), &mut self.outbox.borrow_mut());
+        self.count_sent(sent)
+    }
+
+    fn count_sent(&self, sent: io::Result<usize>) -> io::Result<()> {
+        let n = sent?;
+        self.written.set(self.written.get() + n as u64);
+        Ok(())
+    }
+
+    /// Once the queued output is out: a close the core asked for meanwhile
+    /// goes behind it now. Call from the connection's task.
+    pub fn send_wanted_close(&self, now: u64) {
+        if let Close::Wanted(why) = self.close.get() {
+            if !self.has_output() {
+                encode_close(&mut self.outbox.borrow_mut(), why.code().0, why.reason());
+                self.close.set(Close::Sent(why.code().0));
+                self.awaiting.set(now);
+            }
+        }
+    }
+
+    /// Queues a complete frame produced elsewhere on this core (fan-out,
+    /// replies). The first frame a connection gets in one flush of the hub
+    /// returns [`Pushed::First`]: the caller then calls
+    /// [`Conn::flush_pushed`] once it has pushed everything, so all the
+    /// frames one flush gives a connection leave in one `send` (a publisher's
+    /// burst reaches each subscriber as one write, not one per message).
+    /// A peer owed more than `max_backpressure` bytes that its socket refused
+    /// is not reading: it is cut as a slow consumer (its socket is full, so no
+    /// close frame could reach it).
+    pub fn push_frame(
+        &self,
+        frame: &[u8],
+        tag: Option<&(Arc<str>, u64)>,
+        max_backpressure: usize,
+    ) -> Pushed {
+        if !self.close.get().accepts_output() {
+            return Pushed::Queued; // closing: nothing more is sent
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        let mut first = false;
+        if self.pushing.get() {
+            if outbox.len() + frame.len() > max_backpressure.min(PUSH_BATCH) {
+                // Enough for one write: out with it before queueing more.
+                drop(outbox);
+                if self.flush_outbox().is_err() {
+                    let queued = (self.output_len() + frame.len()) as u64;
+                    self.record_tag(queued, tag); // never reached the peer
+                    self.cut(1006);
+                    return Pushed::Queued;
+                }
+                outbox = self.outbox.borrow_mut();
+            }
+        } else if outbox.is_empty() {
+            self.pushing.set(true);
+            first = true;
+        }
+        // Bytes in the outbox beyond this flush's own were refused by the socket.
+        if !outbox.is_empty() && outbox.len() + frame.len() > max_backpressure {
+            let queued = outbox.len() as u64;
+            *outbox = Vec::new();
+            drop(outbox);
+            self.record_tag(queued + frame.len() as u64, tag);
+            // The peer is alive, only slow: the kernel still delivers what it
+            // holds before the FIN, so only the queue here is lost.
+            self.settle_losses_at(self.written.get());
+            self.cut(1008);
+            return Pushed::SlowConsumer;
+        }
+        outbox.extend_from_slice(frame);
+        let queued = outbox.len() as u64;
+        drop(outbox);
+        self.record_tag(queued, tag);
+        if first {
+            Pushed::First
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// Sends what [`Conn::push_frame`] queued since it returned
+    /// [`Pushed::First`], as far as the socket takes it now; the connection's
+    /// task is told to wait for the socket to drain the rest.
+    pub fn flush_pushed(&self, now: u64) {
+        self.pushing.set(false);
+        if matches!(self.close.get(), Close::Cut(_)) {
+            return;
+        }
+        if self.flush_outbox().is_err() {
+            self.cut(1006);
+            return;
+        }
+        if self.has_output() {
+            if self.out_since.get() == 0 {
+                self.out_since.set(now);
+            }
+            self.notify(); // the task must now wait for the socket to drain
+        }
+    }
+
+    /// Remembers a delivered message that ends `queued` bytes past what the
+    /// kernel has taken.
+    fn record_tag(&self, queued: u64, tag: Option<&(Arc<str>, u64)>) {
+        let Some((topic, seq)) = tag else { return };
+        let mut slot = self.deliveries.borrow_mut();
+        let deliveries = slot.get_or_insert_with(Default::default);
+        if deliveries.record(self.written.get() + queued, topic, *seq) {
+            deliveries.prune(self.acked());
+        }
+    }
+
+    /// Stream bytes the peer's TCP has acknowledged: written minus what the
+    /// kernel still holds (unsent or unacknowledged).
+    fn acked(&self) -> u64 {
+        let held = sys::unacked_bytes(self.fd.get()) as u64;
+        self.written.get().saturating_sub(held)
+    }
+
+    /// Works out, once, which delivered messages never reached the peer,
+    /// counting as delivered only what the peer's TCP acknowledged (the peer
+    /// may be gone). Called before the socket is given up.
+    pub fn settle_losses(&self) {
+        let unsettled = matches!(&*self.deliveries.borrow(), Some(d) if !d.is_settled());
+        if unsettled {
+            self.settle_losses_at(self.acked());
+        }
+    }
+
+    /// As [`Conn::settle_losses`], counting the first `delivered` bytes as delivered.
+    fn settle_losses_at(&self, delivered: u64) {
+        // No record: no message was ever delivered, so none can be lost.
+        if let Some(d) = self.deliveries.borrow_mut().as_mut() {
+            d.settle(delivered);
+        }
+    }
+
+    /// The messages (first per topic) that never reached the peer.
+    pub fn take_losses(&self) -> Lost {
+        self.settle_losses();
+        let mut slot = self.deliveries.borrow_mut();
+        slot.as_mut().map(|d| d.take_lost()).unwrap_or_default()
+    }
+
+    /// Whether the connection task has output queued (a frame may be half-sent).
+    pub fn output_pending(&self) -> bool {
+        self.out_since.get() != 0
+    }
+
+    /// Sends a ping now, unless output is queued or the connection is
+    /// closing. A peer whose socket cannot take two bytes is not reading: it
+    /// is cut.
+    pub fn send_ping(&self, now: u64) {
+        if self.output_pending() || self.has_output() || self.close.get() != Close::Open {
+            return;
+        }
+        let mut frame = Vec::with_capacity(2);
+        encode_frame(&mut frame, OpCode::Ping, &[]);
+        if self.send_whole(&frame) {
+            self.awaiting.set(now);
+        }
+    }
+
+    /// Starts a close handshake: sent now if nothing is queued, otherwise by
+    /// the connection task right after its queued output.
+    pub fn request_close(&self, why: ServerClose, now: u64) {
+        if self.close.get() != Close::Open {
+            return;
+        }
+        if self.output_pending() || self.has_output() {
+            self.close.set(Close::Wanted(why));
+            self.notify();
+            return;
+        }
+        let mut frame = Vec::with_capacity(32);
+        encode_close(&mut frame, why.code().0, why.reason());
+        if self.send_whole(&frame) {
+            self.close.set(Close::Sent(why.code().0));
+            self.awaiting.set(now);
+        }
+    }
+
+    /// Shuts the socket down, counting the connection under `code`; the
+    /// connection task then ends it.
+    pub fn cut(&self, code: u16) {
+        if matches!(self.close.get(), Close::Cut(_)) {
+            return;
+        }
+        self.close.set(Close::Cut(code));
+        // Before shutdown: afterwards the kernel no longer says what was unacknowledged.
+        self.settle_losses();
+        sys::shutdown(self.fd.get(), Shutdown::Both);
+        self.notify();
+    }
+
+    /// Sends a small control frame in one piece, or cuts the connection: a
+    /// partial control frame could never be completed without the task.
+    fn send_whole(&self, frame: &[u8]) -> bool {
+        let sent = socket::send_some(self.fd(), frame);
+        if let Ok(n) = sent {
+            self.written.set(self.written.get() + n as u64);
+        }
+        match sent {
+            Ok(n) if n == frame.len() => true,
+            _ => {
+                self.cut(1006);
+                false
+            }
+        }
+    }
+}
+
+/// What woke a connection task waiting in [`Conn::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The socket is (probably) readable; the [`READ`] bit was consumed.
+    Read,
+    /// The socket is (probably) writable; the [`WRITE`] bit was consumed.
+    Write,
+    /// The core called [`Conn::notify`].
+    Notified,
+}
+
+/// Resolves at the next readiness in `interest` or notification.
+pub struct Wait<'a> {
+    conn: &'a Conn,
+    interest: u8,
+}
+
+impl Future for Wait<'_> {
+    type Output = Wake;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Wake> {
+        let conn = self.conn;
+        if conn.notified.replace(false) {
+            return Poll::Ready(Wake::Notified);
+        }
+        let ready = conn.ready.get();
+        if ready & self.interest & WRITE != 0 {
+            conn.ready.set(ready & !WRITE);
+            return Poll::Ready(Wake::Write);
+        }
+        if ready & self.interest & READ != 0 {
+            conn.ready.set(ready & !READ);
+            return Poll::Ready(Wake::Read);
+        }
+        conn.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// The lingering close of an open connection waits on the core's epoll set.
+impl Readiness for Conn {
+    fn before_send(&self) {
+        self.clear_ready(WRITE);
+    }
+    fn before_recv(&self) {
+        self.clear_ready(READ);
+    }
+    async fn writable(&self) -> io::Result<()> {
+        self.wait(WRITE).await;
+        Ok(())
+    }
+    async fn readable(&self) -> io::Result<()> {
+        self.wait(READ).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Readiness of open WebSocket connections: one edge-triggered epoll set per
+//! core.
+//!
+//! After the 101 a connection's socket leaves monoio and is registered here
+//! once, for its lifetime (`EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`). An
+//! event sets readiness bits in the connection's [`Conn`] and wakes its task;
+//! an idle connection has no task at all (it was parked), so a readable event
+//! or a notification from the core hands it back to the serving layer, which
+//! gives it one. This is what keeps an idle connection down to its `Conn`: no
+//! task, no buffer, no in-flight io_uring operation or driver slab entry per
+//! connection. The epoll set itself is waited on through monoio (one poll of
+//! one descriptor per core), so this works the same on the io_uring and the
+//! epoll driver.
+//!
+//! Edge-triggered discipline: a task clears a readiness bit right before the
+//! syscall that finds out (see [`Conn::clear_ready`]); an edge that arrives
+//! afterwards sets it again. Events are only processed while no connection task
+//! runs (single-threaded core), so a task that read until the socket was empty
+//! and parks without awaiting in between cannot miss one.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use super::conn::{Conn, READ, WRITE};
+use super::registry::Registry;
+use super::wakeups::{self, ResumeRequested};
+
+/// Events taken per `epoll_wait`.
+const BATCH: usize = 256;
+
+/// One core's epoll set.
+pub struct Reactor {
+    epfd: OwnedFd,
+}
+
+/// What a parked connection needs from the serving layer.
+pub enum Wakeup {
+    /// Its socket became readable.
+    Readable(Rc<Conn>),
+    /// Its core notified it (output, close, cut).
+    Notified(Rc<Conn>),
+}
+
+impl Reactor {
+    /// A new, empty epoll set.
+    pub fn new() -> io::Result<Reactor> {
+        // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        Ok(Reactor {
+            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches socket `fd` of the connection in registry `slot` for the rest
+    /// of its life (closing the socket removes it). Readiness the socket
+    /// already has is reported too (epoll polls the file when it is added),
+    /// so bytes that arrived before this call are not missed.
+    pub fn add(&self, fd: RawFd, slot: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: u64::from(slot),
+        };
+        // SAFETY: ev is a valid epoll_event for the call.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A descriptor monoio can wait on for this set's readiness (a
+    /// duplicate: monoio closes what it owns).
+    pub fn waitable(&self) -> io::Result<monoio::net::UnixStream> {
+        // SAFETY: dup of a valid descriptor; a non-negative result is ours.
+        let dup = unsafe { libc::fcntl(self.epfd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: dup is a fresh descriptor; only readiness polls are made on it.
+        monoio::net::UnixStream::from_std(unsafe {
+            std::os::unix::net::UnixStream::from_raw_fd(dup)
+        })
+    }
+
+    /// Hands out every pending event (readiness bits into the connections)
+    /// and every resume request; parked connections with work go to `wake`.
+    pub fn dispatch(&self, conns: &Registry, mut wake: impl FnMut(Wakeup)) {
+        // SAFETY: epoll_event is plain data.
+        let mut events: [libc::epoll_event; BATCH] = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: events is valid for writes of BATCH entries.
+            let n = unsafe {
+                libc::epoll_wait(self.epfd.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
+            };
+            if n <= 0 {
+                break;
+            }
+            for ev in &events[..n as usize] {
+                let Some(conn) = conns.get(ev.u64 as u32) else {
+                    continue;
+                };
+                if conn.on_ready(readiness(ev.events)) {
+                    wake(Wakeup::Readable(conn));
+                }
+            }
+            if (n as usize) < BATCH {
+                break;
+            }
+        }
+        for slot in wakeups::take_resumes() {
+            if let Some(conn) = conns.get(slot) {
+                if conn.unpark_notified() {
+                    wake(Wakeup::Notified(conn));
+                }
+            }
+        }
+    }
+}
+
+/// Readiness bits of an epoll event.
+fn readiness(events: u32) -> u8 {
+    let mut ready = 0;
+    if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+        ready |= READ;
+    }
+    if events & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+        ready |= WRITE;
+    }
+    ready
+}
+
+/// Resolves when the epoll set (through `waitable`) or a resume request has work.
+pub async fn work(waitable: &monoio::net::UnixStream) -> io::Result<()> {
+    monoio::select! {
+        r = waitable.readable(false) => r,
+        _ = ResumeRequested => Ok(()),
+    }
+}

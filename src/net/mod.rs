@@ -1,0 +1,12 @@
+//! Sockets: the one send/receive/close path ([`socket`]), the open
+//! connection record ([`conn`]) and its delivery log ([`deliveries`]), the
+//! per-core registry ([`registry`]) and epoll set ([`epoll`], woken by
+//! [`wakeups`]), and the cross-core mailbox ([`mailbox`]).
+
+pub mod conn;
+pub mod deliveries;
+pub mod epoll;
+pub mod mailbox;
+pub mod registry;
+pub mod socket;
+pub mod wakeups;

@@ -1,0 +1,317 @@
+//! Where a byte arrives first: a client connection up to the 101 (the open
+//! WebSocket continues in `websocket.rs`).
+//!
+//! A connection is one task on its core. It waits for readiness (never with a
+//! read in flight, so no buffer is pinned while idle and dropping a wait is
+//! safe), reads with non-blocking `recv` into the core's shared buffer, hands
+//! the bytes to the sans-IO core (`proto`), and answers. A gateway connection
+//! whose session lives on another core is handed over to that core here. Every
+//! refusal ends in a lingering close, so the answer is not lost to a reset.
+//! After the 101 the socket leaves monoio for the core's epoll set.
+
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+use monoio::time::{timeout_at, Instant};
+
+use super::websocket::{self, Upgraded};
+use crate::core::Core;
+use crate::net::mailbox::{Adoption, CoreMsg};
+use crate::net::socket::{self, would_block};
+use crate::proto::cookie::{find_session, SessionId};
+use crate::proto::handshake::{write_101, write_session_204, Endpoint, Rejection, Route};
+use crate::proto::http::{parse_request, write_response, HeadError, Request};
+use crate::sys;
+use crate::sys::log::{self, Level, Quoted};
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
+    // TCP_NODELAY is inherited from the listener (app.rs): no syscall here.
+    let hs = Handshake {
+        fd: stream.as_raw_fd(),
+        stream,
+        peer,
+        core,
+    };
+    let mut out = Vec::new();
+    // Boxed: the handshake's state must not inflate the long-lived part of
+    // this task (an idle connection is mostly this future's size).
+    let Some(up) = Box::pin(hs.read_head(&mut out)).await else {
+        Box::pin(hs.linger_close(out)).await;
+        return;
+    };
+    let owner = up.session.owner(hs.core.shared.cores);
+    if up.endpoint == Endpoint::Gateway && owner != hs.core.index {
+        // A resumed session lives on another core: hand the socket over, with
+        // the bytes already read, once the 101 is out.
+        if Box::pin(socket::flush_all(hs.fd, &hs.stream, &mut out))
+            .await
+            .is_err()
+        {
+            hs.core.shared.release_connection();
+            Box::pin(hs.linger_close(out)).await;
+            return;
+        }
+        let core = hs.core.clone();
+        core.shared.mailboxes[owner].post(CoreMsg::Adopt(Adoption {
+            fd: hs.into_fd(),
+            session: up.session,
+            cookie_present: up.cookie_present,
+            client: up.client,
+            early: up.early,
+        }));
+        return;
+    }
+    // The socket leaves monoio: from here on the core's epoll set watches it.
+    let core = hs.core.clone();
+    websocket::open(core, hs.into_fd(), up, out).await;
+}
+
+/// Runs a connection handed over by another core.
+pub async fn adopt(adoption: Adoption, core: Rc<Core>) {
+    let up = Upgraded {
+        endpoint: Endpoint::Gateway,
+        session: adoption.session,
+        cookie_present: adoption.cookie_present,
+        client: adoption.client,
+        early: adoption.early,
+    };
+    websocket::open(core, adoption.fd, up, Vec::new()).await;
+}
+
+/// A client connection before its 101.
+struct Handshake {
+    stream: TcpStream,
+    fd: RawFd,
+    peer: SocketAddr,
+    core: Rc<Core>,
+}
+
+/// What to do after looking at the bytes of a request head so far.
+enum Decision {
+    NeedMore,
+    /// A response is in the core's write buffer; close after it.
+    Respond,
+    /// The 101 is in the core's write buffer.
+    Upgrade {
+        up: Upgraded,
+        head_len: usize,
+    },
+}
+
+impl Handshake {
+    /// Gives the socket up (monoio no longer owns it).
+    fn into_fd(self) -> OwnedFd {
+        // SAFETY: into_raw_fd gives up ownership of a valid, open descriptor
+        // (the readiness waits have completed, so nothing else holds it).
+        unsafe { OwnedFd::from_raw_fd(self.stream.into_raw_fd()) }
+    }
+
+    /// Reads the request head and answers it. Returns the upgraded connection,
+    /// or `None` with any response left in `out` for [`Handshake::linger_close`].
+    async fn read_head(&self, out: &mut Vec<u8>) -> Option<Upgraded> {
+        let deadline = Instant::now() + self.core.shared.config.handshake_timeout;
+        let mut head: Vec<u8> = Vec::new();
+        // Clients send the head right behind the connect, so it has usually
+        // arrived by the time the accept completes: read first, wait after.
+        let mut wait = false;
+        loop {
+            if wait {
+                match timeout_at(deadline, self.stream.readable(false)).await {
+                    Err(_) => {
+                        self.reject(Rejection::Timeout, None);
+                        self.take_output(out);
+                        return None;
+                    }
+                    Ok(Err(_)) => return None,
+                    Ok(Ok(())) => {}
+                }
+            }
+            wait = true;
+            match self.read_once(&mut head)? {
+                Decision::NeedMore => continue,
+                Decision::Respond => {
+                    self.take_output(out);
+                    return None;
+                }
+                Decision::Upgrade { up, .. } => {
+                    self.take_output(out);
+                    return Some(up);
+                }
+            }
+        }
+    }
+
+    /// One `recv` and a decision on the head so far (`None`: the peer is
+    /// gone). A head that arrives in one read is never copied.
+    fn read_once(&self, head: &mut Vec<u8>) -> Option<Decision> {
+        let rbuf = &mut *self.core.read_buf().borrow_mut();
+        let n = match sys::recv(self.fd, rbuf) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) if would_block(&e) => return Some(Decision::NeedMore),
+            Err(_) => return None,
+        };
+        let fresh = head.is_empty();
+        if !fresh {
+            head.extend_from_slice(&rbuf[..n]);
+        }
+        let data: &[u8] = if fresh { &rbuf[..n] } else { head };
+        let mut decision = self.decide(data);
+        match &mut decision {
+            Decision::Upgrade { up, head_len } if *head_len < data.len() => {
+                up.early = data[*head_len..].to_vec();
+            }
+            Decision::NeedMore if fresh => head.extend_from_slice(&rbuf[..n]),
+            _ => {}
+        }
+        Some(decision)
+    }
+
+    /// Sends what is in the core's write buffer now; keeps the rest in `out`.
+    fn take_output(&self, out: &mut Vec<u8>) {
+        let mut wbuf = self.core.write_buf().borrow_mut();
+        if let Err(e) = socket::send_behind(self.fd, out, &wbuf) {
+            log::emit(
+                Level::Debug,
+                "send_failed",
+                &[("peer", &self.peer), ("error", &e)],
+            );
+        }
+        self.core.shrink_write_buf(&mut wbuf);
+    }
+
+    /// Decides on a request head and writes the response into the core's buffer.
+    fn decide(&self, data: &[u8]) -> Decision {
+        let shared = &self.core.shared;
+        let (req, head_len) = match parse_request(data) {
+            Ok(None) => return Decision::NeedMore,
+            Ok(Some(parsed)) => parsed,
+            Err(HeadError::TooLarge) => return self.reject(Rejection::HeadTooLarge, None),
+            Err(HeadError::Malformed(why)) => return self.reject(Rejection::BadRequest(why), None),
+        };
+        let route = match shared.routes.route(&req) {
+            Ok(route) => route,
+            Err(rejection) => return self.reject(rejection, req.forwarded_for),
+        };
+        let mut wbuf = self.core.write_buf().borrow_mut();
+        match route {
+            Route::Health if shared.is_draining() => {
+                write_response(&mut wbuf, 503, &[], "draining");
+                Decision::Respond
+            }
+            Route::Health => {
+                write_response(&mut wbuf, 200, &[], "ok");
+                Decision::Respond
+            }
+            Route::Session => {
+                let id = find_session(req.cookie_headers(), &shared.config.cookie_name)
+                    .unwrap_or_else(SessionId::random);
+                write_session_204(&mut wbuf, &shared.cookie, id);
+                Decision::Respond
+            }
+            Route::Upgrade { endpoint, key } => {
+                drop(wbuf);
+                self.upgrade(&req, endpoint, key, head_len)
+            }
+        }
+    }
+
+    /// A valid upgrade request: 503 while draining or at the connection
+    /// limit, else the 101 with the cookie.
+    fn upgrade(
+        &self,
+        req: &Request<'_>,
+        endpoint: Endpoint,
+        key: &[u8],
+        head_len: usize,
+    ) -> Decision {
+        let shared = &self.core.shared;
+        if shared.is_draining() {
+            return self.reject(Rejection::Unavailable("draining"), req.forwarded_for);
+        }
+        if !shared.try_acquire_connection() {
+            let full = Rejection::Unavailable("connection limit reached");
+            return self.reject(full, req.forwarded_for);
+        }
+        let known = find_session(req.cookie_headers(), &shared.config.cookie_name);
+        let session = match known {
+            Some(id) => id,
+            // A new session is minted on this core, so it needs no hand-over.
+            None => SessionId::random_owned_by(self.core.index, shared.cores),
+        };
+        if known.is_some() && endpoint == Endpoint::Echo {
+            // The echo path keeps no sessions: its cookie never finds one.
+            self.core.stats.sticky_miss();
+        }
+        write_101(
+            &mut self.core.write_buf().borrow_mut(),
+            key,
+            &shared.cookie,
+            session,
+        );
+        self.core.stats.upgraded();
+        let client = ClientAddr(self.peer, req.forwarded_for).to_string();
+        log::emit(
+            Level::Debug,
+            "upgrade",
+            &[
+                ("core", &self.core.index),
+                ("session", &session),
+                ("cookie", &if known.is_some() { "kept" } else { "minted" }),
+                ("client", &client),
+            ],
+        );
+        let up = Upgraded {
+            endpoint,
+            session,
+            cookie_present: known.is_some(),
+            client,
+            early: Vec::new(),
+        };
+        Decision::Upgrade { up, head_len }
+    }
+
+    /// Writes a refusal into the core's buffer, counts and logs it.
+    fn reject(&self, rejection: Rejection, forwarded_for: Option<&[u8]>) -> Decision {
+        rejection.write(&mut self.core.write_buf().borrow_mut());
+        self.core.stats.rejected(rejection.status());
+        let level = if matches!(rejection, Rejection::NotFound | Rejection::Timeout) {
+            Level::Debug
+        } else {
+            Level::Info
+        };
+        log::emit(
+            level,
+            "rejected",
+            &[
+                ("status", &rejection.status()),
+                ("reason", &rejection.reason()),
+                ("client", &ClientAddr(self.peer, forwarded_for)),
+            ],
+        );
+        Decision::Respond
+    }
+
+    /// The lingering close (see [`socket::linger_close`]), then a shutdown:
+    /// on io_uring a dropped socket is closed only when the ring is next
+    /// entered, and shutting it down first ends the TCP connection now.
+    async fn linger_close(&self, out: Vec<u8>) {
+        socket::linger_close(self.fd, &self.stream, out, self.core.read_buf()).await;
+        sys::shutdown(self.fd, Shutdown::Both);
+    }
+}
+
+/// The client address for logs: `X-Forwarded-For` when present, quoted.
+struct ClientAddr<'a>(SocketAddr, Option<&'a [u8]>);
+
+impl std::fmt::Display for ClientAddr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(xff) => write!(f, "{}", Quoted(xff)),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The task that turns a core's epoll events into work: readiness goes into
+//! the connections, and a parked connection with work gets served (on this
+//! task for a simple read, else with a task of its own).
+
+use std::rc::Rc;
+
+use super::websocket;
+use crate::core::Core;
+use crate::net::epoll::{self, Wakeup};
+use crate::sys::log::{self, Level};
+
+/// Runs the reactor of one core forever.
+pub async fn run(core: Rc<Core>) {
+    let waitable = match core.reactor.waitable() {
+        Ok(w) => w,
+        Err(e) => {
+            log::emit(
+                Level::Error,
+                "reactor_failed",
+                &[("core", &core.index), ("error", &e)],
+            );
+            return;
+        }
+    };
+    loop {
+        core.reactor.dispatch(&core.conns, |wakeup| match wakeup {
+            Wakeup::Readable(conn) => websocket::readable_while_parked(&core, conn),
+            Wakeup::Notified(conn) => {
+                monoio::spawn(websocket::resume(core.clone(), conn));
+            }
+        });
+        if epoll::work(&waitable).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! A core's connection to Redis, the shared engine (`--redis`, DESIGN §10).
+//!
+//! One connection per core, RESP3, pipelined: the hub's requests are encoded
+//! by the engine's pipeline (`engine/queue.rs`) and written in batches;
+//! answers come back in order and are matched to the oldest request waiting.
+//! The same connection carries the pub/sub channels of the topics this core
+//! owns (RESP3 pushes), so a topic's sync (`SUBSCRIBE`, then read seq and
+//! history) and the messages published after it arrive in one ordered
+//! stream: nothing falls between them.
+//!
+//! Nothing waits on Redis longer than `--redis-timeout`: a request older than
+//! that, an error on the socket or a close takes the connection down; every
+//! waiting request then fails (the hub falls back to node-local service),
+//! `wsgate_redis_up` drops to 0, and the task reconnects with backoff
+//! (100 ms doubling to 2 s) until Redis answers again.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use monoio::time::{timeout_at, Instant};
+
+use crate::config::RedisTarget;
+use crate::core::engine_link::EngineLink;
+use crate::core::Core;
+use crate::engine::schema::decode_push;
+use crate::hub::EngineReply;
+use crate::net::socket::{self, would_block};
+use crate::proto::resp::{self, encode_command, Value};
+use crate::sys;
+use crate::sys::log::{self, Level};
+
+/// Keeps this core's Redis connection up, forever (without `--redis`, returns).
+pub async fn run(core: Rc<Core>) {
+    let (Some(link), Some(target)) = (core.engine(), core.shared.config.redis_target()) else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut last_error = String::new();
+    loop {
+        let err = match session(&core, link, &target).await {
+            Ok(()) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed"),
+            Err(e) => e,
+        };
+        let up_before = link.pipeline().is_up();
+        go_down(&core, link);
+        if up_before {
+            backoff = Duration::from_millis(100);
+        }
+        let text = err.to_string();
+        if up_before || text != last_error {
+            log::emit(
+                Level::Warn,
+                "redis_down",
+                &[
+                    ("core", &core.index),
+                    ("redis", &target),
+                    ("error", &text),
+                    ("retry_ms", &backoff.as_millis()),
+                ],
+            );
+        }
+        last_error = text;
+        monoio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Marks the connection down and fails every waiting request.
+fn go_down(core: &Core, link: &EngineLink) {
+    let waiting = link.pipeline().disconnected();
+    core.stats.set_redis_up(false);
+    let now = core.now();
+    core.with_hub(|hub| {
+        // Down first, so the failures below fall back to local service.
+        hub.engine_status(false, now);
+        for id in waiting {
+            hub.engine_reply(id, EngineReply::Failed, now);
+        }
+    });
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+fn invalid(what: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Connects, says hello, loads the scripts, then serves until the connection
+/// fails.
+async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Result<()> {
+    let timeout = core.shared.config.redis_timeout;
+    let addr = target.resolve()?;
+    let stream = monoio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out("connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    hello(&stream, &mut inbuf, link, target, Instant::now() + timeout).await?;
+
+    link.pipeline().connected();
+    core.stats.set_redis_up(true);
+    log::emit(
+        Level::Info,
+        "redis_up",
+        &[("core", &core.index), ("redis", target)],
+    );
+    core.with_hub(|hub| hub.engine_status(true, core.now()));
+    serve(core, link, &stream, inbuf).await
+}
+
+/// HELLO 3 (with AUTH), SELECT, SCRIPT LOAD: all answered before service.
+async fn hello(
+    stream: &TcpStream,
+    inbuf: &mut Vec<u8>,
+    link: &EngineLink,
+    target: &RedisTarget,
+    deadline: Instant,
+) -> io::Result<()> {
+    let mut hello = Vec::new();
+    let mut args: Vec<&str> = vec!["HELLO", "3"];
+    if let Some(pw) = &target.password {
+        args.extend(["AUTH", target.user.as_deref().unwrap_or("default"), pw]);
+    }
+    args.extend(["SETNAME", "wsgate"]);
+    encode_command(&mut hello, &args);
+    encode_command(&mut hello, &["SELECT", &target.db.to_string()]);
+    let scripts: Vec<&'static str> = (link.pipeline().schema().scripts.all().iter())
+        .map(|s| s.source)
+        .collect();
+    for source in &scripts {
+        encode_command(&mut hello, &["SCRIPT", "LOAD", source]);
+    }
+    timeout_at(
+        deadline,
+        socket::flush_all(stream.as_raw_fd(), stream, &mut hello),
+    )
+    .await
+    .map_err(|_| timed_out("write timed out"))??;
+    for _ in 0..2 + scripts.len() {
+        if let Value::Error(e) = read_value(stream, inbuf, deadline).await? {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
+        }
+    }
+    Ok(())
+}
+
+/// Writes what the pipeline has, reads what Redis says, until an error.
+async fn serve(
+    core: &Core,
+    link: &EngineLink,
+    stream: &TcpStream,
+    mut inbuf: Vec<u8>,
+) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    let timeout = core.shared.config.redis_timeout;
+    let check = (timeout / 4).max(Duration::from_millis(5));
+    loop {
+        let has_output = {
+            let mut pipeline = link.pipeline();
+            let n = socket::send_some(fd, pipeline.output())?;
+            pipeline.written(n);
+            // Has anything waited too long?
+            if pipeline.timed_out(core.tick(), timeout.as_millis() as u64) {
+                return Err(timed_out("request timed out"));
+            }
+            !pipeline.output().is_empty()
+        };
+        monoio::select! {
+            r = stream.readable(false) => r?,
+            w = stream.writable(false), if has_output => w?,
+            _ = link.woken() => {},
+            _ = monoio::time::sleep(check) => {},
+        }
+        // Read everything there is and hand it to the hub.
+        loop {
+            match sys::recv_append(fd, &mut inbuf, 64 * 1024) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed by Redis",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if would_block(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let used = feed_hub(core, link, &inbuf)?;
+        inbuf.drain(..used);
+    }
+}
+
+/// Hands every complete value in `inbuf` to the hub; returns the bytes used.
+fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
+    let now = core.tick();
+    let mut used = 0;
+    let mut values = Vec::new();
+    while let Some((value, n)) = resp::parse(&inbuf[used..]).map_err(invalid)? {
+        used += n;
+        values.push(value);
+    }
+    if values.is_empty() {
+        return Ok(0);
+    }
+    core.with_hub(|hub| {
+        for value in values {
+            match value {
+                Value::Push(items) => {
+                    if let Some((topic, event)) = decode_push(&items) {
+                        hub.engine_event(topic, event);
+                    }
+                }
+                value => {
+                    let (id, reply) = link
+                        .pipeline()
+                        .answer(value)
+                        .map_err(|_| invalid("an answer nobody asked for"))?;
+                    hub.engine_reply(id, reply, now);
+                }
+            }
+        }
+        Ok(used)
+    })
+}
+
+async fn read_value(
+    stream: &TcpStream,
+    inbuf: &mut Vec<u8>,
+    deadline: Instant,
+) -> io::Result<Value> {
+    loop {
+        if let Some((v, n)) = resp::parse(inbuf).map_err(invalid)? {
+            inbuf.drain(..n);
+            return Ok(v);
+        }
+        match sys::recv_append(stream.as_raw_fd(), inbuf, 64 * 1024) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed by Redis",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if would_block(&e) => {
+                timeout_at(deadline, stream.readable(false))
+                    .await
+                    .map_err(|_| timed_out("no answer to HELLO"))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
