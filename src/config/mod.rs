@@ -154,9 +154,14 @@ impl Config {
 
     /// Checks combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        if self.cores == Some(0) {
-            return Err("--cores must be at least 1".into());
-        }
+        self.validate_paths()?;
+        self.validate_names()?;
+        self.validate_limits()?;
+        self.validate_redis()
+    }
+
+    /// Paths are absolute, plain, and distinct from each other and the cookie route.
+    fn validate_paths(&self) -> Result<(), String> {
         let mut paths = vec![
             ("--ws-path", &self.ws_path),
             ("--health-path", &self.health_path),
@@ -183,24 +188,41 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Cookie name, node id, origins.
+    fn validate_names(&self) -> Result<(), String> {
         if !is_valid_cookie_name(&self.cookie_name) {
             return Err(format!(
                 "--cookie-name {:?} is not a valid cookie name",
                 self.cookie_name
             ));
         }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(is_name_byte) {
+                return Err(format!(
+                    "--node-id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"
+                ));
+            }
+        }
+        for origin in &self.allowed_origin {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--allowed-origin {origin:?} must be `*` or scheme://host[:port]"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Timeouts, sizes and counts.
+    fn validate_limits(&self) -> Result<(), String> {
+        if self.cores == Some(0) {
+            return Err("--cores must be at least 1".into());
+        }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than 0".into());
-        }
-        // Checked here rather than by clap, whose message would print the
-        // URL, password included.
-        if let Some(url) = &self.redis {
-            RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
-        }
-        if self.redis_timeout < Duration::from_millis(10)
-            || self.redis_timeout > Duration::from_secs(60)
-        {
-            return Err("--redis-timeout must be between 10ms and 60s".into());
         }
         if self.session_ttl.is_zero() {
             return Err("--session-ttl must be greater than 0".into());
@@ -234,19 +256,20 @@ impl Config {
         if self.max_message_size == 0 {
             return Err("--max-message-size must be at least 1 byte".into());
         }
-        if let Some(id) = &self.node_id {
-            if id.is_empty() || id.len() > 128 || !id.bytes().all(is_name_byte) {
-                return Err(format!(
-                    "--node-id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"
-                ));
-            }
+        Ok(())
+    }
+
+    /// `--redis` and `--redis-timeout`.
+    fn validate_redis(&self) -> Result<(), String> {
+        // Checked here rather than by clap, whose message would print the
+        // URL, password included.
+        if let Some(url) = &self.redis {
+            RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
         }
-        for origin in &self.allowed_origin {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(format!(
-                    "--allowed-origin {origin:?} must be `*` or scheme://host[:port]"
-                ));
-            }
+        if self.redis_timeout < Duration::from_millis(10)
+            || self.redis_timeout > Duration::from_secs(60)
+        {
+            return Err("--redis-timeout must be between 10ms and 60s".into());
         }
         Ok(())
     }

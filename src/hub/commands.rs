@@ -44,94 +44,91 @@ impl Hub {
         now: u64,
     ) {
         let from = self.cfg.core;
-        let subs_before = self.sessions.get(&session).map_or(0, |s| s.subs.len());
         match cmd {
-            Command::Sub(topic) => {
-                let s = self.sessions.get_mut(&session).expect("conn has a session");
-                if s.subs.contains_key(topic) {
-                    let topic: Arc<str> = topic.into();
-                    let last = s.subs[&topic].last;
-                    self.send(
-                        conn,
-                        text_frame(|l| command::write_ok(l, "sub", &topic, Some(last))),
-                    );
-                    return;
-                }
-                let topic: Arc<str> = topic.into();
-                s.subs.insert(
-                    topic.clone(),
-                    Sub {
-                        last: 0,
-                        pending: true,
-                    },
-                );
-                self.local_subs
-                    .entry(topic.clone())
-                    .or_default()
-                    .push(session);
-                let owner = topic_owner(&topic, self.cfg.cores);
-                self.mail(
-                    owner,
-                    Msg::Subscribe {
-                        topic,
-                        from,
-                        session,
-                        after: None,
-                    },
-                );
-            }
+            Command::Sub(topic) => self.subscribe(conn, session, topic),
             Command::Unsub(topic) => {
-                let s = self.sessions.get_mut(&session).expect("conn has a session");
-                if let Some((topic, _)) = s.subs.remove_entry(topic) {
-                    self.remove_local_sub(&topic, session);
-                    let owner = topic_owner(&topic, self.cfg.cores);
-                    self.mail(
-                        owner,
-                        Msg::Unsubscribe {
-                            topic: topic.clone(),
-                            from,
-                            session,
-                            announce: true,
-                        },
-                    );
+                if self.unsubscribe(conn, session, topic) && self.cfg.engine {
+                    // Subscriptions are written through (a new one when the
+                    // owner has numbered it: see `on_subscribed`).
+                    self.save(session, None, now);
                 }
-                self.send(
-                    conn,
-                    text_frame(|l| command::write_ok(l, "unsub", topic, None)),
-                );
             }
             Command::Pub { topic, payload } => {
                 let topic: Arc<str> = topic.into();
                 let owner = topic_owner(&topic, self.cfg.cores);
+                let payload = payload.into();
                 let reply = Reply::Session(from, session);
-                self.mail(
-                    owner,
-                    Msg::Publish {
-                        topic,
-                        payload: payload.into(),
-                        binary,
-                        reply,
-                    },
-                );
+                let msg = Msg::Publish {
+                    topic,
+                    payload,
+                    binary,
+                    reply,
+                };
+                self.mail(owner, msg);
             }
             Command::Who(topic) => {
                 let owner = topic_owner(topic, self.cfg.cores);
+                let topic = topic.into();
                 self.mail(
                     owner,
                     Msg::Who {
-                        topic: topic.into(),
+                        topic,
                         from,
                         session,
                     },
                 );
             }
         }
-        let subs_after = self.sessions.get(&session).map_or(0, |s| s.subs.len());
-        if self.cfg.engine && subs_after < subs_before {
-            // Subscriptions are written through (a new one when the owner
-            // has numbered it: see `on_subscribed`).
-            self.save(session, None, now);
+    }
+
+    /// `sub`: already subscribed answers `ok` at once; otherwise the topic's
+    /// owner numbers the subscription (its `Subscribed` sends the `ok`).
+    fn subscribe(&mut self, conn: ConnId, session: SessionId, topic: &str) {
+        let s = self.sessions.get_mut(&session).expect("conn has a session");
+        if let Some((topic, sub)) = s.subs.get_key_value(topic) {
+            let (topic, last) = (topic.clone(), sub.last);
+            let frame = text_frame(|l| command::write_ok(l, "sub", &topic, Some(last)));
+            self.send(conn, frame);
+            return;
         }
+        let topic: Arc<str> = topic.into();
+        let sub = Sub {
+            last: 0,
+            pending: true,
+        };
+        s.subs.insert(topic.clone(), sub);
+        let local = self.local_subs.entry(topic.clone()).or_default();
+        local.push(session);
+        let owner = topic_owner(&topic, self.cfg.cores);
+        let from = self.cfg.core;
+        let msg = Msg::Subscribe {
+            topic,
+            from,
+            session,
+            after: None,
+        };
+        self.mail(owner, msg);
+    }
+
+    /// `unsub`: always answered `ok`; returns whether it was subscribed.
+    fn unsubscribe(&mut self, conn: ConnId, session: SessionId, topic: &str) -> bool {
+        let s = self.sessions.get_mut(&session).expect("conn has a session");
+        let removed = s.subs.remove_entry(topic);
+        if let Some((topic, _)) = &removed {
+            self.remove_local_sub(topic, session);
+            let owner = topic_owner(topic, self.cfg.cores);
+            let from = self.cfg.core;
+            let msg = Msg::Unsubscribe {
+                topic: topic.clone(),
+                from,
+                session,
+                announce: true,
+            };
+            self.mail(owner, msg);
+        }
+        let frame = text_frame(|l| command::write_ok(l, "unsub", topic, None));
+        self.send(conn, frame);
+        removed.is_some()
     }
 
     /// A publish from the admin API (on this core).

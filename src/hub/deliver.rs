@@ -59,49 +59,54 @@ impl Hub {
                 topic,
                 joined,
                 session,
-            } => {
-                let Some(list) = self.local_subs.get(&topic) else {
-                    return;
-                };
-                let sid = session.to_string();
-                let frame = text_frame(|l| command::write_presence(l, joined, &topic, &sid));
-                let conns: Vec<ConnId> = list
-                    .iter()
-                    .filter(|s| **s != session)
-                    .filter_map(|s| self.sessions.get(s).and_then(|s| s.conn))
-                    .collect();
-                for conn in conns {
-                    self.send(conn, frame.clone());
-                }
-            }
+            } => self.on_presence(&topic, joined, session),
             Msg::Members {
                 topic,
                 session,
                 members,
-            } => {
+            } => self.on_members(&topic, session, &members),
+            Msg::Published { topic, seq, reply } => self.on_published(&topic, seq, reply),
+        }
+    }
+
+    /// `join` / `leave` to the local subscribers of `topic` but `session`.
+    fn on_presence(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
+        let Some(list) = self.local_subs.get(topic) else {
+            return;
+        };
+        let sid = session.to_string();
+        let frame = text_frame(|l| command::write_presence(l, joined, topic, &sid));
+        let conns: Vec<ConnId> = (list.iter())
+            .filter(|s| **s != session)
+            .filter_map(|s| self.sessions.get(s).and_then(|s| s.conn))
+            .collect();
+        for conn in conns {
+            self.send(conn, frame.clone());
+        }
+    }
+
+    /// The answer to `who`.
+    fn on_members(&mut self, topic: &str, session: SessionId, members: &[SessionId]) {
+        let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+            return;
+        };
+        let ids: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        let frame =
+            text_frame(|l| command::write_members(l, topic, ids.iter().map(|s| s.as_str())));
+        self.send(conn, frame);
+    }
+
+    /// The sequence number a publish got, for its publisher.
+    fn on_published(&mut self, topic: &str, seq: u64, reply: Reply) {
+        match reply {
+            Reply::Session(_, session) => {
                 let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
                     return;
                 };
-                let ids: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-                let frame = text_frame(|l| {
-                    command::write_members(l, &topic, ids.iter().map(|s| s.as_str()))
-                });
+                let frame = text_frame(|l| command::write_ok(l, "pub", topic, Some(seq)));
                 self.send(conn, frame);
             }
-            Msg::Published { topic, seq, reply } => match reply {
-                Reply::Session(_, session) => {
-                    let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
-                        return;
-                    };
-                    self.send(
-                        conn,
-                        text_frame(|l| command::write_ok(l, "pub", &topic, Some(seq))),
-                    );
-                }
-                Reply::Admin(_, request) => {
-                    self.out.push_back(Output::AdminPublished { request, seq })
-                }
-            },
+            Reply::Admin(_, request) => self.out.push_back(Output::AdminPublished { request, seq }),
         }
     }
 
@@ -184,19 +189,7 @@ impl Hub {
                 None,
             ));
         } else {
-            if let Some((from, to)) = gap {
-                if to > sub.last {
-                    frames.push((
-                        text_frame(|l| command::write_gap(l, &topic, from.max(sub.last + 1), to)),
-                        None,
-                    ));
-                }
-            }
-            for m in history.iter().filter(|m| m.seq > sub.last) {
-                let mut line = Vec::with_capacity(m.payload.len() + topic.len() + 24);
-                command::write_msg(&mut line, &topic, m.seq, &m.payload, m.binary);
-                frames.push((frame_of(&line, m.binary), Some(m.seq)));
-            }
+            frames = replay_frames(&topic, sub.last, gap, &history);
             sub.last = sub.last.max(current);
         }
         for (frame, seq) in frames {
@@ -206,4 +199,25 @@ impl Hub {
             }
         }
     }
+}
+
+/// What a resumed subscriber missed after `last`: a `gap` line for what
+/// history no longer holds, then the kept messages, each with its seq.
+fn replay_frames(
+    topic: &str,
+    last: u64,
+    gap: Option<(u64, u64)>,
+    history: &[Stored],
+) -> Vec<(Rc<[u8]>, Option<u64>)> {
+    let mut frames = Vec::new();
+    if let Some((from, to)) = gap.filter(|&(_, to)| to > last) {
+        let line = text_frame(|l| command::write_gap(l, topic, from.max(last + 1), to));
+        frames.push((line, None));
+    }
+    for m in history.iter().filter(|m| m.seq > last) {
+        let mut line = Vec::with_capacity(m.payload.len() + topic.len() + 24);
+        command::write_msg(&mut line, topic, m.seq, &m.payload, m.binary);
+        frames.push((frame_of(&line, m.binary), Some(m.seq)));
+    }
+    frames
 }

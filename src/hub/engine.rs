@@ -337,6 +337,27 @@ impl Hub {
         self.run_local();
     }
 
+    /// A save was answered: a drain's close goes out now; a save refused
+    /// because another node claimed the session ends it here.
+    fn on_saved(
+        &mut self,
+        session: SessionId,
+        drain_close: Option<super::ConnId>,
+        reply: &EngineReply,
+    ) {
+        if let Some(conn) = drain_close {
+            let why = ServerClose::Draining;
+            self.out.push_back(Output::Close { conn, why });
+        } else if matches!(reply, EngineReply::Owned(false)) {
+            // Another node claimed it: that one serves it now.
+            if let Some(conn) = self.connection_of(session) {
+                let why = ServerClose::Replaced;
+                self.out.push_back(Output::Close { conn, why });
+            }
+            self.end_session(session, false);
+        }
+    }
+
     /// The engine's answer to request `id`.
     pub fn engine_reply(&mut self, id: u64, reply: EngineReply, now: u64) {
         self.clock = self.clock.max(now);
@@ -349,23 +370,7 @@ impl Hub {
             Wait::Save {
                 session,
                 drain_close,
-            } => {
-                if let Some(conn) = drain_close {
-                    self.out.push_back(Output::Close {
-                        conn,
-                        why: ServerClose::Draining,
-                    });
-                } else if matches!(reply, EngineReply::Owned(false)) {
-                    // Another node claimed it: that one serves it now.
-                    if let Some(conn) = self.connection_of(session) {
-                        self.out.push_back(Output::Close {
-                            conn,
-                            why: ServerClose::Replaced,
-                        });
-                    }
-                    self.end_session(session, false);
-                }
-            }
+            } => self.on_saved(session, drain_close, &reply),
             Wait::Expire(session) => {
                 let still_expiring = self
                     .sessions

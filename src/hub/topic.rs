@@ -24,6 +24,21 @@ pub(super) struct Topic {
 }
 
 impl Topic {
+    /// What a subscriber that got everything up to `last` missed: the hole
+    /// history no longer covers, and the kept messages after `last`.
+    fn since(&self, last: u64) -> (Option<(u64, u64)>, Vec<Stored>) {
+        let current = self.seq;
+        let oldest = self.history.front().map_or(current + 1, |m| m.seq);
+        let gap = (last + 1 < oldest && last < current).then(|| (last + 1, oldest - 1));
+        let kept = self
+            .history
+            .iter()
+            .filter(|m| m.seq > last)
+            .cloned()
+            .collect();
+        (gap, kept)
+    }
+
     /// Whether any core of this node has a subscriber.
     pub(super) fn has_subscribers(&self) -> bool {
         self.cores.iter().any(|&n| n > 0)
@@ -93,17 +108,7 @@ impl Hub {
         if t.members.insert(session) {
             t.cores[from] += 1;
         }
-        let (gap, history) = match after {
-            None => (None, Vec::new()),
-            Some(last) => {
-                let oldest = t.history.front().map_or(current + 1, |m| m.seq);
-                let gap = (last + 1 < oldest && last < current).then(|| (last + 1, oldest - 1));
-                (
-                    gap,
-                    t.history.iter().filter(|m| m.seq > last).cloned().collect(),
-                )
-            }
-        };
+        let (gap, history) = after.map_or((None, Vec::new()), |last| t.since(last));
         let fresh = after.is_none();
         if fresh {
             if engine {

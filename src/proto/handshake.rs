@@ -201,6 +201,8 @@ pub struct Routes {
 impl Routes {
     /// Decides what a request gets. Drain and connection limits are the
     /// caller's (they are state, not request properties).
+    // Long by design: RFC 6455 §4.2.1 checks in the order the RFC lists them,
+    // each next to the refusal it earns; split up, the order would be hidden.
     pub fn route<'b>(&self, req: &Request<'b>) -> Result<Route<'b>, Rejection> {
         if req.path == self.health_path {
             return match req.method {

@@ -107,6 +107,8 @@ fn head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
 ///
 /// Returns the request and the head's length; bytes after it belong to
 /// whatever follows the head (for an upgrade: the WebSocket stream).
+// Long by design: one pass over the head, each rule (bare CR/LF, the size
+// cap, repeated fields) next to the header it guards.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadError> {
     let end = match head_end(buf)? {
         Some(end) if end <= MAX_HEAD => end,

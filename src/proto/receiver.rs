@@ -82,6 +82,8 @@ impl Receiver {
     }
 
     /// Parses the frame at the start of `buf`. See the module docs.
+    // Long by design: one state machine step, RFC 6455 §5 in the order a
+    // frame is read (header, limits, control rules, unmask, UTF-8).
     pub fn step<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Step<'a>, ProtocolError> {
         if self.delivered {
             // Free the assembled message: idle connections hold no buffers.

@@ -131,6 +131,7 @@ fn blob(buf: &[u8], pos: &mut usize, len: usize) -> Option<Vec<u8>> {
     Some(data)
 }
 
+// Long by design: one match arm per RESP3 type marker.
 fn value(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>, RespError> {
     if depth > MAX_DEPTH {
         return Err(RespError("nested too deep"));

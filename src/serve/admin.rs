@@ -127,19 +127,8 @@ async fn publish(
     if head.method != "POST" {
         return respond(405, "method not allowed\n", &[("Allow", "POST")]);
     }
-    let Some(given) = head
-        .authorization
-        .as_deref()
-        .and_then(|a| a.strip_prefix(b"Bearer "))
-    else {
-        return respond(
-            401,
-            "bearer token required\n",
-            &[("WWW-Authenticate", "Bearer")],
-        );
-    };
-    if !constant_time_eq(given, token.as_bytes()) {
-        return respond(403, "invalid token\n", &[]);
+    if let Err(refusal) = check_bearer(head, token) {
+        return refusal;
     }
     if !is_valid_topic(topic.as_bytes()) {
         return respond(400, "invalid topic: 1-128 bytes of [A-Za-z0-9._:-]\n", &[]);
@@ -180,6 +169,20 @@ async fn publish(
         }
         Err(_) => respond(503, "publish timed out\n", &[]),
     }
+}
+
+/// The request's `Authorization: Bearer` must be `token`: else the 401 or
+/// 403 to answer.
+fn check_bearer(head: &Head, token: &str) -> Result<(), Vec<u8>> {
+    let given = head.authorization.as_deref();
+    let Some(given) = given.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+        let challenge = [("WWW-Authenticate", "Bearer")];
+        return Err(respond(401, "bearer token required\n", &challenge));
+    };
+    if !constant_time_eq(given, token.as_bytes()) {
+        return Err(respond(403, "invalid token\n", &[]));
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -93,7 +93,7 @@ pub fn read_and_answer(core: &Core, ws: &mut Ws, read: bool) -> bool {
         }
     } else {
         let mut inbuf = std::mem::take(&mut ws.inbuf);
-        let used = process(core, ws, &mut inbuf, &mut wbuf);
+        let used = parse_and_answer(core, ws, &mut inbuf, &mut wbuf);
         inbuf.drain(..used);
         if !inbuf.is_empty() {
             ws.inbuf = inbuf;
@@ -135,14 +135,14 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
     let short = n < want;
     if direct {
         let mut inbuf = std::mem::take(&mut ws.inbuf);
-        let used = process(core, ws, &mut inbuf, wbuf);
+        let used = parse_and_answer(core, ws, &mut inbuf, wbuf);
         inbuf.drain(..used);
         if !inbuf.is_empty() {
             ws.inbuf = inbuf;
         }
     } else {
         let data = &mut rbuf[..ws.inbuf.len() + n];
-        let used = process(core, ws, data, wbuf);
+        let used = parse_and_answer(core, ws, data, wbuf);
         ws.inbuf.clear();
         if used < data.len() {
             ws.inbuf.extend_from_slice(&data[used..]);
@@ -157,7 +157,7 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
 /// Parses the frames in `data` and writes the replies into `out`; returns
 /// the bytes used. Once the connection is closed, the rest is discarded.
 /// The commands of one batch reach the hub as one [`Core::hub_batch`].
-pub fn process(core: &Core, ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>) -> usize {
+pub fn parse_and_answer(core: &Core, ws: &mut Ws, data: &mut [u8], out: &mut Vec<u8>) -> usize {
     core.hub_batch(|| {
         let mut tally = Tally::default();
         let mut used = 0;

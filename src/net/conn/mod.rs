@@ -15,16 +15,19 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use super::deliveries::{Deliveries, Lost};
+use super::deliveries::Deliveries;
 use super::socket::{self, Readiness};
 use super::wakeups;
 use crate::hub::ConnId;
+
+mod push;
+
 use crate::proto::close::ServerClose;
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
 use crate::sys;
+pub use push::Pushed;
 
 /// Readiness bit: the socket may have bytes (or end of stream, or an error).
 pub const READ: u8 = 1;
@@ -82,22 +85,6 @@ impl Close {
         self == Close::Received(1000)
     }
 }
-
-/// What [`Conn::push_frame`] did with a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// Queued as the connection's first frame of this flush: the caller must
-    /// call [`Conn::flush_pushed`] when it has pushed everything.
-    First,
-    /// Queued behind others (or dropped: the connection is closing).
-    Queued,
-    /// The peer is a slow consumer and was cut.
-    SlowConsumer,
-}
-
-/// Bytes [`Conn::push_frame`] gathers for one connection before it writes
-/// them out without waiting for the end of the flush.
-const PUSH_BATCH: usize = 16 * 1024;
 
 /// An open WebSocket connection. Kept small: an idle connection is this
 /// record and nothing else.
@@ -361,128 +348,6 @@ impl Conn {
                 self.awaiting.set(now);
             }
         }
-    }
-
-    /// Queues a complete frame produced elsewhere on this core (fan-out,
-    /// replies). The first frame a connection gets in one flush of the hub
-    /// returns [`Pushed::First`]: the caller then calls
-    /// [`Conn::flush_pushed`] once it has pushed everything, so all the
-    /// frames one flush gives a connection leave in one `send` (a publisher's
-    /// burst reaches each subscriber as one write, not one per message).
-    /// A peer owed more than `max_backpressure` bytes that its socket refused
-    /// is not reading: it is cut as a slow consumer (its socket is full, so no
-    /// close frame could reach it).
-    pub fn push_frame(
-        &self,
-        frame: &[u8],
-        tag: Option<&(Arc<str>, u64)>,
-        max_backpressure: usize,
-    ) -> Pushed {
-        if !self.close.get().accepts_output() {
-            return Pushed::Queued; // closing: nothing more is sent
-        }
-        let mut outbox = self.outbox.borrow_mut();
-        let mut first = false;
-        if self.pushing.get() {
-            if outbox.len() + frame.len() > max_backpressure.min(PUSH_BATCH) {
-                // Enough for one write: out with it before queueing more.
-                drop(outbox);
-                if self.flush_outbox().is_err() {
-                    let queued = (self.output_len() + frame.len()) as u64;
-                    self.record_tag(queued, tag); // never reached the peer
-                    self.cut(1006);
-                    return Pushed::Queued;
-                }
-                outbox = self.outbox.borrow_mut();
-            }
-        } else if outbox.is_empty() {
-            self.pushing.set(true);
-            first = true;
-        }
-        // Bytes in the outbox beyond this flush's own were refused by the socket.
-        if !outbox.is_empty() && outbox.len() + frame.len() > max_backpressure {
-            let queued = outbox.len() as u64;
-            *outbox = Vec::new();
-            drop(outbox);
-            self.record_tag(queued + frame.len() as u64, tag);
-            // The peer is alive, only slow: the kernel still delivers what it
-            // holds before the FIN, so only the queue here is lost.
-            self.settle_losses_at(self.written.get());
-            self.cut(1008);
-            return Pushed::SlowConsumer;
-        }
-        outbox.extend_from_slice(frame);
-        let queued = outbox.len() as u64;
-        drop(outbox);
-        self.record_tag(queued, tag);
-        if first {
-            Pushed::First
-        } else {
-            Pushed::Queued
-        }
-    }
-
-    /// Sends what [`Conn::push_frame`] queued since it returned
-    /// [`Pushed::First`], as far as the socket takes it now; the connection's
-    /// task is told to wait for the socket to drain the rest.
-    pub fn flush_pushed(&self, now: u64) {
-        self.pushing.set(false);
-        if matches!(self.close.get(), Close::Cut(_)) {
-            return;
-        }
-        if self.flush_outbox().is_err() {
-            self.cut(1006);
-            return;
-        }
-        if self.has_output() {
-            if self.out_since.get() == 0 {
-                self.out_since.set(now);
-            }
-            self.notify(); // the task must now wait for the socket to drain
-        }
-    }
-
-    /// Remembers a delivered message that ends `queued` bytes past what the
-    /// kernel has taken.
-    fn record_tag(&self, queued: u64, tag: Option<&(Arc<str>, u64)>) {
-        let Some((topic, seq)) = tag else { return };
-        let mut slot = self.deliveries.borrow_mut();
-        let deliveries = slot.get_or_insert_with(Default::default);
-        if deliveries.record(self.written.get() + queued, topic, *seq) {
-            deliveries.prune(self.acked());
-        }
-    }
-
-    /// Stream bytes the peer's TCP has acknowledged: written minus what the
-    /// kernel still holds (unsent or unacknowledged).
-    fn acked(&self) -> u64 {
-        let held = sys::unacked_bytes(self.fd.get()) as u64;
-        self.written.get().saturating_sub(held)
-    }
-
-    /// Works out, once, which delivered messages never reached the peer,
-    /// counting as delivered only what the peer's TCP acknowledged (the peer
-    /// may be gone). Called before the socket is given up.
-    pub fn settle_losses(&self) {
-        let unsettled = matches!(&*self.deliveries.borrow(), Some(d) if !d.is_settled());
-        if unsettled {
-            self.settle_losses_at(self.acked());
-        }
-    }
-
-    /// As [`Conn::settle_losses`], counting the first `delivered` bytes as delivered.
-    fn settle_losses_at(&self, delivered: u64) {
-        // No record: no message was ever delivered, so none can be lost.
-        if let Some(d) = self.deliveries.borrow_mut().as_mut() {
-            d.settle(delivered);
-        }
-    }
-
-    /// The messages (first per topic) that never reached the peer.
-    pub fn take_losses(&self) -> Lost {
-        self.settle_losses();
-        let mut slot = self.deliveries.borrow_mut();
-        slot.as_mut().map(|d| d.take_lost()).unwrap_or_default()
     }
 
     /// Whether the connection task has output queued (a frame may be half-sent).
