@@ -1,6 +1,8 @@
 //! The hub with a shared engine, driven in memory: several nodes of several
 //! cores each, and a fake engine that does what the Redis scripts do
-//! (`crate::store`), answering each core in order on its own connection.
+//! (`crate::engine::scripts`), answering each core in order on its own
+//! connection. One concept over 500 lines: the fake engine and the
+//! scenarios it drives belong together.
 
 use std::collections::HashSet;
 
