@@ -25,6 +25,7 @@
 #   RESUME_SESSIONS=1000  RESUME_CYCLES=20  RESUME_CONCURRENCY=64
 #   SCENARIOS=fanout,resume
 #   QUIET_WAIT=30   seconds to wait for other processes to leave the CPUs first
+#   WSGATE_BIN=     a wsgate binary to measure instead of building this checkout
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,12 +60,16 @@ mkdir -p "$OUT/logs"
 rm -f "$OUT/fanout-table.md"
 
 echo "== build (release)" >&2
-cargo build --release --bin wsgate
+# WSGATE_BIN: another build to measure (e.g. an older commit's) instead of this checkout's.
+if [ -z "${WSGATE_BIN:-}" ]; then
+    cargo build --release --bin wsgate
+    WSGATE_BIN="$ROOT/target/release/wsgate"
+fi
 (cd benches/peers && cargo build --release --locked --bin fanout)
 
 status=0
 "$ROOT/target/peers/release/fanout" suite \
-    --wsgate "$ROOT/target/release/wsgate" \
+    --wsgate "$WSGATE_BIN" \
     --out "$OUT" \
     --runs "$RUNS" --threads "$THREADS" --scenarios "$SCENARIOS" \
     --subs "$SUBS" --payload "$PAYLOAD" --warmup "$WARMUP" --measure "$MEASURE" \
@@ -76,6 +81,9 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -n "$(git status --porcelain -- src Cargo.toml 2>/dev/null)" ]; then
     commit="$commit (with uncommitted changes in src/ or Cargo.toml)"
+fi
+if [ "$WSGATE_BIN" != "$ROOT/target/release/wsgate" ]; then
+    commit="binary $WSGATE_BIN (WSGATE_BIN), not this checkout ($commit)"
 fi
 {
     echo "# wsgate pub/sub fan-out and resume"

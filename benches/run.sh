@@ -21,6 +21,8 @@
 #   WSGATE_EPOLL=0  1 adds an informational column: wsgate forced onto monoio's
 #                   epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)
 #   QUIET_WAIT=60   seconds to wait for other processes to leave the CPUs first
+#   WSGATE_BIN=     a wsgate binary to measure instead of building this checkout
+#                   (e.g. an older commit's, for a before/after comparison)
 #   RETRY_BUDGET=300  seconds that re-running disturbed runs (more than 5% of
 #                   either CPU used by other processes) may add to the suite
 set -euo pipefail
@@ -51,7 +53,11 @@ fi
 mkdir -p "$OUT"
 
 echo "== build (release)" >&2
-cargo build --release --bin wsgate
+# WSGATE_BIN: another build to measure (e.g. an older commit's) instead of this checkout's.
+if [ -z "${WSGATE_BIN:-}" ]; then
+    cargo build --release --bin wsgate
+    WSGATE_BIN="$ROOT/target/release/wsgate"
+fi
 (cd benches/peers && cargo build --release --locked --bin tt-echo --bin fws-echo --bin loadgen --bin codec-table)
 if [ "$CODEC" = 1 ]; then
     cargo bench --bench codec --no-run
@@ -70,7 +76,7 @@ suite_status=0
 extra=()
 if [ "$WSGATE_EPOLL" = 1 ]; then extra+=(--with-wsgate-epoll); fi
 taskset -c "$CLIENT_CPU" "$PEERS/loadgen" suite \
-    --wsgate "$ROOT/target/release/wsgate" \
+    --wsgate "$WSGATE_BIN" \
     --tt "$PEERS/tt-echo" \
     --fws "$PEERS/fws-echo" \
     --rounds "$ROUNDS" --warmup "$WARMUP" --measure "$MEASURE" \
@@ -86,6 +92,9 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -n "$(git status --porcelain -- src Cargo.toml 2>/dev/null)" ]; then
     commit="$commit (with uncommitted changes in src/ or Cargo.toml)"
+fi
+if [ "$WSGATE_BIN" != "$ROOT/target/release/wsgate" ]; then
+    commit="binary $WSGATE_BIN (WSGATE_BIN), not this checkout ($commit)"
 fi
 peers_lock="benches/peers/Cargo.lock"
 
