@@ -365,3 +365,34 @@ fn a_rewind_replays_what_never_reached_the_client() {
         ]
     );
 }
+
+#[test]
+fn poll_timeout_names_the_next_expiry_and_a_return_cancels_it() {
+    let mut c = Cluster::new(1, 8);
+    assert_eq!(
+        c.hubs[0].poll_timeout(),
+        None,
+        "nothing disconnected: nothing due"
+    );
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.drop_conn(ca, 1_000, false);
+    c.drop_conn(cb, 3_000, false);
+    assert_eq!(c.hubs[0].poll_timeout(), Some(11_000));
+    // `a` comes back before its TTL and leaves again later: its first
+    // deadline passes without ending it.
+    let ca = c.connect(a, 5_000);
+    c.drop_conn(ca, 6_000, false);
+    c.tick(11_000);
+    assert!(c.hubs[0].has_session(a), "a left again at 6s: due at 16s");
+    assert_eq!(c.hubs[0].poll_timeout(), Some(13_000));
+    c.tick(13_000);
+    assert!(!c.hubs[0].has_session(b), "b expired at its deadline");
+    assert_eq!(c.hubs[0].poll_timeout(), Some(16_000));
+    c.tick(15_999);
+    assert!(c.hubs[0].has_session(a));
+    c.tick(16_000);
+    assert!(!c.hubs[0].has_session(a));
+    assert_eq!(c.hubs[0].poll_timeout(), None);
+}

@@ -473,3 +473,29 @@ impl Readiness for Conn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_states_say_what_the_task_does_and_how_it_is_counted() {
+        let wanted = Close::Wanted(ServerClose::Draining);
+        for (state, running, output, code, ends) in [
+            (Close::Open, true, true, 1006, false),
+            (wanted, true, true, 1006, false),
+            (Close::Sent(1001), true, false, 1006, false),
+            (Close::Received(1000), false, false, 1000, true),
+            (Close::Received(1001), false, false, 1001, false),
+            // We started it: the client's 1000 answers ours, the session lives on.
+            (Close::Done(1008), false, false, 1008, false),
+            (Close::Failed(1002), false, false, 1002, false),
+            (Close::Cut(1008), false, false, 1008, false),
+        ] {
+            assert_eq!(state.is_running(), running, "{state:?}");
+            assert_eq!(state.accepts_output(), output, "{state:?}");
+            assert_eq!(state.final_code(), code, "{state:?}");
+            assert_eq!(state.ends_session(), ends, "{state:?}");
+        }
+    }
+}
