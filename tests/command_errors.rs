@@ -68,7 +68,7 @@ fn bad_commands_get_err_and_the_connection_stays() {
         assert_eq!(c.sub(&max), 0, "a 128-byte topic is valid");
         let all = "Az09._:-";
         assert_eq!(c.sub(all), 0, "every allowed character");
-        assert_eq!(c.who(all), vec![c.id.clone()]);
+        assert_eq!(c.who(all), vec![c.peer.clone()]);
         c.expect_quiet(Duration::from_millis(200), "nothing pending");
     });
 }
@@ -81,7 +81,7 @@ fn text_payloads_are_delivered_intact() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
         let payloads = [
             "hello world",
             "  leading and trailing spaces  ",
@@ -113,7 +113,7 @@ fn binary_pub_delivers_binary_frames() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
         let raw: Vec<u8> = (0..=255u8).chain([b'\n', b' ', b'\n', 0]).collect();
         let mut frame = format!("pub {t}\n").into_bytes();
         frame.extend_from_slice(&raw);

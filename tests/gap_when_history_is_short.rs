@@ -17,7 +17,7 @@ fn missing_ten_with_history_four_gives_a_gap_then_the_newest_four() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
 
         // A sees seqs 1 and 2.
         for i in 1..=2 {

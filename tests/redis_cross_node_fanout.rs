@@ -170,7 +170,8 @@ fn presence_is_fleet_wide() {
     assert_eq!(x.sub(&t), 0);
     let mut y = Ws::fresh(b.addr, "y@b");
     assert_eq!(y.sub(&t), 0);
-    let (xid, yid) = (x.id().to_string(), y.id().to_string());
+    // Presence names sessions by peer id across nodes too.
+    let (xid, yid) = (x.peer().to_string(), y.peer().to_string());
     assert_eq!(
         x.line(WAIT, "y's join from the other node"),
         format!("join {t} {yid}"),
@@ -189,7 +190,7 @@ fn presence_is_fleet_wide() {
     // A third member on A: y on B sees it join; then it leaves for good.
     let mut z = Ws::fresh(a.addr, "z@a");
     assert_eq!(z.sub(&t), 0);
-    let zid = z.id().to_string();
+    let zid = z.peer().to_string();
     assert_eq!(y.line(WAIT, "z's join"), format!("join {t} {zid}"));
     assert_eq!(x.line(WAIT, "z's join"), format!("join {t} {zid}"));
     z.unsub(&t);

@@ -88,9 +88,10 @@ fn rolling_restart_of_every_node_loses_nothing() {
                 for (_, e) in &tr.ends {
                     assert_eq!(e, "close 1001 draining", "{}: {:?}", tr.name, tr.ends);
                 }
+                let peer = &tr.hellos[0].1.peer;
                 for (_, h) in &tr.hellos[1..] {
                     assert!(
-                        h.state == "resumed" && h.id == tr.id,
+                        h.state == "resumed" && h.id == tr.id && h.peer == *peer,
                         "{}: every reconnect must resume: {:?}",
                         tr.name,
                         tr.hellos
@@ -103,7 +104,10 @@ fn rolling_restart_of_every_node_loses_nothing() {
     all_checks(checks);
 
     // Still subscribed, fleet-wide: `who` on every node lists every session.
-    let want: BTreeSet<String> = traces.iter().map(|tr| tr.id.clone()).collect();
+    let want: BTreeSet<String> = traces
+        .iter()
+        .map(|tr| tr.hellos[0].1.peer.clone())
+        .collect();
     for (n, gw) in NODES.iter().zip(&nodes) {
         let mut probe = Ws::fresh(gw.addr, &format!("probe@{n}"));
         let got: BTreeSet<String> = probe.who(&t).into_iter().collect();

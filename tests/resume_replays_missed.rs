@@ -17,14 +17,14 @@ fn resume_replays_the_five_missed_messages_then_live_ones() {
         let mut b = Client::new(gw, "B");
         assert_eq!(a.sub(&t), 0, "a new topic starts at seq 0");
         assert_eq!(b.sub(&t), 0);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
 
         // One message while both are connected: A has seen seq 1.
         let s1 = b.publish(&t, "before the drop", true);
         assert_eq!(s1, 1);
         a.expect_msg_seq(&t, 1, "before the drop", "the message before the drop");
 
-        let a_id = a.id.clone();
+        let (a_id, a_peer) = (a.id.clone(), a.peer.clone());
         a.drop_tcp();
         wait_open_connections(gw, 1, "after A dropped its socket");
 
@@ -57,7 +57,7 @@ fn resume_replays_the_five_missed_messages_then_live_ones() {
         // B never saw A leave or join (any such line would have broken the
         // strict sequences above, and nothing is pending now).
         b.expect_quiet(Duration::from_millis(300), "B after the resume");
-        assert_eq!(b.who(&t), sorted(vec![a_id.clone(), b.id.clone()]));
+        assert_eq!(b.who(&t), sorted(vec![a_peer.clone(), b.peer.clone()]));
     });
 }
 
@@ -69,7 +69,7 @@ fn resume_with_nothing_missed_replays_nothing() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
         for i in 1..=3 {
             b.publish(&t, &format!("seen {i}"), true);
             a.expect_msg_seq(&t, i, &format!("seen {i}"), "live before the drop");

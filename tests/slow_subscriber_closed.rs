@@ -33,7 +33,7 @@ fn a_subscriber_that_never_reads_is_closed_and_nobody_else_stalls() {
         let mut p = Client::new(gw, "P (publisher)");
         slow.sub(&t);
         other.sub(&t);
-        slow.expect_line(&format!("join {t} {}", other.id), "O joining");
+        slow.expect_line(&format!("join {t} {}", other.peer), "O joining");
         // From here on S reads nothing until the end.
 
         // O reads in a thread until the `end` marker; returns every seq, in order.

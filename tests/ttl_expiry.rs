@@ -20,15 +20,15 @@ fn ttl_expiry_sends_leave_and_a_later_reconnect_is_new() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
         let ended_before = gw.scrape().val(ENDED);
 
-        let a_id = a.id.clone();
+        let (a_id, a_peer) = (a.id.clone(), a.peer.clone());
         let dropped = Instant::now();
         a.drop_tcp();
         match b.next_within(Duration::from_secs(10), "A's leave after the TTL") {
-            Event::Text(l) if l == format!("leave {t} {a_id}") => {}
-            other => panic!("B: expected `leave {t} {a_id}`, got {other:?}"),
+            Event::Text(l) if l == format!("leave {t} {a_peer}") => {}
+            other => panic!("B: expected `leave {t} {a_peer}`, got {other:?}"),
         }
         let after = dropped.elapsed();
         assert!(
@@ -45,16 +45,17 @@ fn ttl_expiry_sends_leave_and_a_later_reconnect_is_new() {
             "expired session reclaimed",
             |v| v == 1.0,
         );
-        assert_eq!(b.who(&t), vec![b.id.clone()], "members after expiry");
+        assert_eq!(b.who(&t), vec![b.peer.clone()], "members after expiry");
 
         // The cookie still works, but names nothing any more: a new session
         // with the same id and no subscriptions.
         let mut a = Client::connect(gw, "A again", Some(&a_id));
         assert!(
             !a.resumed,
-            "reconnect after the TTL: expected `hello {a_id} new …`, got {:?}",
+            "reconnect after the TTL: expected `hello <peer> new …`, got {:?}",
             a.hello
         );
+        assert_ne!(a.peer, a_peer, "a new session gets a new peer id");
         b.publish(&t, "after expiry", true);
         a.expect_quiet(
             Duration::from_millis(300),
@@ -62,7 +63,10 @@ fn ttl_expiry_sends_leave_and_a_later_reconnect_is_new() {
         );
         // Subscribing again is a fresh join.
         a.sub(&t);
-        b.expect_line(&format!("join {t} {a_id}"), "A rejoining as a new session");
+        b.expect_line(
+            &format!("join {t} {}", a.peer),
+            "A rejoining as a new session",
+        );
     });
 }
 
@@ -75,19 +79,22 @@ fn close_1000_ends_the_session_at_once() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
         let ended_before = gw.scrape().val(ENDED);
-        let a_id = a.id.clone();
+        let (a_id, a_peer) = (a.id.clone(), a.peer.clone());
         a.close_with(1000);
-        b.expect_line(&format!("leave {t} {a_id}"), "leave right after close 1000");
+        b.expect_line(
+            &format!("leave {t} {a_peer}"),
+            "leave right after close 1000",
+        );
         wait_metric(gw, ENDED, "close 1000 ends the session", |v| {
             v >= ended_before + 1.0
         });
-        assert_eq!(b.who(&t), vec![b.id.clone()], "members after close 1000");
+        assert_eq!(b.who(&t), vec![b.peer.clone()], "members after close 1000");
         let a = Client::connect(gw, "A again", Some(&a_id));
         assert!(
             !a.resumed,
-            "reconnect after close 1000: expected `hello {a_id} new …`, got {:?}",
+            "reconnect after close 1000: expected `hello <peer> new …`, got {:?}",
             a.hello
         );
     });
@@ -101,13 +108,14 @@ fn close_with_another_code_keeps_the_session() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
-        let a_id = a.id.clone();
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
+        let (a_id, a_peer) = (a.id.clone(), a.peer.clone());
         a.close_with(1001);
         wait_open_connections(gw, 1, "after A closed with 1001");
         let seq = b.publish(&t, "while A is away", true);
         b.expect_quiet(Duration::from_millis(300), "no leave for a 1001 close");
         let mut a = Client::resume(gw, "A", &a_id);
+        assert_eq!(a.peer, a_peer, "the peer id survives a resume");
         a.expect_msg_seq(&t, seq, "while A is away", "replay after a 1001 close");
         a.expect_quiet(Duration::from_millis(200), "nothing more");
         assert_eq!(

@@ -23,7 +23,8 @@ fn join_leave_and_members() {
         let mut a = Client::new(gw, "A");
         let mut b = Client::new(gw, "B");
         let mut c = Client::new(gw, "C");
-        let (ida, idb, idc) = (a.id.clone(), b.id.clone(), c.id.clone());
+        // Presence names sessions by peer id, never by the session id.
+        let (ida, idb, idc) = (a.peer.clone(), b.peer.clone(), c.peer.clone());
 
         assert_eq!(a.who(&t), Vec::<String>::new(), "an unknown topic");
         assert_eq!(a.sub(&t), 0);
@@ -61,7 +62,7 @@ fn join_leave_and_members() {
         // Members of other topics are not mixed in.
         let u = topic("other");
         d.sub(&u);
-        assert_eq!(a.who(&u), vec![d.id.clone()]);
+        assert_eq!(a.who(&u), vec![d.peer.clone()]);
         assert_eq!(a.who(&t), sorted(&[&ida, &idb, &idc]));
         for (x, n) in [(&mut a, "A"), (&mut b, "B"), (&mut c, "C"), (&mut d, "D")] {
             x.expect_quiet(Duration::from_millis(100), &format!("{n}: nothing pending"));
@@ -77,18 +78,19 @@ fn takeover_closes_the_old_socket_with_1008_replaced() {
         let mut b = Client::new(gw, "B");
         a.sub(&t);
         b.sub(&t);
-        a.expect_line(&format!("join {t} {}", b.id), "B joining");
-        let id = a.id.clone();
+        a.expect_line(&format!("join {t} {}", b.peer), "B joining");
+        let (id, peer) = (a.id.clone(), a.peer.clone());
 
         // Same cookie while the old socket is still open.
         let mut a2 = Client::resume(gw, "A(new)", &id);
+        assert_eq!(a2.peer, peer, "a takeover keeps the peer id");
         a.expect_server_close(1008, "replaced", "the replaced socket");
 
         // The new socket has the subscription; nobody saw a leave or join.
         let seq = b.publish(&t, "to the new socket", true);
         a2.expect_msg_seq(&t, seq, "to the new socket", "live on the new socket");
         b.expect_quiet(Duration::from_millis(300), "no presence for a takeover");
-        assert_eq!(b.who(&t), sorted(&[&id, &b.id]));
+        assert_eq!(b.who(&t), sorted(&[&peer, &b.peer]));
 
         // Taking over again (from a socket that may land on the other core).
         let mut a3 = Client::resume(gw, "A(third)", &id);

@@ -5,16 +5,19 @@
 //! Keys (the topic in `{…}` so a Redis Cluster keeps a topic's keys in one
 //! slot; topic names cannot contain braces):
 //! - `wsgate:s:<session-id>`: hash, `owner` = the process that serves it,
-//!   `t:<topic>` = last seq delivered; expires when no node refreshes it.
+//!   `peer` = its peer id, `t:<topic>` = last seq delivered; expires when no
+//!   node refreshes it.
 //! - `wsgate:t:{<topic>}:seq`: the topic's last sequence number.
 //! - `wsgate:t:{<topic>}:h`: capped list of `<seq> <t|b><payload>`.
-//! - `wsgate:t:{<topic>}:m`: set of member session ids.
-//! - channel `wsgate:c:{<topic>}`: `m<seq> <t|b><payload>`, `j<session>`, `l<session>`.
+//! - `wsgate:t:{<topic>}:m`: set of member peer ids (never session ids:
+//!   `who` reads it).
+//! - channel `wsgate:c:{<topic>}`: `m<seq> <t|b><payload>`, `j<peer>`, `l<peer>`.
 
 use std::sync::Arc;
 
 use crate::hub::{Claimed, EngineEvent, EngineOp, EngineReply, Stored};
 use crate::proto::cookie::SessionId;
+use crate::proto::peer::PeerId;
 use crate::proto::resp::{encode_command, Value};
 
 use super::scripts::Scripts;
@@ -91,9 +94,10 @@ impl Schema {
             EngineOp::Claim(id) => self.encode_claim(*id, out),
             EngineOp::Save {
                 session,
+                peer,
                 subs,
                 ttl_ms,
-            } => self.encode_save(*session, subs, *ttl_ms, out),
+            } => self.encode_save(*session, *peer, subs, *ttl_ms, out),
             EngineOp::End(id) => {
                 let key = session_key(*id);
                 let end = self.scripts.end.sha.as_bytes();
@@ -120,8 +124,8 @@ impl Schema {
                 encode_command(out, &["UNSUBSCRIBE", &channel(topic)]);
                 Expect::Nothing
             }
-            EngineOp::Join { topic, session } => self.encode_presence(topic, *session, true, out),
-            EngineOp::Leave { topic, session } => self.encode_presence(topic, *session, false, out),
+            EngineOp::Join { topic, peer } => self.encode_presence(topic, *peer, true, out),
+            EngineOp::Leave { topic, peer } => self.encode_presence(topic, *peer, false, out),
             EngineOp::Who(topic) => {
                 encode_command(out, &["SMEMBERS", &topic_key(topic, "m")]);
                 Expect::Members
@@ -148,6 +152,7 @@ impl Schema {
     fn encode_save(
         &self,
         session: SessionId,
+        peer: PeerId,
         subs: &[(Arc<str>, u64)],
         ttl_ms: u64,
         out: &mut Vec<u8>,
@@ -159,6 +164,7 @@ impl Schema {
             session_key(session),
             self.instance.as_bytes().to_vec(),
             ttl_ms.max(1).to_string().into_bytes(),
+            peer.to_text().to_vec(),
         ];
         for (topic, last) in subs {
             args.push(topic.as_bytes().to_vec());
@@ -200,13 +206,13 @@ impl Schema {
     fn encode_presence(
         &self,
         topic: &str,
-        session: SessionId,
+        peer: PeerId,
         joined: bool,
         out: &mut Vec<u8>,
     ) -> Expect {
         let (cmd, tag) = if joined { ("SADD", "j") } else { ("SREM", "l") };
-        let sid = session.to_text();
-        let sid = std::str::from_utf8(&sid).expect("uuid text");
+        let sid = peer.to_text();
+        let sid = std::str::from_utf8(&sid).expect("hex text");
         let members = topic_key(topic, "m");
         let presence = &self.scripts.presence.sha;
         let chan = channel(topic);
@@ -235,7 +241,7 @@ impl Schema {
                 Value::Array(items) => Some(EngineReply::Members(
                     items
                         .iter()
-                        .filter_map(|m| m.as_bytes().and_then(SessionId::parse))
+                        .filter_map(|m| m.as_bytes().and_then(PeerId::parse))
                         .collect(),
                 )),
                 _ => None,
@@ -255,16 +261,22 @@ impl Schema {
         };
         let mine = owner.as_bytes()? == self.instance.as_bytes();
         let mut subs = Vec::new();
+        let mut peer = None;
         for pair in fields.chunks(2) {
             let [k, v] = pair else { return None };
-            let Some(topic) = k.as_bytes()?.strip_prefix(b"t:") else {
+            let key = k.as_bytes()?;
+            if key == b"peer" {
+                peer = Some(PeerId::parse(v.as_bytes()?)?);
+                continue;
+            }
+            let Some(topic) = key.strip_prefix(b"t:") else {
                 continue; // `owner`
             };
             let topic = std::str::from_utf8(topic).ok()?;
             let last = u64::try_from(v.as_int()?).ok()?;
             subs.push((Arc::from(topic), last));
         }
-        Some(EngineReply::Claimed(Some(Claimed { mine, subs })))
+        Some(EngineReply::Claimed(Some(Claimed { mine, subs, peer })))
     }
 }
 
@@ -312,7 +324,7 @@ pub fn decode_push(items: &[Value]) -> Option<(&str, EngineEvent)> {
         b'm' => EngineEvent::Message(parse_entry(&data[1..])?),
         b'j' | b'l' => EngineEvent::Presence {
             joined: data[0] == b'j',
-            session: SessionId::parse(&data[1..])?,
+            peer: PeerId::parse(&data[1..])?,
         },
         _ => return None,
     };
@@ -371,6 +383,53 @@ mod tests {
         );
     }
 
+    fn args_of(out: &[u8]) -> Vec<Vec<u8>> {
+        let (Value::Array(args), _) = parse(out).unwrap().unwrap() else {
+            panic!()
+        };
+        args.iter()
+            .map(|a| a.as_bytes().unwrap().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_save_keeps_the_peer_id_and_presence_names_only_peers() {
+        let s = schema();
+        let (session, peer) = (SessionId::random(), PeerId::random());
+        let mut out = Vec::new();
+        let save = EngineOp::Save {
+            session,
+            peer,
+            subs: vec![("t".into(), 3)],
+            ttl_ms: 500,
+        };
+        s.encode(&save, &mut out);
+        let args = args_of(&out);
+        assert_eq!(args[3], [&b"wsgate:s:"[..], &session.to_text()].concat());
+        assert_eq!(
+            &args[5..],
+            [
+                b"500".to_vec(),
+                peer.to_text().to_vec(),
+                b"t".to_vec(),
+                b"3".to_vec()
+            ]
+        );
+        for joined in [true, false] {
+            let mut out = Vec::new();
+            let topic: Arc<str> = "t".into();
+            let op = if joined {
+                EngineOp::Join { topic, peer }
+            } else {
+                EngineOp::Leave { topic, peer }
+            };
+            s.encode(&op, &mut out);
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.contains(&peer.to_string()), "{text}");
+            assert!(!text.contains(&session.to_string()), "{text}");
+        }
+    }
+
     #[test]
     fn a_sync_subscribes_before_it_reads() {
         let mut out = Vec::new();
@@ -396,6 +455,8 @@ mod tests {
             Value::Array(vec![
                 bulk("owner"),
                 Value::Bulk(s.instance.as_bytes().to_vec()),
+                bulk("peer"),
+                bulk("00000000000000ab"),
                 bulk("t:news"),
                 bulk("12"),
             ]),
@@ -405,6 +466,10 @@ mod tests {
         };
         assert!(c.mine);
         assert_eq!(c.subs, vec![(Arc::from("news"), 12)]);
+        assert_eq!(
+            c.peer.map(|p| p.to_string()),
+            Some("00000000000000ab".into())
+        );
         assert!(matches!(
             s.decode(Expect::Claim, Value::Null),
             EngineReply::Claimed(None)
@@ -429,23 +494,23 @@ mod tests {
             s.decode(Expect::Owned, Value::Error("NOSCRIPT".into())),
             EngineReply::Failed
         ));
-        let id = SessionId::random();
+        let id = PeerId::random();
         let push = [
             bulk("message"),
             bulk("wsgate:c:{x}"),
             bulk(&format!("j{id}")),
         ];
-        let Some((
-            "x",
-            EngineEvent::Presence {
-                joined: true,
-                session,
-            },
-        )) = decode_push(&push)
-        else {
+        let Some(("x", EngineEvent::Presence { joined: true, peer })) = decode_push(&push) else {
             panic!()
         };
-        assert_eq!(session, id);
+        assert_eq!(peer, id);
+        // A session id on the channel is not a peer id.
+        let leaked = [
+            bulk("message"),
+            bulk("wsgate:c:{x}"),
+            bulk(&format!("j{}", SessionId::random())),
+        ];
+        assert!(decode_push(&leaked).is_none());
         let msg = [bulk("message"), bulk("wsgate:c:{x}"), bulk("m3 tpayload")];
         let Some(("x", EngineEvent::Message(m))) = decode_push(&msg) else {
             panic!()

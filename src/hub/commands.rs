@@ -97,6 +97,7 @@ impl Hub {
             pending: true,
         };
         s.subs.insert(topic.clone(), sub);
+        let peer = s.peer;
         let local = self.local_subs.entry(topic.clone()).or_default();
         local.push(session);
         let owner = topic_owner(&topic, self.cfg.cores);
@@ -105,6 +106,7 @@ impl Hub {
             topic,
             from,
             session,
+            peer,
             after: None,
         };
         self.mail(owner, msg);
@@ -114,6 +116,7 @@ impl Hub {
     fn unsubscribe(&mut self, conn: ConnId, session: SessionId, topic: &str) -> bool {
         let s = self.sessions.get_mut(&session).expect("conn has a session");
         let removed = s.subs.remove_entry(topic);
+        let peer = s.peer;
         if let Some((topic, _)) = &removed {
             self.remove_local_sub(topic, session);
             let owner = topic_owner(topic, self.cfg.cores);
@@ -122,6 +125,7 @@ impl Hub {
                 topic: topic.clone(),
                 from,
                 session,
+                peer,
                 announce: true,
             };
             self.mail(owner, msg);

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use super::{frame_of, text_frame, ConnId, Hub, Msg, Output, Reply, Stored};
 use crate::proto::command;
 use crate::proto::cookie::SessionId;
+use crate::proto::peer::PeerId;
 
 impl Hub {
     /// A message from another core's hub.
@@ -22,14 +23,16 @@ impl Hub {
                 topic,
                 from,
                 session,
+                peer,
                 after,
-            } => self.on_subscribe(topic, from, session, after),
+            } => self.on_subscribe(topic, from, session, peer, after),
             Msg::Unsubscribe {
                 topic,
                 from,
                 session,
+                peer,
                 announce,
-            } => self.on_unsubscribe(topic, from, session, announce),
+            } => self.on_unsubscribe(topic, from, session, peer, announce),
             Msg::Publish {
                 topic,
                 payload,
@@ -58,8 +61,8 @@ impl Hub {
             Msg::Presence {
                 topic,
                 joined,
-                session,
-            } => self.on_presence(&topic, joined, session),
+                peer,
+            } => self.on_presence(&topic, joined, peer),
             Msg::Members {
                 topic,
                 session,
@@ -69,16 +72,16 @@ impl Hub {
         }
     }
 
-    /// `join` / `leave` to the local subscribers of `topic` but `session`.
-    fn on_presence(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
+    /// `join` / `leave` of `peer` to the local subscribers of `topic` but itself.
+    fn on_presence(&mut self, topic: &Arc<str>, joined: bool, peer: PeerId) {
         let Some(list) = self.local_subs.get(topic) else {
             return;
         };
-        let sid = session.to_string();
-        let frame = text_frame(|l| command::write_presence(l, joined, topic, &sid));
+        let frame = text_frame(|l| command::write_presence(l, joined, topic, &peer.to_string()));
         let conns: Vec<ConnId> = (list.iter())
-            .filter(|s| **s != session)
-            .filter_map(|s| self.sessions.get(s).and_then(|s| s.conn))
+            .filter_map(|s| self.sessions.get(s))
+            .filter(|s| s.peer != peer)
+            .filter_map(|s| s.conn)
             .collect();
         for conn in conns {
             self.send(conn, frame.clone());
@@ -86,7 +89,7 @@ impl Hub {
     }
 
     /// The answer to `who`.
-    fn on_members(&mut self, topic: &str, session: SessionId, members: &[SessionId]) {
+    fn on_members(&mut self, topic: &str, session: SessionId, members: &[PeerId]) {
         let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
             return;
         };

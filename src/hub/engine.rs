@@ -26,6 +26,7 @@ use crate::hub::topic_owner;
 use crate::proto::close::ServerClose;
 use crate::proto::command::Command;
 use crate::proto::cookie::SessionId;
+use crate::proto::peer::PeerId;
 
 /// How often changed sessions are saved (ms).
 pub const CHECKPOINT_MS: u64 = 1000;
@@ -39,6 +40,7 @@ pub enum EngineOp {
     /// long the engine keeps it without another save.
     Save {
         session: SessionId,
+        peer: PeerId,
         subs: Vec<(Arc<str>, u64)>,
         ttl_ms: u64,
     },
@@ -58,9 +60,9 @@ pub enum EngineOp {
     /// Unsubscribe from the topic's channel.
     Unwatch(Arc<str>),
     /// Add a member and announce `join` on the channel (once per session).
-    Join { topic: Arc<str>, session: SessionId },
+    Join { topic: Arc<str>, peer: PeerId },
     /// Remove a member and announce `leave` (once).
-    Leave { topic: Arc<str>, session: SessionId },
+    Leave { topic: Arc<str>, peer: PeerId },
     /// The topic's members.
     Who(Arc<str>),
 }
@@ -72,6 +74,8 @@ pub struct Claimed {
     pub mine: bool,
     /// Subscribed topics and the last seq delivered on each.
     pub subs: Vec<(Arc<str>, u64)>,
+    /// Its peer id (absent in a session saved before peer ids existed).
+    pub peer: Option<PeerId>,
 }
 
 /// The engine's answer.
@@ -87,8 +91,8 @@ pub enum EngineReply {
     Published(u64),
     /// To `Sync`: the current seq and the history, oldest first.
     Synced { seq: u64, history: Vec<Stored> },
-    /// To `Who`.
-    Members(Vec<SessionId>),
+    /// To `Who`: the members' peer ids.
+    Members(Vec<PeerId>),
     /// To everything else.
     Done,
 }
@@ -98,8 +102,8 @@ pub enum EngineReply {
 pub enum EngineEvent {
     /// A message (from any node).
     Message(Stored),
-    /// `join` (true) or `leave` of a session (on any node).
-    Presence { joined: bool, session: SessionId },
+    /// `join` (true) or `leave` of a session (on any node), by peer id.
+    Presence { joined: bool, peer: PeerId },
 }
 
 /// What an engine request was for.
@@ -219,6 +223,7 @@ impl Hub {
         } else {
             ttl_gone
         };
+        let peer = s.peer;
         self.ask(
             Wait::Save {
                 session,
@@ -226,6 +231,7 @@ impl Hub {
             },
             EngineOp::Save {
                 session,
+                peer,
                 subs,
                 ttl_ms,
             },
@@ -328,9 +334,9 @@ impl Hub {
         let topic = topic.clone();
         match event {
             EngineEvent::Message(m) => self.on_engine_message(topic, m),
-            EngineEvent::Presence { joined, session } => {
+            EngineEvent::Presence { joined, peer } => {
                 if self.topics.get(&topic).is_some_and(|t| t.synced) {
-                    self.announce(&topic, joined, session);
+                    self.announce(&topic, joined, peer);
                 }
             }
         }
@@ -430,6 +436,10 @@ impl Hub {
                 // Another node had it last: its state replaces ours.
                 let from = self.cfg.core;
                 let s = self.sessions.get_mut(&session).expect("attached");
+                if let Some(peer) = c.peer {
+                    s.peer = peer; // the session keeps its public name across nodes
+                }
+                let peer = s.peer;
                 let stale: Vec<Arc<str>> = s.subs.drain().map(|(t, _)| t).collect();
                 for (topic, last) in c.subs {
                     s.subs.insert(
@@ -448,6 +458,7 @@ impl Hub {
                         topic,
                         from,
                         session,
+                        peer,
                         announce: false,
                     };
                     self.mail(owner, msg);

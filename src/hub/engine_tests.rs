@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use super::*;
 use crate::proto::command::parse;
+use crate::proto::peer::PeerId;
 
 const TTL: u64 = 10_000;
 
@@ -18,14 +19,14 @@ enum In {
 }
 
 type Place = (usize, usize); // (node, core)
-/// A session's owner and subscriptions.
-type SavedSession = (String, Vec<(Arc<str>, u64)>);
+/// A session's owner, subscriptions and peer id.
+type SavedSession = (String, Vec<(Arc<str>, u64)>, PeerId);
 
 #[derive(Default)]
 struct Fake {
     sessions: HashMap<SessionId, SavedSession>,
     topics: HashMap<Arc<str>, (u64, VecDeque<Stored>)>,
-    members: HashMap<Arc<str>, HashSet<SessionId>>,
+    members: HashMap<Arc<str>, HashSet<PeerId>>,
     watchers: HashMap<Arc<str>, Vec<Place>>,
 }
 
@@ -41,6 +42,8 @@ struct Fleet {
     place: HashMap<ConnId, Place>,
     next_conn: ConnId,
     now: u64,
+    /// Every session id a test used: no line may ever carry one.
+    session_ids: Vec<String>,
 }
 
 fn instance(node: usize) -> String {
@@ -85,6 +88,7 @@ impl Fleet {
             place: HashMap::new(),
             next_conn: 1,
             now: 1,
+            session_ids: Vec::new(),
         };
         for node in 0..nodes {
             for hub in &mut fleet.hubs[node] {
@@ -110,24 +114,30 @@ impl Fleet {
         let reply = match op {
             EngineOp::Claim(s) => match f.sessions.get_mut(&s) {
                 None => EngineReply::Claimed(None),
-                Some((owner, subs)) => {
+                Some((owner, subs, peer)) => {
                     let mine = *owner == me;
                     *owner = me;
                     EngineReply::Claimed(Some(Claimed {
                         mine,
                         subs: subs.clone(),
+                        peer: Some(*peer),
                     }))
                 }
             },
-            EngineOp::Save { session, subs, .. } => match f.sessions.get(&session) {
-                Some((owner, _)) if *owner != me => EngineReply::Owned(false),
+            EngineOp::Save {
+                session,
+                peer,
+                subs,
+                ..
+            } => match f.sessions.get(&session) {
+                Some((owner, ..)) if *owner != me => EngineReply::Owned(false),
                 _ => {
-                    f.sessions.insert(session, (me, subs));
+                    f.sessions.insert(session, (me, subs, peer));
                     EngineReply::Owned(true)
                 }
             },
             EngineOp::End(s) => match f.sessions.get(&s) {
-                Some((owner, _)) if *owner != me => EngineReply::Owned(false),
+                Some((owner, ..)) if *owner != me => EngineReply::Owned(false),
                 _ => {
                     f.sessions.remove(&s);
                     EngineReply::Owned(true)
@@ -187,18 +197,18 @@ impl Fleet {
         self.push(at, In::Reply(id, reply));
     }
 
-    fn presence(&mut self, topic: Arc<str>, session: SessionId, joined: bool) {
+    fn presence(&mut self, topic: Arc<str>, peer: PeerId, joined: bool) {
         let set = self.fake.members.entry(topic.clone()).or_default();
         let changed = if joined {
-            set.insert(session)
+            set.insert(peer)
         } else {
-            set.remove(&session)
+            set.remove(&peer)
         };
         if changed {
             for w in self.fake.watchers.get(&topic).cloned().unwrap_or_default() {
                 self.push(
                     w,
-                    In::Push(topic.clone(), EngineEvent::Presence { joined, session }),
+                    In::Push(topic.clone(), EngineEvent::Presence { joined, peer }),
                 );
             }
         }
@@ -213,7 +223,15 @@ impl Fleet {
                         any = true;
                         match out {
                             Output::Send { conn, frame, .. } => {
-                                self.received.entry(conn).or_default().push(text(&frame))
+                                let line = text(&frame);
+                                // DESIGN §6: the session id is a bearer secret.
+                                for id in &self.session_ids {
+                                    assert!(
+                                        !line.contains(id.as_str()),
+                                        "a session id in {line:?}"
+                                    );
+                                }
+                                self.received.entry(conn).or_default().push(line)
                             }
                             Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                             Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
@@ -221,11 +239,11 @@ impl Fleet {
                             Output::Engine { id, op } => {
                                 if self.up[node] {
                                     match &op {
-                                        EngineOp::Join { topic, session } => {
-                                            self.presence(topic.clone(), *session, true)
+                                        EngineOp::Join { topic, peer } => {
+                                            self.presence(topic.clone(), *peer, true)
                                         }
-                                        EngineOp::Leave { topic, session } => {
-                                            self.presence(topic.clone(), *session, false)
+                                        EngineOp::Leave { topic, peer } => {
+                                            self.presence(topic.clone(), *peer, false)
                                         }
                                         _ => {}
                                     }
@@ -272,10 +290,18 @@ impl Fleet {
         self.next_conn += 1;
         let core = session.owner(self.hubs[node].len());
         self.place.insert(conn, (node, core));
+        self.session_ids.push(session.to_string());
         let now = self.now;
         self.hubs[node][core].attach(conn, session, cookie, now);
         self.settle();
         conn
+    }
+
+    /// The peer id of `session` as node `node` holds it.
+    fn peer(&self, node: usize, session: SessionId) -> String {
+        let core = session.owner(self.hubs[node].len());
+        let hub = &self.hubs[node][core];
+        hub.peer_of(session).expect("held").to_string()
     }
 
     fn cmd(&mut self, conn: ConnId, line: &str) {
@@ -352,6 +378,7 @@ fn a_session_resumes_on_another_node_with_what_it_missed() {
     let mut f = Fleet::new(2, 2, 16);
     let id = SessionId::random();
     let a = f.connect(0, id, false);
+    let pa = f.peer(0, id);
     f.cmd(a, "sub news");
     let other = f.connect(1, SessionId::random(), false);
     f.cmd(other, "sub news");
@@ -364,7 +391,8 @@ fn a_session_resumes_on_another_node_with_what_it_missed() {
     f.lines(other);
     let b = f.connect(1, id, true);
     let got = f.lines(b);
-    assert_eq!(got[0], format!("hello {id} resumed n1"));
+    // The peer id travelled with the session: presence does not flicker.
+    assert_eq!(got[0], format!("hello {pa} resumed n1"));
     assert_eq!(
         msgs(&got),
         ["msg news 2 miss0", "msg news 3 miss1", "msg news 4 miss2"]
@@ -385,11 +413,12 @@ fn an_unknown_cookie_is_new_and_a_session_is_saved_from_the_start() {
     let mut f = Fleet::new(2, 1, 16);
     let id = SessionId::random();
     let a = f.connect(0, id, true);
-    assert_eq!(f.lines(a), [format!("hello {id} new n0")]);
+    let pa = f.peer(0, id);
+    assert_eq!(f.lines(a), [format!("hello {pa} new n0")]);
     assert!(f.fake.sessions.contains_key(&id));
     f.drop_conn(a);
     let b = f.connect(1, id, true);
-    assert_eq!(f.lines(b), [format!("hello {id} resumed n1")]);
+    assert_eq!(f.lines(b), [format!("hello {pa} resumed n1")]);
 }
 
 #[test]
@@ -403,7 +432,8 @@ fn commands_sent_before_hello_run_after_it() {
     f.hubs[0][0].command(conn, parse(b"sub x", false).unwrap(), false, 1);
     f.settle();
     let got = f.lines(conn);
-    assert_eq!(got, [format!("hello {id} new n0"), "ok sub x 0".into()]);
+    let p = f.peer(0, id);
+    assert_eq!(got, [format!("hello {p} new n0"), "ok sub x 0".into()]);
 }
 
 #[test]
@@ -412,17 +442,18 @@ fn presence_and_who_are_fleet_wide() {
     let (x, y) = (SessionId::random(), SessionId::random());
     let a = f.connect(0, x, false);
     let b = f.connect(1, y, false);
+    let (px, py) = (f.peer(0, x), f.peer(1, y));
     f.cmd(a, "sub p");
     f.cmd(b, "sub p");
-    assert!(f.lines(a).contains(&format!("join p {y}")));
+    assert!(f.lines(a).contains(&format!("join p {py}")));
     f.cmd(b, "who p");
-    let mut ids = [x.to_string(), y.to_string()];
+    let mut ids = [px, py.clone()];
     ids.sort();
     assert!(f
         .lines(b)
         .contains(&format!("members p 2 {} {}", ids[0], ids[1])));
     f.cmd(b, "unsub p");
-    assert!(f.lines(a).contains(&format!("leave p {y}")));
+    assert!(f.lines(a).contains(&format!("leave p {py}")));
 }
 
 #[test]

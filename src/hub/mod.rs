@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::proto::close::ServerClose;
 use crate::proto::cookie::SessionId;
 use crate::proto::frame::{encode_frame, OpCode};
+use crate::proto::peer::PeerId;
 
 /// A connection's token on its core.
 pub type ConnId = u64;
@@ -43,6 +44,7 @@ pub enum Msg {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
+        peer: PeerId,
         after: Option<u64>,
     },
     /// Unsubscribe; announced with `leave` unless `announce` is false (the
@@ -51,6 +53,7 @@ pub enum Msg {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
+        peer: PeerId,
         announce: bool,
     },
     /// Publish to a topic.
@@ -83,17 +86,17 @@ pub enum Msg {
         gap: Option<(u64, u64)>,
         history: Vec<Stored>,
     },
-    /// `join` / `leave` for the local subscribers of `topic`.
+    /// `join` / `leave` of session `peer` for the local subscribers of `topic`.
     Presence {
         topic: Arc<str>,
         joined: bool,
-        session: SessionId,
+        peer: PeerId,
     },
-    /// The answer to `Who`.
+    /// The answer to `Who`: the members' peer ids.
     Members {
         topic: Arc<str>,
         session: SessionId,
-        members: Vec<SessionId>,
+        members: Vec<PeerId>,
     },
     /// The sequence number a publish got.
     Published {
@@ -163,6 +166,8 @@ struct Sub {
 
 #[derive(Debug)]
 struct Session {
+    /// What other clients see of this session (never its id).
+    peer: PeerId,
     conn: Option<ConnId>,
     subs: HashMap<Arc<str>, Sub>,
     /// When the socket went away (ms); `None` while connected.
@@ -182,6 +187,7 @@ struct Session {
 impl Session {
     fn new(conn: Option<ConnId>) -> Session {
         Session {
+            peer: PeerId::random(),
             conn,
             subs: HashMap::new(),
             disconnected_at: None,
@@ -297,6 +303,11 @@ impl Hub {
             frame,
             tag: Some((topic.clone(), seq)),
         });
+    }
+
+    /// The peer id of a session this core holds.
+    pub fn peer_of(&self, session: SessionId) -> Option<PeerId> {
+        self.sessions.get(&session).map(|s| s.peer)
     }
 
     /// The connection a session is attached to, if any.

@@ -61,12 +61,10 @@ impl Hub {
     /// Sends `hello` and, for a resumed session, asks each topic owner for
     /// what was missed; then runs the commands that waited for it.
     pub(super) fn greet(&mut self, conn: ConnId, session: SessionId, resumed: bool, now: u64) {
-        let sid = session.to_string();
-        let node = self.cfg.node_id.clone();
-        self.send(
-            conn,
-            text_frame(|l| command::write_hello(l, &sid, resumed, &node)),
-        );
+        let s = self.sessions.get_mut(&session).expect("attached");
+        let (peer, node) = (s.peer, &self.cfg.node_id);
+        let hello = text_frame(|l| command::write_hello(l, &peer.to_string(), resumed, node));
+        self.send(conn, hello);
         let from = self.cfg.core;
         let s = self.sessions.get_mut(&session).expect("attached");
         let queued = s.loading.take().unwrap_or_default();
@@ -85,6 +83,7 @@ impl Hub {
                         topic,
                         from,
                         session,
+                        peer,
                         after: Some(last),
                     },
                 );
@@ -219,6 +218,7 @@ impl Hub {
                     topic,
                     from,
                     session,
+                    peer: s.peer,
                     announce,
                 },
             );

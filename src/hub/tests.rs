@@ -14,6 +14,8 @@ struct Cluster {
     next_conn: ConnId,
     /// conn → core
     conn_core: HashMap<ConnId, usize>,
+    /// Every session id a test used: no line may ever carry one.
+    session_ids: Vec<String>,
 }
 
 fn payload_text(frame: &[u8]) -> String {
@@ -50,6 +52,7 @@ impl Cluster {
             admin: Vec::new(),
             next_conn: 1,
             conn_core: HashMap::new(),
+            session_ids: Vec::new(),
         }
     }
 
@@ -59,11 +62,14 @@ impl Cluster {
             for core in 0..self.hubs.len() {
                 while let Some(out) = self.hubs[core].poll_output() {
                     match out {
-                        Output::Send { conn, frame, .. } => self
-                            .received
-                            .entry(conn)
-                            .or_default()
-                            .push(payload_text(&frame)),
+                        Output::Send { conn, frame, .. } => {
+                            let line = payload_text(&frame);
+                            // DESIGN §6: the session id is a bearer secret.
+                            for id in &self.session_ids {
+                                assert!(!line.contains(id.as_str()), "a session id in {line:?}");
+                            }
+                            self.received.entry(conn).or_default().push(line)
+                        }
                         Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                         Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
                         Output::AdminPublished { request, seq } => self.admin.push((request, seq)),
@@ -90,6 +96,7 @@ impl Cluster {
         self.next_conn += 1;
         let core = session.owner(self.hubs.len());
         self.conn_core.insert(conn, core);
+        self.session_ids.push(session.to_string());
         self.hubs[core].attach(conn, session, true, now);
         self.settle();
         conn
@@ -114,6 +121,12 @@ impl Cluster {
         self.settle();
     }
 
+    /// The peer id of a session its core holds.
+    fn peer(&self, session: SessionId) -> String {
+        let core = session.owner(self.hubs.len());
+        self.hubs[core].peer_of(session).expect("held").to_string()
+    }
+
     fn lines(&mut self, conn: ConnId) -> Vec<String> {
         self.received.remove(&conn).unwrap_or_default()
     }
@@ -128,7 +141,9 @@ fn new_session_says_hello_new() {
     let mut c = Cluster::new(2, 16);
     let id = sid();
     let conn = c.connect(id, 0);
-    assert_eq!(c.lines(conn), [format!("hello {id} new n1")]);
+    let peer = c.peer(id);
+    assert!(peer.len() == 16 && peer.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(c.lines(conn), [format!("hello {peer} new n1")]);
 }
 
 #[test]
@@ -168,15 +183,17 @@ fn subscribe_acks_with_the_current_sequence_and_announces_a_join() {
     let mut c = Cluster::new(2, 16);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
+    let pb = c.peer(b);
     c.cmd(ca, "sub t");
     c.cmd(ca, "pub t one");
     c.lines(ca);
     c.cmd(cb, "sub t");
     assert_eq!(c.lines(cb)[1], "ok sub t 1");
-    assert_eq!(c.lines(ca), [format!("join t {b}")]);
+    assert_eq!(c.lines(ca), [format!("join t {pb}")]);
     c.cmd(cb, "who t");
-    let mut ids = [a.to_string(), b.to_string()];
+    let mut ids = [pa.clone(), pb.clone()];
     ids.sort();
     assert_eq!(c.lines(cb), [format!("members t 2 {} {}", ids[0], ids[1])]);
 }
@@ -186,6 +203,7 @@ fn resume_replays_missed_messages_in_order_then_live_ones() {
     let mut c = Cluster::new(2, 16);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
     c.cmd(ca, "sub t");
     c.cmd(cb, "sub t");
@@ -204,7 +222,7 @@ fn resume_replays_missed_messages_in_order_then_live_ones() {
     let ca2 = c.connect(a, 200);
     c.cmd(cb, "pub t 7");
     let lines = c.lines(ca2);
-    let mut expected = vec![format!("hello {a} resumed n1")];
+    let mut expected = vec![format!("hello {pa} resumed n1")];
     expected.extend((2..=7).map(|i| format!("msg t {i} {i}")));
     assert_eq!(lines, expected);
     assert!(
@@ -218,11 +236,12 @@ fn resume_with_nothing_missed_replays_nothing() {
     let mut c = Cluster::new(2, 16);
     let a = sid();
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     c.cmd(ca, "sub t");
     c.cmd(ca, "pub t x");
     c.drop_conn(ca, 10, false);
     let ca2 = c.connect(a, 20);
-    assert_eq!(c.lines(ca2), [format!("hello {a} resumed n1")]);
+    assert_eq!(c.lines(ca2), [format!("hello {pa} resumed n1")]);
 }
 
 #[test]
@@ -230,6 +249,7 @@ fn gap_when_history_cannot_cover_then_the_newest_history() {
     let mut c = Cluster::new(2, 3);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
     c.cmd(ca, "sub t");
     c.drop_conn(ca, 1, false);
@@ -240,7 +260,7 @@ fn gap_when_history_cannot_cover_then_the_newest_history() {
     assert_eq!(
         c.lines(ca2),
         [
-            format!("hello {a} resumed n1"),
+            format!("hello {pa} resumed n1"),
             "gap t 1 5".to_string(),
             "msg t 6 6".to_string(),
             "msg t 7 7".to_string(),
@@ -254,6 +274,7 @@ fn ttl_expiry_emits_leave_and_a_later_reconnect_is_new() {
     let mut c = Cluster::new(2, 16);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
     c.cmd(ca, "sub t");
     c.cmd(cb, "sub t");
@@ -262,9 +283,11 @@ fn ttl_expiry_emits_leave_and_a_later_reconnect_is_new() {
     c.tick(10_999);
     assert!(c.lines(cb).is_empty(), "still inside the TTL");
     c.tick(11_000);
-    assert_eq!(c.lines(cb), [format!("leave t {a}")]);
+    assert_eq!(c.lines(cb), [format!("leave t {pa}")]);
     let ca2 = c.connect(a, 12_000);
-    assert_eq!(c.lines(ca2), [format!("hello {a} new n1")]);
+    let fresh = c.peer(a);
+    assert_ne!(fresh, pa, "a new session gets a new peer id");
+    assert_eq!(c.lines(ca2), [format!("hello {fresh} new n1")]);
 }
 
 #[test]
@@ -272,12 +295,13 @@ fn close_1000_ends_the_session_at_once() {
     let mut c = Cluster::new(2, 16);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
     c.cmd(ca, "sub t");
     c.cmd(cb, "sub t");
     c.lines(cb);
     c.drop_conn(ca, 5, true);
-    assert_eq!(c.lines(cb), [format!("leave t {a}")]);
+    assert_eq!(c.lines(cb), [format!("leave t {pa}")]);
     let owner = a.owner(2);
     assert!(!c.hubs[owner].has_session(a));
 }
@@ -287,10 +311,11 @@ fn a_reconnect_takes_over_an_open_connection() {
     let mut c = Cluster::new(2, 16);
     let a = sid();
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     c.cmd(ca, "sub t");
     let ca2 = c.connect(a, 1);
     assert_eq!(c.closed, [(ca, 1008)]);
-    assert_eq!(c.lines(ca2), [format!("hello {a} resumed n1")]);
+    assert_eq!(c.lines(ca2), [format!("hello {pa} resumed n1")]);
     // The old connection's later detach must not disturb the new one.
     c.drop_conn(ca, 2, false);
     c.cmd(ca2, "pub t hi");
@@ -302,6 +327,7 @@ fn unsub_stops_delivery_and_announces_leave() {
     let mut c = Cluster::new(2, 16);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
     c.cmd(ca, "sub t");
     c.cmd(cb, "sub t");
@@ -309,7 +335,7 @@ fn unsub_stops_delivery_and_announces_leave() {
     c.lines(cb);
     c.cmd(ca, "unsub t");
     assert_eq!(c.lines(ca), ["ok unsub t"]);
-    assert_eq!(c.lines(cb), [format!("leave t {a}")]);
+    assert_eq!(c.lines(cb), [format!("leave t {pa}")]);
     c.cmd(cb, "pub t x");
     assert!(c.lines(ca).is_empty());
 }
@@ -345,6 +371,7 @@ fn a_rewind_replays_what_never_reached_the_client() {
     let mut c = Cluster::new(2, 16);
     let (a, b) = (sid(), sid());
     let ca = c.connect(a, 0);
+    let pa = c.peer(a);
     let cb = c.connect(b, 0);
     c.cmd(ca, "sub t");
     for i in 1..=5 {
@@ -359,7 +386,7 @@ fn a_rewind_replays_what_never_reached_the_client() {
     assert_eq!(
         c.lines(ca2),
         [
-            format!("hello {a} resumed n1"),
+            format!("hello {pa} resumed n1"),
             "msg t 4 4".into(),
             "msg t 5 5".into()
         ]

@@ -1,11 +1,12 @@
 //! The topic-owner half of the hub: sequence numbers, history, members and
 //! fan-out for the topics whose name maps to this core.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::{EngineOp, Hub, Msg, Reply, Stored, Wait};
 use crate::proto::cookie::SessionId;
+use crate::proto::peer::PeerId;
 
 /// A topic owned by this core.
 #[derive(Debug, Default)]
@@ -14,7 +15,8 @@ pub(super) struct Topic {
     history: VecDeque<Stored>,
     /// Subscribed sessions per core.
     cores: Vec<u32>,
-    members: HashSet<SessionId>,
+    /// Member sessions and their peer ids (what presence lines carry).
+    members: HashMap<SessionId, PeerId>,
     /// With an engine: this copy mirrors the engine's (its channel is
     /// subscribed and its history loaded). Without one, always false.
     pub(super) synced: bool,
@@ -82,6 +84,7 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
+        peer: PeerId,
         after: Option<u64>,
     ) {
         let engine = self.engine_serves();
@@ -93,6 +96,7 @@ impl Hub {
                 topic: topic.clone(),
                 from,
                 session,
+                peer,
                 after,
             });
             if !t.syncing {
@@ -105,7 +109,7 @@ impl Hub {
         let current = t.seq;
         // A resuming session is still a member; `insert` only re-adds one the
         // topic forgot, which cannot happen on one node.
-        if t.members.insert(session) {
+        if t.members.insert(session, peer).is_none() {
             t.cores[from] += 1;
         }
         let (gap, history) = after.map_or((None, Vec::new()), |last| t.since(last));
@@ -115,11 +119,11 @@ impl Hub {
                 // Comes back through the topic's channel, to every node.
                 let op = EngineOp::Join {
                     topic: topic.clone(),
-                    session,
+                    peer,
                 };
                 self.ask(Wait::Forget, op);
             } else {
-                self.announce(&topic, true, session);
+                self.announce(&topic, true, peer);
             }
         }
         self.mail(
@@ -142,17 +146,18 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
+        peer: PeerId,
         announce: bool,
     ) {
         let engine = self.engine_serves();
         let Some(t) = self.topics.get_mut(&topic) else {
             if engine && announce {
-                let op = EngineOp::Leave { topic, session };
+                let op = EngineOp::Leave { topic, peer };
                 self.ask(Wait::Forget, op);
             }
             return;
         };
-        if !t.members.remove(&session) {
+        if t.members.remove(&session).is_none() {
             return;
         }
         t.cores[from] = t.cores[from].saturating_sub(1);
@@ -164,10 +169,10 @@ impl Hub {
         }
         if announce {
             if engine {
-                let op = EngineOp::Leave { topic, session };
+                let op = EngineOp::Leave { topic, peer };
                 self.ask(Wait::Forget, op);
             } else {
-                self.announce(&topic, false, session);
+                self.announce(&topic, false, peer);
             }
         }
     }
@@ -319,10 +324,10 @@ impl Hub {
 
     /// Answers `who` from this node's members.
     pub(super) fn who_here(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
-        let members: Vec<SessionId> = self
+        let members: Vec<PeerId> = self
             .topics
             .get(&topic)
-            .map(|t| t.members.iter().copied().collect())
+            .map(|t| t.members.values().copied().collect())
             .unwrap_or_default();
         self.answer_who(topic, from, session, members);
     }
@@ -333,9 +338,9 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
-        mut members: Vec<SessionId>,
+        mut members: Vec<PeerId>,
     ) {
-        members.sort_by_key(|m| m.to_text());
+        members.sort(); // numeric order is the order of the fixed-width hex text
         self.mail(
             from,
             Msg::Members {
@@ -347,14 +352,14 @@ impl Hub {
     }
 
     /// Sends `join`/`leave` to every core with subscribers of the topic.
-    pub(super) fn announce(&mut self, topic: &Arc<str>, joined: bool, session: SessionId) {
+    pub(super) fn announce(&mut self, topic: &Arc<str>, joined: bool, peer: PeerId) {
         for core in self.subscriber_cores(topic) {
             self.mail(
                 core,
                 Msg::Presence {
                     topic: topic.clone(),
                     joined,
-                    session,
+                    peer,
                 },
             );
         }

@@ -3,60 +3,7 @@
 
 use std::fmt;
 
-/// Random bytes for session ids: `getrandom(2)` output taken 4 KiB at a time
-/// per thread (one system call per 256 ids instead of one per id); each 16
-/// bytes are handed out once and wiped from the pool.
-mod entropy {
-    use std::cell::RefCell;
-
-    const POOL: usize = 4096;
-
-    struct Pool {
-        bytes: [u8; POOL],
-        next: usize,
-    }
-
-    thread_local! {
-        static LOCAL: RefCell<Pool> = const {
-            RefCell::new(Pool { bytes: [0; POOL], next: POOL })
-        };
-    }
-
-    fn fill(buf: &mut [u8]) {
-        let mut done = 0;
-        while done < buf.len() {
-            let rest = &mut buf[done..];
-            // SAFETY: `rest` is valid for writes of rest.len() bytes.
-            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-            if n > 0 {
-                done += n as usize;
-                continue;
-            }
-            let err = std::io::Error::last_os_error();
-            assert!(
-                err.kind() == std::io::ErrorKind::Interrupted,
-                "getrandom failed: {err}"
-            );
-        }
-    }
-
-    /// 16 fresh random bytes.
-    pub fn take16() -> [u8; 16] {
-        LOCAL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.next + 16 > POOL {
-                fill(&mut pool.bytes);
-                pool.next = 0;
-            }
-            let at = pool.next;
-            pool.next += 16;
-            let mut out = [0u8; 16];
-            out.copy_from_slice(&pool.bytes[at..at + 16]);
-            pool.bytes[at..at + 16].fill(0);
-            out
-        })
-    }
-}
+use crate::sys::entropy;
 
 /// A session id: a random UUID v4. It routes the client (the balancer's
 /// stickiness keys on it) and is the resume credential, so it is never
@@ -67,7 +14,8 @@ pub struct SessionId(u128);
 impl SessionId {
     /// A fresh random id (from the kernel's CSPRNG, drawn a page at a time).
     pub fn random() -> SessionId {
-        let bytes = entropy::take16();
+        let mut bytes = [0u8; 16];
+        entropy::fill(&mut bytes);
         SessionId(
             uuid::Builder::from_random_bytes(bytes)
                 .into_uuid()

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod mask;
+pub mod peer;
 pub mod receiver;
 pub mod resp;
 pub mod utf8;

@@ -259,7 +259,7 @@ impl Handshake {
             "upgrade",
             &[
                 ("core", &self.core.index),
-                ("session", &session),
+                // Never the session id: it is the resume credential.
                 ("cookie", &if known.is_some() { "kept" } else { "minted" }),
                 ("client", &client),
             ],

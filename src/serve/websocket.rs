@@ -81,13 +81,18 @@ fn attach(core: &Core, id: u64, session: SessionId, cookie_present: bool, client
         return;
     }
     // The cookie names a session this node does not have: routing drift
-    // (or an expired session).
+    // (or an expired session). Logged by the new session's peer id: the
+    // session id is a bearer secret.
     core.stats.sticky_miss();
+    let peer = core.read_hub(|hub| hub.peer_of(session));
     log::emit(
         Level::Info,
         "sticky_miss",
         &[
-            ("session", &session),
+            (
+                "peer",
+                &peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            ),
             ("client", &client),
             ("core", &core.index),
         ],

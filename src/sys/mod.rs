@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
+pub mod entropy;
 pub mod log;
 
 /// Which io driver a runtime ended up with.

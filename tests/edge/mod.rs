@@ -460,7 +460,10 @@ impl Drop for Haproxy {
 
 #[derive(Clone, Debug)]
 pub struct Hello {
+    /// The session id (the cookie).
     pub id: String,
+    /// The peer id the hello names.
+    pub peer: String,
     /// `new` or `resumed`.
     pub state: String,
     pub node: String,
@@ -502,10 +505,19 @@ pub fn upgrade(lb: SocketAddr, cookie: Option<&str>) -> (Conn, Hello) {
     let parts: Vec<&str> = text.split(' ').collect();
     assert!(
         parts.len() == 4 && parts[0] == "hello" && matches!(parts[2], "new" | "resumed"),
-        "expected `hello <id> new|resumed <node>`, got {text:?}"
+        "expected `hello <peer> new|resumed <node>`, got {text:?}"
     );
-    assert_eq!(parts[1], id, "the hello names the cookie's session");
+    let peer = parts[1];
+    assert!(
+        peer.len() == 16 && peer.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "the hello names a peer id, got {text:?}"
+    );
+    assert!(
+        !text.contains(&id),
+        "the hello carries the session id: {text:?}"
+    );
     let hello = Hello {
+        peer: peer.to_string(),
         id,
         state: parts[2].to_string(),
         node: parts[3].to_string(),

@@ -35,6 +35,11 @@ pub fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// A peer id: 16 lowercase hex digits (DESIGN §6).
+pub fn is_peer_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// One message from the server, after reassembling fragments; pings are
 /// answered and skipped.
 #[derive(Clone, PartialEq, Eq)]
@@ -119,8 +124,11 @@ impl End {
 pub struct Client {
     /// Label used in failure messages (e.g. `"A"`).
     pub name: String,
-    /// The session id from the `Set-Cookie` of the 101.
+    /// The session id from the `Set-Cookie` of the 101 (a bearer secret:
+    /// it must never appear in any frame).
     pub id: String,
+    /// The peer id the `hello` names: what other clients see of the session.
+    pub peer: String,
     /// The whole `hello` line.
     pub hello: String,
     /// `hello … resumed` (else `new`).
@@ -149,12 +157,12 @@ impl Client {
         c
     }
 
-    /// Reconnect with the cookie `id`: asserts `hello <id> resumed <node>`.
+    /// Reconnect with the cookie `id`: asserts `hello <peer> resumed <node>`.
     pub fn resume(gw: &Gateway, name: &str, id: &str) -> Client {
         let c = Client::connect(gw, name, Some(id));
         assert!(
             c.resumed,
-            "{name}: reconnect with the cookie of a live session got {:?}, expected `hello {id} resumed {NODE}`",
+            "{name}: reconnect with the cookie of a live session got {:?}, expected `hello <peer> resumed {NODE}`",
             c.hello
         );
         c
@@ -196,6 +204,7 @@ impl Client {
         let mut c = Client {
             name: name.to_string(),
             id: String::new(),
+            peer: String::new(),
             hello: String::new(),
             resumed: false,
             node: String::new(),
@@ -269,11 +278,15 @@ impl Client {
         assert!(
             parts.len() == 4
                 && parts[0] == "hello"
-                && parts[1] == c.id
+                && is_peer_id(parts[1])
                 && matches!(parts[2], "new" | "resumed"),
-            "{name}: expected `hello {} new|resumed <node>`, got {hello:?}",
-            c.id
+            "{name}: expected `hello <peer-id> new|resumed <node>`, got {hello:?}"
         );
+        assert!(
+            !hello.contains(&c.id),
+            "{name}: the hello carries the session id: {hello:?}"
+        );
+        c.peer = parts[1].to_string();
         c.resumed = parts[2] == "resumed";
         c.node = parts[3].to_string();
         c.hello = hello;

@@ -745,6 +745,7 @@ impl Ws {
         })?;
         let hello = Hello {
             id: client.id.clone(),
+            peer: client.peer.clone(),
             state: if client.resumed { "resumed" } else { "new" }.to_string(),
             node: client.node.clone(),
         };
@@ -775,6 +776,11 @@ impl Ws {
 
     pub fn id(&self) -> &str {
         &self.hello.id
+    }
+
+    /// The peer id its hello named (what presence shows of it).
+    pub fn peer(&self) -> &str {
+        &self.hello.peer
     }
 
     /// The next text line within `wait`; panics otherwise.

@@ -721,21 +721,31 @@ impl ResShared {
     }
 }
 
-/// A new session: connect, check `hello`, subscribe, wait for `ok sub`.
+/// A session as the resume scenario knows it: the cookie's id and the name
+/// its `hello` gave it (the peer id; older builds named the session id).
+type Named = (String, String);
+
+/// A new session: connect, check `hello <name> new`, subscribe, wait for `ok sub`.
 async fn res_setup(
     addr: SocketAddr,
     k: usize,
-) -> Result<(usize, TcpStream, Vec<u8>, String), String> {
+) -> Result<(usize, TcpStream, Vec<u8>, Named), String> {
     let (mut stream, pending, id) = ws_connect(addr, None).await?;
-    let hello = format!("hello {id} new ");
+    let mut name = String::new();
     let pending = read_until(&stream, pending, Duration::from_secs(20), |op, p| {
         if op != OP_TEXT {
             return Ok(false);
         }
-        if p.starts_with(hello.as_bytes()) {
+        let text = String::from_utf8_lossy(p);
+        let parts: Vec<&str> = text.split(' ').collect();
+        if parts.len() == 4 && parts[0] == "hello" && parts[2] == "new" {
+            name = parts[1].to_string();
             Ok(true)
         } else {
-            Err(format!("expected {hello:?}, got {}", show(p)))
+            Err(format!(
+                "expected `hello <name> new <node>`, got {}",
+                show(p)
+            ))
         }
     })
     .await?;
@@ -751,14 +761,15 @@ async fn res_setup(
         Ok(op == OP_TEXT && p.starts_with(ok.as_bytes()))
     })
     .await?;
-    Ok((k, stream, pending, id))
+    Ok((k, stream, pending, (id, name)))
 }
 
-/// A reconnect with the cookie: `hello <id> resumed`, then the missed message.
+/// A reconnect with the cookie: `hello <the same name> resumed`, then the
+/// missed message.
 async fn res_reconnect(
     addr: SocketAddr,
     k: usize,
-    id: String,
+    (id, name): Named,
     want: u64,
     payload: usize,
 ) -> Result<(usize, TcpStream, Vec<u8>), String> {
@@ -766,7 +777,7 @@ async fn res_reconnect(
     if cid != id {
         return Err(format!("cookie {id} came back as {cid}"));
     }
-    let hello = format!("hello {id} resumed ");
+    let hello = format!("hello {name} resumed ");
     let msg = format!("msg {RESUME_TOPIC} {want} ");
     let mut said_hello = false;
     let pending = read_until(&stream, pending, Duration::from_secs(20), |op, p| {
@@ -836,7 +847,7 @@ fn res_thread(sh: Arc<ResShared>, t: usize, count: usize, conc: usize) {
     let local = LocalSet::new();
     local.block_on(&rt, async move {
         sh.threads[t].tid.store(gettid(), Relaxed);
-        let mut ids: Vec<Option<String>> = vec![None; count];
+        let mut ids: Vec<Option<Named>> = vec![None; count];
         let mut holders: Vec<Option<JoinHandle<()>>> = (0..count).map(|_| None).collect();
         let mut fds: Vec<RawFd> = vec![-1; count];
         let mut next = 0;
