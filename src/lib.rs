@@ -22,6 +22,8 @@
 //!   flags and calls [`app::run`].
 
 pub mod app;
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod engine;
