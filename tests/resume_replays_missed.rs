@@ -74,7 +74,7 @@ fn resume_with_nothing_missed_replays_nothing() {
             b.publish(&t, &format!("seen {i}"), true);
             a.expect_msg_seq(&t, i, &format!("seen {i}"), "live before the drop");
         }
-        let id = a.id.clone();
+        let (id, peer) = (a.id.clone(), a.peer.clone());
         a.drop_tcp();
         wait_open_connections(gw, 1, "after A dropped");
         let mut a = Client::resume(gw, "A", &id);
@@ -110,7 +110,11 @@ fn resume_brings_back_every_subscription_and_only_those() {
         // as a member: presence does not flicker.
         let mut b = Client::new(gw, "B");
         let mut members = b.who(&topics[0]);
-        assert_eq!(members, vec![id.clone()], "A is still a member while away");
+        assert_eq!(
+            members,
+            vec![peer.clone()],
+            "A is still a member while away"
+        );
         for (i, t) in topics.iter().enumerate() {
             for k in 0..=i {
                 p.publish(t, &format!("missed {i}.{k}"), false);
@@ -144,8 +148,9 @@ fn resume_brings_back_every_subscription_and_only_those() {
             let seq = p.publish(t, "live", false);
             a.expect_msg_seq(t, seq, "live", "live after the replay");
         }
+        assert_eq!(a.peer, peer, "the same peer id after the resume");
         members = b.who(&topics[5]);
-        assert_eq!(members, vec![id.clone()]);
+        assert_eq!(members, vec![peer.clone()]);
     });
 }
 
