@@ -74,7 +74,7 @@ fn resume_with_nothing_missed_replays_nothing() {
             b.publish(&t, &format!("seen {i}"), true);
             a.expect_msg_seq(&t, i, &format!("seen {i}"), "live before the drop");
         }
-        let (id, peer) = (a.id.clone(), a.peer.clone());
+        let id = a.id.clone();
         a.drop_tcp();
         wait_open_connections(gw, 1, "after A dropped");
         let mut a = Client::resume(gw, "A", &id);
@@ -102,7 +102,7 @@ fn resume_brings_back_every_subscription_and_only_those() {
             p.publish(t, "seen", false);
             a.expect_msg_seq(t, 1, "seen", "before the drop");
         }
-        let id = a.id.clone();
+        let (id, peer) = (a.id.clone(), a.peer.clone());
         a.drop_tcp();
         wait_open_connections(gw, 1, "after A dropped");
 
