@@ -7,7 +7,7 @@
 //! payload: `exp` (required), `nbf`, `iss`, `aud`, `sub`, the `wsgate` claim.
 //! The payload is not parsed before its signature is checked.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -201,10 +201,10 @@ impl Verifier {
     }
 
     /// The JWKS file, if this verifier uses one.
-    pub fn jwks_path(&self) -> Option<&PathBuf> {
+    pub fn jwks_path(&self) -> Option<&Path> {
         match &self.keys {
             Keys::One(_) => None,
-            Keys::Jwks(j) => Some(j.path()),
+            Keys::Jwks(j) => Some(j.path().as_path()),
         }
     }
 

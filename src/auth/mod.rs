@@ -150,3 +150,27 @@ pub fn is_valid_user(user: &[u8]) -> bool {
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shareable_across_cores() {
+        fn send_sync_clone<T: Send + Sync + Clone>() {}
+        send_sync_clone::<Verifier>();
+        send_sync_clone::<Policy>();
+        send_sync_clone::<Claims>();
+        send_sync_clone::<Grants>();
+    }
+
+    #[test]
+    fn user_ids() {
+        assert!(is_valid_user(b"alice@example.com"));
+        assert!(is_valid_user(&[b'a'; MAX_USER_LEN]));
+        assert!(!is_valid_user(&[b'a'; MAX_USER_LEN + 1]));
+        assert!(!is_valid_user(b""));
+        assert!(!is_valid_user(b"a b"));
+        assert_eq!(std::mem::size_of::<Claims>(), 32);
+    }
+}
