@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sys"],
     &["proto"],
+    &["auth"],
     &["hub"],
     &["config", "metrics"],
     &["engine"],
