@@ -31,9 +31,10 @@ fn unknown_valid_cookie_is_a_new_session_and_a_sticky_miss() {
         let mut a = Client::connect(gw, "A", Some(&foreign));
         assert_eq!(
             a.hello,
-            format!("hello {foreign} new {}", gw::NODE),
+            format!("hello {} new {}", a.peer, gw::NODE),
             "unknown cookie"
         );
+        assert_eq!(a.id, foreign, "the cookie's id is kept");
         wait_metric(gw, MISSES, "sticky miss for the unknown cookie", |v| {
             v == misses0 + 1.0
         });

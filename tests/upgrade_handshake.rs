@@ -33,14 +33,26 @@ fn rfc_sample_key_gets_exact_101_head() {
             .head
             .contains(&format!("Sec-WebSocket-Accept: {RFC_ACCEPT}\r\n")));
         assert!(is_uuid_v4(&id));
-        // The gateway speaks first, with exactly one `hello` for the cookie's
-        // session, and then waits for the client.
+        // The gateway speaks first, with exactly one `hello` naming the
+        // session's peer id (never the session id), and then waits.
         let hello = c.read_frame();
         assert_eq!(hello.opcode, 0x1, "hello is a text frame");
         let text = String::from_utf8(hello.payload).unwrap();
+        let parts: Vec<&str> = text.split(' ').collect();
         assert!(
-            text.starts_with(&format!("hello {id} new ")),
+            parts.len() == 4 && parts[0] == "hello" && parts[2] == "new",
             "unexpected first frame {text:?}"
+        );
+        assert!(
+            parts[1].len() == 16
+                && parts[1]
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "the hello names a 16-hex peer id: {text:?}"
+        );
+        assert!(
+            !text.contains(&id),
+            "the hello carries the session id: {text:?}"
         );
         c.expect_silent_open(std::time::Duration::from_millis(300), "after hello");
     });
