@@ -28,7 +28,7 @@ fn no_frame_log_line_or_metric_carries_a_session_id() {
         let (a_id, b_id) = (a.id.clone(), b.id.clone());
 
         // A takeover, a drop and a resume, a sticky miss, a leave.
-        let mut a2 = Client::resume(gw, "A(takeover)", &a_id);
+        let a2 = Client::resume(gw, "A(takeover)", &a_id);
         seen.push(a2.hello.clone());
         a.expect_server_close(1008, "replaced", "the taken-over socket");
         a2.drop_tcp();
