@@ -260,7 +260,9 @@ impl Routes {
             KeyField::Missing => return Err(Rejection::BadRequest("missing Sec-WebSocket-Key")),
             KeyField::Repeated => return Err(Rejection::BadRequest("repeated Sec-WebSocket-Key")),
         };
-        // §10.2: servers may refuse origins they do not trust.
+        // §10.2: servers may refuse origins they do not trust. An
+        // absolute-form target names the host itself (RFC 9112 §3.3).
+        let host = req.authority.unwrap_or(host);
         if !self.origins.allows(req.origin, host) {
             return Err(Rejection::OriginNotAllowed);
         }
@@ -385,6 +387,30 @@ mod tests {
         for (lines, status) in cases {
             assert_eq!(route_of(&lines, &[]), Err(status), "{lines:?}");
         }
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_path_and_name_the_host() {
+        // RFC 9112 §3.2.2: a server MUST accept the absolute-form.
+        let absolute = with(0, "GET http://example.com/ws?token=t HTTP/1.1");
+        assert_eq!(route_of(&absolute, &[]), Ok(()));
+        let echo = with(0, "GET https://example.com:443/echo HTTP/1.1");
+        assert_eq!(route_of(&echo, &[]), Ok(()));
+        assert_eq!(
+            route_of(&with(0, "GET http://example.com/nope HTTP/1.1"), &[]),
+            Err(404)
+        );
+        // The target's authority, not Host, is what the origin must match.
+        let mut lines = with(0, "GET http://gw.example/ws HTTP/1.1");
+        lines.push("Origin: http://gw.example");
+        assert_eq!(route_of(&lines, &[]), Ok(()), "Host says example.com");
+        let mut lines = with(0, "GET http://other.example/ws HTTP/1.1");
+        lines.push("Origin: http://example.com");
+        assert_eq!(route_of(&lines, &[]), Err(403));
+        // Host is still required (RFC 9112 §3.2).
+        let mut no_host = absolute.clone();
+        no_host.remove(1);
+        assert_eq!(route_of(&no_host, &[]), Err(400));
     }
 
     #[test]

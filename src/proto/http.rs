@@ -39,6 +39,12 @@ pub struct Request<'b> {
     pub method: &'b str,
     /// The path of the request target, without the query.
     pub path: &'b str,
+    /// The query of the request target (after `?`), if any. It may carry a
+    /// credential (a `token`): it is never logged.
+    pub query: Option<&'b str>,
+    /// The authority of an absolute-form target (`GET http://host/ws`):
+    /// then it, not `Host`, names the target (RFC 9112 §3.3).
+    pub authority: Option<&'b [u8]>,
     /// Minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub minor_version: u8,
     /// The `Host` field; `None` if absent.
@@ -138,10 +144,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
     else {
         return Err(HeadError::Malformed("invalid request line"));
     };
-    let path = target.split('?').next().unwrap_or(target);
+    let (authority, path, query) = split_target(target)?;
     let mut out = Request {
         method,
         path,
+        query,
+        authority,
         minor_version,
         host: None,
         host_repeated: false,
@@ -203,6 +211,37 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
         }
     }
     Ok(Some((out, end)))
+}
+
+/// Splits a request target into authority (absolute-form only), path and
+/// query. RFC 9112 §3.2.2: "a server MUST accept the absolute-form in
+/// requests", so `GET http://host/ws?q` routes as `GET /ws?q` would. Other
+/// forms keep their text as the path (and route nowhere).
+fn split_target(target: &str) -> Result<(Option<&[u8]>, &str, Option<&str>), HeadError> {
+    let (before_query, query) = match target.split_once('?') {
+        Some((t, q)) => (t, Some(q)),
+        None => (target, None),
+    };
+    let Some((scheme, rest)) = before_query.split_once("://") else {
+        return Ok((None, before_query, query));
+    };
+    let known = ["http", "https", "ws", "wss"];
+    if before_query.starts_with('/') || !known.iter().any(|k| scheme.eq_ignore_ascii_case(k)) {
+        return Ok((None, before_query, query));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        // `http://host` and `http://host?q`: the path is `/` (§3.2.2).
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(HeadError::Malformed("absolute-form target without a host"));
+    }
+    // RFC 9110 §4.2.4: a recipient should treat userinfo as an error.
+    if authority.contains('@') {
+        return Err(HeadError::Malformed("userinfo in the request target"));
+    }
+    Ok((Some(authority.as_bytes()), path, query))
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitive).
@@ -273,6 +312,45 @@ mod tests {
     const UPGRADE: &[u8] = b"GET /ws?x=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
 Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
 Sec-WebSocket-Version: 13\r\nOrigin: http://example.com\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n";
+
+    #[test]
+    fn request_targets_in_origin_and_absolute_form() {
+        // (target, authority, path, query)
+        let cases: [(&str, Option<&str>, &str, Option<&str>); 9] = [
+            ("/ws", None, "/ws", None),
+            ("/ws?token=a.b.c&x=1", None, "/ws", Some("token=a.b.c&x=1")),
+            ("http://gw.example/ws", Some("gw.example"), "/ws", None),
+            (
+                "HTTPS://gw.example:8443/ws?t=1",
+                Some("gw.example:8443"),
+                "/ws",
+                Some("t=1"),
+            ),
+            (
+                "ws://127.0.0.1:8080/ws",
+                Some("127.0.0.1:8080"),
+                "/ws",
+                None,
+            ),
+            ("http://gw.example", Some("gw.example"), "/", None),
+            ("http://gw.example?q", Some("gw.example"), "/", Some("q")),
+            ("/a://b", None, "/a://b", None),
+            ("*", None, "*", None),
+        ];
+        for (target, authority, path, query) in cases {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (req, _) = parse_request(head.as_bytes()).unwrap().unwrap();
+            assert_eq!(req.authority, authority.map(str::as_bytes), "{target}");
+            assert_eq!((req.path, req.query), (path, query), "{target}");
+        }
+        for bad in ["http:///ws", "http://user@gw.example/ws"] {
+            let head = format!("GET {bad} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert!(
+                matches!(parse_request(head.as_bytes()), Err(HeadError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn parses_an_upgrade_request() {
