@@ -213,11 +213,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
     Ok(Some((out, end)))
 }
 
+/// A request target's authority (absolute-form only), path and query.
+type Target<'b> = (Option<&'b [u8]>, &'b str, Option<&'b str>);
+
 /// Splits a request target into authority (absolute-form only), path and
 /// query. RFC 9112 §3.2.2: "a server MUST accept the absolute-form in
 /// requests", so `GET http://host/ws?q` routes as `GET /ws?q` would. Other
 /// forms keep their text as the path (and route nowhere).
-fn split_target(target: &str) -> Result<(Option<&[u8]>, &str, Option<&str>), HeadError> {
+fn split_target(target: &str) -> Result<Target<'_>, HeadError> {
     let (before_query, query) = match target.split_once('?') {
         Some((t, q)) => (t, Some(q)),
         None => (target, None),
