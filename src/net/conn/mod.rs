@@ -245,13 +245,11 @@ impl Conn {
         self.outbox.borrow().len()
     }
 
-    /// Queues `bytes` (emptied) behind the output, without sending yet.
+    /// Queues `bytes` (emptied, its capacity kept by the caller) behind the
+    /// output, without sending yet.
     pub fn append_output(&self, bytes: &mut Vec<u8>) {
-        let mut outbox = self.outbox.borrow_mut();
-        if outbox.is_empty() {
-            std::mem::swap(&mut *outbox, bytes);
-        } else {
-            outbox.append(bytes);
+        if !bytes.is_empty() {
+            self.outbox.borrow_mut().append(bytes);
         }
     }
 
