@@ -19,6 +19,7 @@
 //! and parks without awaiting in between cannot miss one.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
@@ -91,17 +92,19 @@ impl Reactor {
     /// Hands out every pending event (readiness bits into the connections)
     /// and every resume request; parked connections with work go to `wake`.
     pub fn dispatch(&self, conns: &Registry, mut wake: impl FnMut(Wakeup)) {
-        // SAFETY: epoll_event is plain data.
-        let mut events: [libc::epoll_event; BATCH] = unsafe { std::mem::zeroed() };
+        // Not zeroed: the kernel writes the entries it reports, and only
+        // those are read (this runs on every wake of the reactor).
+        let mut events = [const { MaybeUninit::<libc::epoll_event>::uninit() }; BATCH];
         loop {
+            let buf = events.as_mut_ptr().cast();
             // SAFETY: events is valid for writes of BATCH entries.
-            let n = unsafe {
-                libc::epoll_wait(self.epfd.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
-            };
+            let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), buf, BATCH as i32, 0) };
             if n <= 0 {
                 break;
             }
             for ev in &events[..n as usize] {
+                // SAFETY: epoll_wait initialized the first n entries.
+                let ev = unsafe { ev.assume_init_ref() };
                 let Some(conn) = conns.get(ev.u64 as u32) else {
                     continue;
                 };
