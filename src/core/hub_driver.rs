@@ -150,6 +150,9 @@ impl Core {
 
     /// Sends what [`Core::carry_out`] gathered, one `send` per connection.
     fn send_pushed(&self) {
+        if self.hub.pushed.borrow().is_empty() {
+            return; // the common case for a batch of echo frames
+        }
         let mut pushed = self.hub.pushed.take();
         let now = self.now();
         for conn in pushed.drain(..) {
