@@ -12,6 +12,7 @@ use std::time::Duration;
 use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::config::{Config, SESSION_PATH};
+use crate::core::auth::Gate;
 use crate::core::{Core, Shared};
 use crate::net::epoll::Reactor;
 use crate::net::mailbox::Mailbox;
@@ -109,7 +110,20 @@ fn shared_state(
         mailboxes.push(Mailbox::new(ring));
         bells.push(bell);
     }
-    let shared = Shared::new(config, routes, cookie, node_id, mailboxes);
+    let auth = Gate::from_config(&config).map_err(StartError)?;
+    match &auth {
+        None => log::emit(Level::Info, "auth_off", &[]),
+        Some(gate) => log::emit(
+            Level::Info,
+            "auth_on",
+            &[
+                ("checks", &log::Quoted(gate.describe().as_bytes())),
+                ("allow_sub", &gate.policy.flags.sub.len()),
+                ("allow_pub", &gate.policy.flags.publish.len()),
+            ],
+        ),
+    }
+    let shared = Shared::new(config, routes, cookie, node_id, mailboxes, auth);
     Ok((Arc::new(shared), bells))
 }
 

@@ -9,7 +9,8 @@
 //! - [`proto`]: the sans-IO protocol core: HTTP request heads, the opening
 //!   handshake, the sticky cookie, frames, masking, UTF-8, close codes, the
 //!   read-side state machine, the gateway commands, RESP3. No I/O, no clock.
-//! - [`auth`] (feature `auth`): tokens, keys and topic permissions (sans-IO).
+//! - [`auth`]: topic permissions, and (feature `auth`) tokens, keys and the
+//!   auth hook's messages (sans-IO).
 //! - [`hub`]: sessions and topics of one core (sans-IO, time as input).
 //! - [`config`] (flags) and [`metrics`] (counters): plain data.
 //! - [`engine`]: the shared engine's schema in Redis and the request
@@ -23,7 +24,6 @@
 //!   flags and calls [`app::run`].
 
 pub mod app;
-#[cfg(feature = "auth")]
 pub mod auth;
 pub mod config;
 pub mod core;

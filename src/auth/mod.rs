@@ -1,4 +1,6 @@
 //! Who a client is, and what it may do (DESIGN.md §11): the sans-IO core.
+//! Topic permissions are always built (the hub checks them); tokens, keys
+//! and the hook's JSON need feature `auth` (serde_json, jsonwebtoken).
 //!
 //! - [`Verifier`] checks a JWT (HS256 with a shared secret, RS256 or ES256
 //!   with a public key, or a JWKS document whose key the token's `kid`
@@ -19,15 +21,28 @@
 //! No token byte ever goes into an error, a `Debug` output or a log line:
 //! [`AuthError`] carries no data, and [`AuthError::reason`] is a fixed word.
 
+#[cfg(feature = "auth")]
+mod hook;
+#[cfg(feature = "auth")]
 mod jwks;
+#[cfg(feature = "auth")]
 mod jwt;
+#[cfg(feature = "auth")]
 mod key;
 mod patterns;
 
 use std::fmt;
 
+#[cfg(feature = "auth")]
+pub use hook::{
+    parse_response, parse_response_at_eof, verdict, write_request, HookError, HookRequest,
+    HookResponse, HookTarget, HookVerdict,
+};
+#[cfg(feature = "auth")]
 pub use jwks::Reload;
+#[cfg(feature = "auth")]
 pub use jwt::{Verifier, VerifyOptions};
+#[cfg(feature = "auth")]
 pub use key::Alg;
 pub use patterns::{Action, Grants, PatternError, Patterns, Policy};
 
@@ -155,6 +170,7 @@ pub fn is_valid_user(user: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "auth")]
     #[test]
     fn shareable_across_cores() {
         fn send_sync_clone<T: Send + Sync + Clone>() {}

@@ -2,6 +2,7 @@
 //! `WSGATE_<FLAG>`. Bad configuration is one clear line and exit code 2.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
@@ -125,6 +126,77 @@ pub struct Config {
     /// error, warn, info or debug.
     #[arg(long, env = "WSGATE_LOG_LEVEL", default_value = "info", value_parser = parse_level)]
     pub log_level: Level,
+
+    /// HS256 tokens: a file holding the shared secret (at least 32 bytes;
+    /// a trailing newline is ignored). Turns authentication on.
+    #[arg(long, env = "WSGATE_JWT_SECRET_FILE", help_heading = "Authentication")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// RS256 or ES256 tokens: a PEM public key file (the algorithm follows
+    /// the key). Turns authentication on.
+    #[arg(
+        long,
+        env = "WSGATE_JWT_PUBLIC_KEY_FILE",
+        help_heading = "Authentication"
+    )]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Tokens signed by any key of a JWKS document (chosen by the token's
+    /// `kid`); the file is re-read when it changes. Turns authentication on.
+    #[arg(long, env = "WSGATE_JWT_JWKS_FILE", help_heading = "Authentication")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// When set, a token's `iss` must equal it.
+    #[arg(long, env = "WSGATE_JWT_ISSUER", help_heading = "Authentication")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, a token's `aud` must contain it.
+    #[arg(long, env = "WSGATE_JWT_AUDIENCE", help_heading = "Authentication")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "WSGATE_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration, help_heading = "Authentication")]
+    pub jwt_leeway: Duration,
+
+    /// Topics every authenticated user may subscribe to (and ask `who`
+    /// on), repeatable: a topic, or a prefix ending in `*`; `{user}` is the
+    /// user id [default: none; with authentication off, all].
+    #[arg(
+        long,
+        env = "WSGATE_ALLOW_SUB",
+        value_delimiter = ',',
+        help_heading = "Authentication"
+    )]
+    pub allow_sub: Vec<String>,
+
+    /// Topics every authenticated user may publish to, repeatable (as
+    /// --allow-sub).
+    #[arg(
+        long,
+        env = "WSGATE_ALLOW_PUB",
+        value_delimiter = ',',
+        help_heading = "Authentication"
+    )]
+    pub allow_pub: Vec<String>,
+
+    /// The backend decides who connects: http://host:port/path gets a JSON
+    /// POST per upgrade (after the token check, if any). Turns
+    /// authentication on.
+    #[arg(long, env = "WSGATE_AUTH_HOOK", help_heading = "Authentication")]
+    pub auth_hook: Option<String>,
+
+    /// A hook that does not answer in time (or is down) means 503.
+    #[arg(long, env = "WSGATE_AUTH_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration, help_heading = "Authentication")]
+    pub auth_hook_timeout: Duration,
+
+    /// Hook requests in flight per core; more wait (within the timeout).
+    #[arg(
+        long,
+        env = "WSGATE_AUTH_HOOK_CONCURRENCY",
+        default_value_t = 64,
+        help_heading = "Authentication"
+    )]
+    pub auth_hook_concurrency: usize,
 }
 
 impl Config {
@@ -157,7 +229,87 @@ impl Config {
         self.validate_paths()?;
         self.validate_names()?;
         self.validate_limits()?;
-        self.validate_redis()
+        self.validate_redis()?;
+        self.validate_auth()
+    }
+
+    /// Whether upgrades on the gateway path must authenticate (any token
+    /// key, or the hook).
+    pub fn auth_on(&self) -> bool {
+        self.jwt_secret_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
+            || self.auth_hook.is_some()
+    }
+
+    /// The authentication flags that are set, by name.
+    fn auth_flags_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        let flags: [(&'static str, bool); 9] = [
+            ("--jwt-secret-file", self.jwt_secret_file.is_some()),
+            ("--jwt-public-key-file", self.jwt_public_key_file.is_some()),
+            ("--jwt-jwks-file", self.jwt_jwks_file.is_some()),
+            ("--jwt-issuer", self.jwt_issuer.is_some()),
+            ("--jwt-audience", self.jwt_audience.is_some()),
+            ("--allow-sub", !self.allow_sub.is_empty()),
+            ("--allow-pub", !self.allow_pub.is_empty()),
+            ("--auth-hook", self.auth_hook.is_some()),
+            (
+                "--auth-hook-timeout",
+                self.auth_hook_timeout != Duration::from_secs(2),
+            ),
+        ];
+        for (name, on) in flags {
+            if on {
+                set.push(name);
+            }
+        }
+        set
+    }
+
+    /// The authentication flags: one source of keys, what needs what, and
+    /// a build that has the feature. Key files and patterns are loaded and
+    /// checked at start (`core::auth`), with the same exit code.
+    fn validate_auth(&self) -> Result<(), String> {
+        let set = self.auth_flags_set();
+        if !cfg!(feature = "auth") {
+            if let Some(first) = set.first() {
+                return Err(format!(
+                    "{first}: this wsgate was built without the `auth` feature (rebuild with default features to use authentication)"
+                ));
+            }
+            return Ok(());
+        }
+        let keys = [
+            self.jwt_secret_file.is_some(),
+            self.jwt_public_key_file.is_some(),
+            self.jwt_jwks_file.is_some(),
+        ];
+        if keys.iter().filter(|&&k| k).count() > 1 {
+            return Err(
+                "use one of --jwt-secret-file, --jwt-public-key-file and --jwt-jwks-file".into(),
+            );
+        }
+        let has_key = keys.iter().any(|&k| k);
+        if !has_key && (self.jwt_issuer.is_some() || self.jwt_audience.is_some()) {
+            return Err("--jwt-issuer and --jwt-audience need a token key (--jwt-secret-file, --jwt-public-key-file or --jwt-jwks-file)".into());
+        }
+        if !self.auth_on() && (!self.allow_sub.is_empty() || !self.allow_pub.is_empty()) {
+            return Err("--allow-sub and --allow-pub need authentication (a --jwt-* key file or --auth-hook); without it every topic is open".into());
+        }
+        if self.auth_hook.is_none() && self.auth_hook_timeout != Duration::from_secs(2) {
+            return Err("--auth-hook-timeout needs --auth-hook".into());
+        }
+        if self.jwt_leeway > Duration::from_secs(3600) {
+            return Err("--jwt-leeway must be at most 1h".into());
+        }
+        if self.auth_hook_timeout.is_zero() || self.auth_hook_timeout > Duration::from_secs(60) {
+            return Err("--auth-hook-timeout must be between 1ms and 60s".into());
+        }
+        if self.auth_hook_concurrency == 0 || self.auth_hook_concurrency > 10_000 {
+            return Err("--auth-hook-concurrency must be between 1 and 10000".into());
+        }
+        Ok(())
     }
 
     /// Paths are absolute, plain, and distinct from each other and the cookie route.
@@ -311,6 +463,10 @@ mod tests {
             &["wsgate", "--handshake-timeout", "0s"],
             &["wsgate", "--ping-interval", "5s", "--pong-timeout", "5s"],
             &["wsgate", "--drain-timeout", "0s"],
+            &["wsgate", "--allow-sub", "room:*"],
+            &["wsgate", "--jwt-issuer", "https://idp"],
+            &["wsgate", "--jwt-secret-file", "a", "--jwt-jwks-file", "b"],
+            &["wsgate", "--auth-hook-timeout", "1s"],
         ] {
             let c = Config::try_parse_from(args).unwrap();
             assert!(c.validate().is_err(), "{args:?}");

@@ -16,6 +16,7 @@ use super::Core;
 use crate::hub::{ConnId, EngineReply, Hub, Output};
 use crate::net::conn::{Conn, Pushed};
 use crate::net::mailbox::CoreMsg;
+use crate::proto::handshake::{finish_101, HEAD_101_LEN};
 use crate::sys::log::{self, Level};
 
 /// A core's hub and what its outputs are carried out on.
@@ -99,6 +100,13 @@ impl Core {
             };
             match out {
                 Output::Send { conn, frame, tag } => self.push(conn, &frame, tag.as_ref()),
+                Output::Accept { conn, session } => {
+                    if let Some(c) = self.gateway_conn(conn) {
+                        let mut tail = Vec::with_capacity(160);
+                        finish_101(&mut tail, &self.shared.cookie, session);
+                        c.accept(HEAD_101_LEN, &tail);
+                    }
+                }
                 Output::Close { conn, why } => {
                     if let Some(c) = self.gateway_conn(conn) {
                         c.request_close(why, self.now());

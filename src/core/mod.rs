@@ -18,8 +18,11 @@ use crate::net::registry::Registry;
 use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::Routes;
 
+pub mod auth;
 pub mod engine_link;
 pub mod hub_driver;
+
+use auth::{CoreAuth, Gate};
 
 use engine_link::EngineLink;
 use hub_driver::HubDriver;
@@ -45,6 +48,8 @@ pub struct Shared {
     pub mailboxes: Vec<Mailbox>,
     /// The shared engine's schema and this process's owner identity (`--redis`).
     pub schema: Option<Arc<Schema>>,
+    /// Authentication (`None`: off, every client and topic is open).
+    pub auth: Option<Gate>,
     /// Open WebSocket connections on all cores (checked only at upgrade).
     active: AtomicUsize,
     /// Set once by the signal thread: health and upgrades answer 503.
@@ -59,6 +64,7 @@ impl Shared {
         cookie: CookieSpec,
         node_id: String,
         mailboxes: Vec<Mailbox>,
+        auth: Option<Gate>,
     ) -> Shared {
         let cores = mailboxes.len();
         let schema = config.redis.as_ref().map(|_| {
@@ -67,6 +73,7 @@ impl Shared {
         });
         Shared {
             schema,
+            auth,
             config,
             routes,
             cookie,
@@ -124,6 +131,8 @@ pub struct Core {
     pub reactor: Reactor,
     hub: HubDriver,
     engine: Option<EngineLink>,
+    /// This core's side of authentication (`None`: off).
+    pub auth: Option<CoreAuth>,
     /// Receive buffer lent to whichever connection is reading right now.
     read_buf: RefCell<Box<[u8]>>,
     /// Output batch of the connection being served right now.
@@ -146,7 +155,9 @@ impl Core {
             session_ttl_ms: config.session_ttl.as_millis() as u64,
             history_size: config.history_size,
             engine: config.redis.is_some(),
+            policy: shared.auth.as_ref().map(|g| g.policy.clone()),
         });
+        let auth = shared.auth.as_ref().map(CoreAuth::new);
         let engine = shared.schema.clone().map(EngineLink::new);
         if engine.is_some() {
             stats.set_redis_up(false);
@@ -158,6 +169,7 @@ impl Core {
             reactor,
             hub: HubDriver::new(hub),
             engine,
+            auth,
             read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
             write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
             draining: Cell::new(false),
@@ -185,6 +197,15 @@ impl Core {
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         self.now_ms.set(now);
         now
+    }
+
+    /// The coarse second (see [`Core::now`]) at which `unix_secs` (seconds
+    /// since the epoch) comes, for deadlines the heartbeat sweep checks;
+    /// never 0 (0 means no deadline).
+    pub fn coarse_secs_at(&self, unix_secs: u64) -> u32 {
+        let now = self.now() / 1000;
+        let ahead = unix_secs.saturating_sub(auth::unix_now());
+        now.saturating_add(ahead).clamp(1, u32::MAX as u64) as u32
     }
 
     /// The receive buffer (borrow it for a call, never across an await).

@@ -5,19 +5,21 @@
 //! Keys (the topic in `{…}` so a Redis Cluster keeps a topic's keys in one
 //! slot; topic names cannot contain braces):
 //! - `wsgate:s:<session-id>`: hash, `owner` = the process that serves it,
-//!   `peer` = its peer id, `t:<topic>` = last seq delivered; expires when no
-//!   node refreshes it.
+//!   `peer` = its peer id, `user` = its user (empty with auth off; a claim
+//!   by another user is refused), `t:<topic>` = last seq delivered; expires
+//!   when no node refreshes it.
 //! - `wsgate:t:{<topic>}:seq`: the topic's last sequence number.
 //! - `wsgate:t:{<topic>}:h`: capped list of `<seq> <t|b><payload>`.
-//! - `wsgate:t:{<topic>}:m`: set of member peer ids (never session ids:
-//!   `who` reads it).
-//! - channel `wsgate:c:{<topic>}`: `m<seq> <t|b><payload>`, `j<peer>`, `l<peer>`.
+//! - `wsgate:t:{<topic>}:m`: set of members, `<peer>` or `<peer>:<user>`
+//!   (never session ids: `who` reads it).
+//! - channel `wsgate:c:{<topic>}`: `m<seq> <t|b><payload>`, `j<member>`, `l<member>`.
 
 use std::sync::Arc;
 
+use crate::auth::is_valid_user;
 use crate::hub::{Claimed, EngineEvent, EngineOp, EngineReply, Stored};
 use crate::proto::cookie::SessionId;
-use crate::proto::peer::PeerId;
+use crate::proto::peer::{Member, PeerId};
 use crate::proto::resp::{encode_command, Value};
 
 use super::scripts::Scripts;
@@ -91,13 +93,14 @@ impl Schema {
     /// Appends the commands of `op` to `out`; says what answer to expect.
     pub fn encode(&self, op: &EngineOp, out: &mut Vec<u8>) -> Expect {
         match op {
-            EngineOp::Claim(id) => self.encode_claim(*id, out),
+            EngineOp::Claim { session, user } => self.encode_claim(*session, user.as_deref(), out),
             EngineOp::Save {
                 session,
                 peer,
+                user,
                 subs,
                 ttl_ms,
-            } => self.encode_save(*session, *peer, subs, *ttl_ms, out),
+            } => self.encode_save(*session, (*peer, user.as_deref()), subs, *ttl_ms, out),
             EngineOp::End(id) => {
                 let key = session_key(*id);
                 let end = self.scripts.end.sha.as_bytes();
@@ -124,8 +127,8 @@ impl Schema {
                 encode_command(out, &["UNSUBSCRIBE", &channel(topic)]);
                 Expect::Nothing
             }
-            EngineOp::Join { topic, peer } => self.encode_presence(topic, *peer, true, out),
-            EngineOp::Leave { topic, peer } => self.encode_presence(topic, *peer, false, out),
+            EngineOp::Join { topic, member } => self.encode_presence(topic, member, true, out),
+            EngineOp::Leave { topic, member } => self.encode_presence(topic, member, false, out),
             EngineOp::Who(topic) => {
                 encode_command(out, &["SMEMBERS", &topic_key(topic, "m")]);
                 Expect::Members
@@ -133,17 +136,18 @@ impl Schema {
         }
     }
 
-    fn encode_claim(&self, id: SessionId, out: &mut Vec<u8>) -> Expect {
+    fn encode_claim(&self, id: SessionId, user: Option<&str>, out: &mut Vec<u8>) -> Expect {
         let key = session_key(id);
         // The claimer sets the real expiry when it saves right after.
         let ttl = self.session_ttl_ms.max(1).to_string();
-        let args: [&[u8]; 6] = [
+        let args: [&[u8]; 7] = [
             b"EVALSHA",
             self.scripts.claim.sha.as_bytes(),
             b"1",
             &key,
             self.instance.as_bytes(),
             ttl.as_bytes(),
+            user.unwrap_or("").as_bytes(),
         ];
         encode_command(out, &args);
         Expect::Claim
@@ -152,7 +156,7 @@ impl Schema {
     fn encode_save(
         &self,
         session: SessionId,
-        peer: PeerId,
+        (peer, user): (PeerId, Option<&str>),
         subs: &[(Arc<str>, u64)],
         ttl_ms: u64,
         out: &mut Vec<u8>,
@@ -165,6 +169,7 @@ impl Schema {
             self.instance.as_bytes().to_vec(),
             ttl_ms.max(1).to_string().into_bytes(),
             peer.to_text().to_vec(),
+            user.unwrap_or("").as_bytes().to_vec(),
         ];
         for (topic, last) in subs {
             args.push(topic.as_bytes().to_vec());
@@ -206,13 +211,14 @@ impl Schema {
     fn encode_presence(
         &self,
         topic: &str,
-        peer: PeerId,
+        member: &Member,
         joined: bool,
         out: &mut Vec<u8>,
     ) -> Expect {
         let (cmd, tag) = if joined { ("SADD", "j") } else { ("SREM", "l") };
-        let sid = peer.to_text();
-        let sid = std::str::from_utf8(&sid).expect("hex text");
+        let text = member.to_text();
+        // A peer id and a user id: ASCII by construction.
+        let sid = std::str::from_utf8(&text).unwrap_or("");
         let members = topic_key(topic, "m");
         let presence = &self.scripts.presence.sha;
         let chan = channel(topic);
@@ -241,7 +247,7 @@ impl Schema {
                 Value::Array(items) => Some(EngineReply::Members(
                     items
                         .iter()
-                        .filter_map(|m| m.as_bytes().and_then(PeerId::parse))
+                        .filter_map(|m| m.as_bytes().and_then(parse_member))
                         .collect(),
                 )),
                 _ => None,
@@ -253,6 +259,7 @@ impl Schema {
     fn decode_claim(&self, v: Value) -> Option<EngineReply> {
         let items = match v {
             Value::Null | Value::Bool(false) => return Some(EngineReply::Claimed(None)),
+            Value::Int(0) => return Some(EngineReply::Mismatch),
             Value::Array(items) => items,
             _ => return None,
         };
@@ -278,6 +285,11 @@ impl Schema {
         }
         Some(EngineReply::Claimed(Some(Claimed { mine, subs, peer })))
     }
+}
+
+/// A member as kept in the engine: `<peer>` or `<peer>:<user>`.
+fn parse_member(text: &[u8]) -> Option<Member> {
+    Member::parse(text, is_valid_user)
 }
 
 /// `<seq> <t|b><payload>` (a history entry; on the channel after an `m`).
@@ -324,7 +336,7 @@ pub fn decode_push(items: &[Value]) -> Option<(&str, EngineEvent)> {
         b'm' => EngineEvent::Message(parse_entry(&data[1..])?),
         b'j' | b'l' => EngineEvent::Presence {
             joined: data[0] == b'j',
-            peer: PeerId::parse(&data[1..])?,
+            member: parse_member(&data[1..])?,
         },
         _ => return None,
     };

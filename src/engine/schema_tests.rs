@@ -68,6 +68,7 @@ fn a_save_keeps_the_peer_id_and_presence_names_only_peers() {
     let save = EngineOp::Save {
         session,
         peer,
+        user: Some("alice@example.com".into()),
         subs: vec![("t".into(), 3)],
         ttl_ms: 500,
     };
@@ -79,6 +80,7 @@ fn a_save_keeps_the_peer_id_and_presence_names_only_peers() {
         [
             b"500".to_vec(),
             peer.to_text().to_vec(),
+            b"alice@example.com".to_vec(),
             b"t".to_vec(),
             b"3".to_vec()
         ]
@@ -86,14 +88,15 @@ fn a_save_keeps_the_peer_id_and_presence_names_only_peers() {
     for joined in [true, false] {
         let mut out = Vec::new();
         let topic: Arc<str> = "t".into();
+        let member = Member::new(peer, Some("bob".into()));
         let op = if joined {
-            EngineOp::Join { topic, peer }
+            EngineOp::Join { topic, member }
         } else {
-            EngineOp::Leave { topic, peer }
+            EngineOp::Leave { topic, member }
         };
         s.encode(&op, &mut out);
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains(&peer.to_string()), "{text}");
+        assert!(text.contains(&format!("{peer}:bob")), "{text}");
         assert!(!text.contains(&session.to_string()), "{text}");
     }
 }
@@ -168,10 +171,33 @@ fn decodes_claims_history_and_pushes() {
         bulk("wsgate:c:{x}"),
         bulk(&format!("j{id}")),
     ];
-    let Some(("x", EngineEvent::Presence { joined: true, peer })) = decode_push(&push) else {
+    let Some((
+        "x",
+        EngineEvent::Presence {
+            joined: true,
+            member,
+        },
+    )) = decode_push(&push)
+    else {
         panic!()
     };
-    assert_eq!(peer, id);
+    assert_eq!(member, Member::new(id, None));
+    let named = [
+        bulk("message"),
+        bulk("wsgate:c:{x}"),
+        bulk(&format!("l{id}:alice")),
+    ];
+    let Some((
+        "x",
+        EngineEvent::Presence {
+            joined: false,
+            member,
+        },
+    )) = decode_push(&named)
+    else {
+        panic!()
+    };
+    assert_eq!(member, Member::new(id, Some("alice".into())));
     // A session id on the channel is not a peer id.
     let leaked = [
         bulk("message"),

@@ -28,24 +28,28 @@ end
 return {string.format('%d', s), redis.call('LRANGE', KEYS[2], 0, -1)}
 "#;
 
-/// Replaces a session's state (owner, peer id, last seq per topic) unless
-/// another process owns it; 1 if saved.
+/// Replaces a session's state (owner, peer id, user, last seq per topic)
+/// unless another process owns it; 1 if saved.
 const SAVE: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'owner')
 if o and o ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'peer', ARGV[3])
-for i = 4, #ARGV, 2 do
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'peer', ARGV[3], 'user', ARGV[4])
+for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], 't:' .. ARGV[i], ARGV[i + 1])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 "#;
 
-/// Takes a session over: its previous owner and fields, or nil.
+/// Takes a session over: its previous owner and fields, or nil; 0 (and
+/// nothing changed) when it belongs to another user than ARGV[3] (`''`:
+/// auth off).
 const CLAIM: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'owner')
 if not o then return false end
+local u = redis.call('HGET', KEYS[1], 'user') or ''
+if u ~= ARGV[3] then return 0 end
 local f = redis.call('HGETALL', KEYS[1])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

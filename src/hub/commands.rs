@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{text_frame, topic_owner, ConnId, Hub, Msg, Queued, Reply, Sub};
+use crate::auth::Action;
 use crate::proto::command::{self, Command};
 use crate::proto::cookie::SessionId;
 
@@ -20,7 +21,9 @@ impl Hub {
             .and_then(|s| s.loading.as_mut())
         {
             // `hello` has not gone out yet: keep the command for after it.
-            queue.push(Queued::new(cmd, binary, now));
+            if let Some(q) = Queued::new(cmd, binary, now) {
+                queue.push(q);
+            }
             return;
         }
         self.run_command(conn, session, cmd, binary, now);
@@ -43,6 +46,15 @@ impl Hub {
         binary: bool,
         now: u64,
     ) {
+        if !self.allowed(session, &cmd) {
+            let topic = match cmd {
+                Command::Sub(t) | Command::Who(t) | Command::Pub { topic: t, .. } => t,
+                Command::Unsub(_) | Command::Auth(_) => return,
+            };
+            let frame = text_frame(|l| command::write_forbidden(l, cmd.name(), topic));
+            self.send(conn, frame);
+            return;
+        }
         let from = self.cfg.core;
         match cmd {
             Command::Sub(topic) => self.subscribe(conn, session, topic),
@@ -66,6 +78,8 @@ impl Hub {
                 };
                 self.mail(owner, msg);
             }
+            // Refreshed by the I/O layer, which holds the verifier.
+            Command::Auth(_) => {}
             Command::Who(topic) => {
                 let owner = topic_owner(topic, self.cfg.cores);
                 let topic = topic.into();
@@ -79,6 +93,27 @@ impl Hub {
                 );
             }
         }
+    }
+
+    /// Whether the session's user may run `cmd` (DESIGN §11): `sub` and
+    /// `who` need a subscribe pattern, `pub` a publish pattern, from the
+    /// flags or the session's token; `unsub` is always allowed. Auth off:
+    /// everything is.
+    fn allowed(&self, session: SessionId, cmd: &Command<'_>) -> bool {
+        let Some(policy) = &self.cfg.policy else {
+            return true;
+        };
+        let (action, topic) = match *cmd {
+            Command::Sub(t) => (Action::Subscribe, t),
+            Command::Who(t) => (Action::Who, t),
+            Command::Pub { topic, .. } => (Action::Publish, topic),
+            Command::Unsub(_) | Command::Auth(_) => return true,
+        };
+        let Some(s) = self.sessions.get(&session) else {
+            return false;
+        };
+        let user = s.user.as_deref().unwrap_or("");
+        policy.allows(s.grants.as_deref(), action, topic.as_bytes(), user)
     }
 
     /// `sub`: already subscribed answers `ok` at once; otherwise the topic's
@@ -97,7 +132,7 @@ impl Hub {
             pending: true,
         };
         s.subs.insert(topic.clone(), sub);
-        let peer = s.peer;
+        let member = s.member();
         let local = self.local_subs.entry(topic.clone()).or_default();
         local.push(session);
         let owner = topic_owner(&topic, self.cfg.cores);
@@ -106,7 +141,7 @@ impl Hub {
             topic,
             from,
             session,
-            peer,
+            member,
             after: None,
         };
         self.mail(owner, msg);
@@ -116,7 +151,7 @@ impl Hub {
     fn unsubscribe(&mut self, conn: ConnId, session: SessionId, topic: &str) -> bool {
         let s = self.sessions.get_mut(&session).expect("conn has a session");
         let removed = s.subs.remove_entry(topic);
-        let peer = s.peer;
+        let member = s.member();
         if let Some((topic, _)) = &removed {
             self.remove_local_sub(topic, session);
             let owner = topic_owner(topic, self.cfg.cores);
@@ -125,7 +160,7 @@ impl Hub {
                 topic: topic.clone(),
                 from,
                 session,
-                peer,
+                member,
                 announce: true,
             };
             self.mail(owner, msg);

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::{frame_of, text_frame, ConnId, Hub, Msg, Output, Reply, Stored};
 use crate::proto::command;
 use crate::proto::cookie::SessionId;
-use crate::proto::peer::PeerId;
+use crate::proto::peer::Member;
 
 impl Hub {
     /// A message from another core's hub.
@@ -23,16 +23,16 @@ impl Hub {
                 topic,
                 from,
                 session,
-                peer,
+                member,
                 after,
-            } => self.on_subscribe(topic, from, session, peer, after),
+            } => self.on_subscribe(topic, from, session, member, after),
             Msg::Unsubscribe {
                 topic,
                 from,
                 session,
-                peer,
+                member,
                 announce,
-            } => self.on_unsubscribe(topic, from, session, peer, announce),
+            } => self.on_unsubscribe(topic, from, session, member, announce),
             Msg::Publish {
                 topic,
                 payload,
@@ -61,8 +61,8 @@ impl Hub {
             Msg::Presence {
                 topic,
                 joined,
-                peer,
-            } => self.on_presence(&topic, joined, peer),
+                member,
+            } => self.on_presence(&topic, joined, &member),
             Msg::Members {
                 topic,
                 session,
@@ -72,15 +72,15 @@ impl Hub {
         }
     }
 
-    /// `join` / `leave` of `peer` to the local subscribers of `topic` but itself.
-    fn on_presence(&mut self, topic: &Arc<str>, joined: bool, peer: PeerId) {
+    /// `join` / `leave` of `member` to the local subscribers of `topic` but itself.
+    fn on_presence(&mut self, topic: &Arc<str>, joined: bool, member: &Member) {
         let Some(list) = self.local_subs.get(topic) else {
             return;
         };
-        let frame = text_frame(|l| command::write_presence(l, joined, topic, &peer.to_string()));
+        let frame = text_frame(|l| command::write_presence(l, joined, topic, member));
         let conns: Vec<ConnId> = (list.iter())
             .filter_map(|s| self.sessions.get(s))
-            .filter(|s| s.peer != peer)
+            .filter(|s| s.peer != member.peer)
             .filter_map(|s| s.conn)
             .collect();
         for conn in conns {
@@ -89,13 +89,11 @@ impl Hub {
     }
 
     /// The answer to `who`.
-    fn on_members(&mut self, topic: &str, session: SessionId, members: &[PeerId]) {
+    fn on_members(&mut self, topic: &str, session: SessionId, members: &[Member]) {
         let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
             return;
         };
-        let ids: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-        let frame =
-            text_frame(|l| command::write_members(l, topic, ids.iter().map(|s| s.as_str())));
+        let frame = text_frame(|l| command::write_members(l, topic, members.iter()));
         self.send(conn, frame);
     }
 

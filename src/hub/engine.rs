@@ -26,7 +26,7 @@ use crate::hub::topic_owner;
 use crate::proto::close::ServerClose;
 use crate::proto::command::Command;
 use crate::proto::cookie::SessionId;
-use crate::proto::peer::PeerId;
+use crate::proto::peer::{Member, PeerId};
 
 /// How often changed sessions are saved (ms).
 pub const CHECKPOINT_MS: u64 = 1000;
@@ -34,13 +34,18 @@ pub const CHECKPOINT_MS: u64 = 1000;
 /// A request to the engine.
 #[derive(Debug, Clone)]
 pub enum EngineOp {
-    /// Take ownership of a session and read its state.
-    Claim(SessionId),
+    /// Take ownership of a session and read its state, unless it belongs
+    /// to another user (with auth on, `user` is the connection's).
+    Claim {
+        session: SessionId,
+        user: Option<Arc<str>>,
+    },
     /// Write a session's state (if this node still owns it); `ttl_ms` is how
     /// long the engine keeps it without another save.
     Save {
         session: SessionId,
         peer: PeerId,
+        user: Option<Arc<str>>,
         subs: Vec<(Arc<str>, u64)>,
         ttl_ms: u64,
     },
@@ -60,9 +65,9 @@ pub enum EngineOp {
     /// Unsubscribe from the topic's channel.
     Unwatch(Arc<str>),
     /// Add a member and announce `join` on the channel (once per session).
-    Join { topic: Arc<str>, peer: PeerId },
+    Join { topic: Arc<str>, member: Member },
     /// Remove a member and announce `leave` (once).
-    Leave { topic: Arc<str>, peer: PeerId },
+    Leave { topic: Arc<str>, member: Member },
     /// The topic's members.
     Who(Arc<str>),
 }
@@ -85,14 +90,16 @@ pub enum EngineReply {
     Failed,
     /// To `Claim`: the state, or `None` for a session the engine never had.
     Claimed(Option<Claimed>),
+    /// To `Claim`: the session belongs to another user (left as it was).
+    Mismatch,
     /// To `Save` and `End`: whether this node owned the session.
     Owned(bool),
     /// To `Publish`: the sequence number.
     Published(u64),
     /// To `Sync`: the current seq and the history, oldest first.
     Synced { seq: u64, history: Vec<Stored> },
-    /// To `Who`: the members' peer ids.
-    Members(Vec<PeerId>),
+    /// To `Who`: the members.
+    Members(Vec<Member>),
     /// To everything else.
     Done,
 }
@@ -102,8 +109,8 @@ pub enum EngineReply {
 pub enum EngineEvent {
     /// A message (from any node).
     Message(Stored),
-    /// `join` (true) or `leave` of a session (on any node), by peer id.
-    Presence { joined: bool, peer: PeerId },
+    /// `join` (true) or `leave` of a session (on any node).
+    Presence { joined: bool, member: Member },
 }
 
 /// What an engine request was for.
@@ -147,20 +154,22 @@ pub(super) struct Queued {
 }
 
 impl Queued {
-    pub(super) fn new(cmd: Command<'_>, binary: bool, now: u64) -> Queued {
+    /// `None` for `auth`, which never reaches the hub's queue.
+    pub(super) fn new(cmd: Command<'_>, binary: bool, now: u64) -> Option<Queued> {
         let (kind, topic, payload): (u8, &str, &[u8]) = match cmd {
             Command::Sub(t) => (b's', t, b""),
             Command::Unsub(t) => (b'u', t, b""),
             Command::Pub { topic, payload } => (b'p', topic, payload),
             Command::Who(t) => (b'w', t, b""),
+            Command::Auth(_) => return None,
         };
-        Queued {
+        Some(Queued {
             kind,
             topic: topic.into(),
             payload: payload.into(),
             binary,
             now,
-        }
+        })
     }
 
     pub(super) fn command(&self) -> (Command<'_>, bool, u64) {
@@ -223,7 +232,7 @@ impl Hub {
         } else {
             ttl_gone
         };
-        let peer = s.peer;
+        let (peer, user) = (s.peer, s.user.clone());
         self.ask(
             Wait::Save {
                 session,
@@ -232,6 +241,7 @@ impl Hub {
             EngineOp::Save {
                 session,
                 peer,
+                user,
                 subs,
                 ttl_ms,
             },
@@ -334,9 +344,9 @@ impl Hub {
         let topic = topic.clone();
         match event {
             EngineEvent::Message(m) => self.on_engine_message(topic, m),
-            EngineEvent::Presence { joined, peer } => {
+            EngineEvent::Presence { joined, member } => {
                 if self.topics.get(&topic).is_some_and(|t| t.synced) {
-                    self.announce(&topic, joined, peer);
+                    self.announce(&topic, joined, &member);
                 }
             }
         }
@@ -426,8 +436,17 @@ impl Hub {
         if self.connection_of(session) != Some(conn) {
             return; // replaced or gone meanwhile; the newer claim decides
         }
+        if matches!(reply, EngineReply::Mismatch) && !had {
+            // Another user's session: this connection starts its own.
+            self.rebind(session, conn, now);
+            return;
+        }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.placeholder = false;
+        }
+        if self.cfg.policy.is_some() {
+            // With auth on, the 101 waited for the engine's word.
+            self.out.push_back(Output::Accept { conn, session });
         }
         let resumed = match reply {
             // Ours all along: the local copy is at least as fresh.
@@ -439,7 +458,7 @@ impl Hub {
                 if let Some(peer) = c.peer {
                     s.peer = peer; // the session keeps its public name across nodes
                 }
-                let peer = s.peer;
+                let member = s.member();
                 let stale: Vec<Arc<str>> = s.subs.drain().map(|(t, _)| t).collect();
                 for (topic, last) in c.subs {
                     s.subs.insert(
@@ -458,7 +477,7 @@ impl Hub {
                         topic,
                         from,
                         session,
-                        peer,
+                        member: member.clone(),
                         announce: false,
                     };
                     self.mail(owner, msg);

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use super::*;
 use crate::proto::command::parse;
-use crate::proto::peer::PeerId;
+use crate::proto::peer::{Member, PeerId};
 
 const TTL: u64 = 10_000;
 
@@ -20,13 +20,13 @@ enum In {
 
 type Place = (usize, usize); // (node, core)
 /// A session's owner, subscriptions and peer id.
-type SavedSession = (String, Vec<(Arc<str>, u64)>, PeerId);
+type SavedSession = (String, Vec<(Arc<str>, u64)>, PeerId, Option<Arc<str>>);
 
 #[derive(Default)]
 struct Fake {
     sessions: HashMap<SessionId, SavedSession>,
     topics: HashMap<Arc<str>, (u64, VecDeque<Stored>)>,
-    members: HashMap<Arc<str>, HashSet<PeerId>>,
+    members: HashMap<Arc<str>, HashSet<Member>>,
     watchers: HashMap<Arc<str>, Vec<Place>>,
 }
 
@@ -38,6 +38,8 @@ struct Fleet {
     fake: Fake,
     history_size: usize,
     received: HashMap<ConnId, Vec<String>>,
+    /// The session each connection's 101 was completed with.
+    accepted: HashMap<ConnId, SessionId>,
     closed: Vec<(ConnId, u16)>,
     place: HashMap<ConnId, Place>,
     next_conn: ConnId,
@@ -73,6 +75,7 @@ impl Fleet {
                                 session_ttl_ms: TTL,
                                 history_size,
                                 engine: true,
+                                policy: None,
                             })
                         })
                         .collect()
@@ -84,6 +87,7 @@ impl Fleet {
             fake: Fake::default(),
             history_size,
             received: HashMap::new(),
+            accepted: HashMap::new(),
             closed: Vec::new(),
             place: HashMap::new(),
             next_conn: 1,
@@ -112,9 +116,10 @@ impl Fleet {
         let me = instance(at.0);
         let f = &mut self.fake;
         let reply = match op {
-            EngineOp::Claim(s) => match f.sessions.get_mut(&s) {
+            EngineOp::Claim { session: s, user } => match f.sessions.get_mut(&s) {
                 None => EngineReply::Claimed(None),
-                Some((owner, subs, peer)) => {
+                Some((.., saved)) if *saved != user => EngineReply::Mismatch,
+                Some((owner, subs, peer, _)) => {
                     let mine = *owner == me;
                     *owner = me;
                     EngineReply::Claimed(Some(Claimed {
@@ -127,12 +132,13 @@ impl Fleet {
             EngineOp::Save {
                 session,
                 peer,
+                user,
                 subs,
                 ..
             } => match f.sessions.get(&session) {
                 Some((owner, ..)) if *owner != me => EngineReply::Owned(false),
                 _ => {
-                    f.sessions.insert(session, (me, subs, peer));
+                    f.sessions.insert(session, (me, subs, peer, user));
                     EngineReply::Owned(true)
                 }
             },
@@ -190,25 +196,31 @@ impl Fleet {
             EngineOp::Who(topic) => EngineReply::Members(
                 f.members
                     .get(&topic)
-                    .map(|m| m.iter().copied().collect())
+                    .map(|m| m.iter().cloned().collect())
                     .unwrap_or_default(),
             ),
         };
         self.push(at, In::Reply(id, reply));
     }
 
-    fn presence(&mut self, topic: Arc<str>, peer: PeerId, joined: bool) {
+    fn presence(&mut self, topic: Arc<str>, member: Member, joined: bool) {
         let set = self.fake.members.entry(topic.clone()).or_default();
         let changed = if joined {
-            set.insert(peer)
+            set.insert(member.clone())
         } else {
-            set.remove(&peer)
+            set.remove(&member)
         };
         if changed {
             for w in self.fake.watchers.get(&topic).cloned().unwrap_or_default() {
                 self.push(
                     w,
-                    In::Push(topic.clone(), EngineEvent::Presence { joined, peer }),
+                    In::Push(
+                        topic.clone(),
+                        EngineEvent::Presence {
+                            joined,
+                            member: member.clone(),
+                        },
+                    ),
                 );
             }
         }
@@ -231,7 +243,18 @@ impl Fleet {
                                         "a session id in {line:?}"
                                     );
                                 }
+                                // The 101 is complete before anything else.
+                                assert!(
+                                    self.accepted.contains_key(&conn),
+                                    "{line:?} before the 101"
+                                );
                                 self.received.entry(conn).or_default().push(line)
+                            }
+                            Output::Accept { conn, session } => {
+                                assert!(
+                                    self.accepted.insert(conn, session).is_none(),
+                                    "accepted twice"
+                                );
                             }
                             Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                             Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
@@ -239,11 +262,11 @@ impl Fleet {
                             Output::Engine { id, op } => {
                                 if self.up[node] {
                                     match &op {
-                                        EngineOp::Join { topic, peer } => {
-                                            self.presence(topic.clone(), *peer, true)
+                                        EngineOp::Join { topic, member } => {
+                                            self.presence(topic.clone(), member.clone(), true)
                                         }
-                                        EngineOp::Leave { topic, peer } => {
-                                            self.presence(topic.clone(), *peer, false)
+                                        EngineOp::Leave { topic, member } => {
+                                            self.presence(topic.clone(), member.clone(), false)
                                         }
                                         _ => {}
                                     }
@@ -292,7 +315,7 @@ impl Fleet {
         self.place.insert(conn, (node, core));
         self.session_ids.push(session.to_string());
         let now = self.now;
-        self.hubs[node][core].attach(conn, session, cookie, now);
+        self.hubs[node][core].attach(conn, session, cookie, None, now);
         self.settle();
         conn
     }
@@ -428,7 +451,7 @@ fn commands_sent_before_hello_run_after_it() {
     let conn = f.next_conn;
     f.next_conn += 1;
     f.place.insert(conn, (0, 0));
-    f.hubs[0][0].attach(conn, id, true, 1);
+    f.hubs[0][0].attach(conn, id, true, None, 1);
     f.hubs[0][0].command(conn, parse(b"sub x", false).unwrap(), false, 1);
     f.settle();
     let got = f.lines(conn);
@@ -546,7 +569,7 @@ fn a_socket_gone_before_its_claim_leaves_the_engine_state_alone() {
     let b = f.next_conn;
     f.next_conn += 1;
     f.place.insert(b, (1, 0));
-    f.hubs[1][0].attach(b, id, true, 1);
+    f.hubs[1][0].attach(b, id, true, None, 1);
     f.hubs[1][0].detach(b, 1, false, &[]);
     f.settle();
     assert_eq!(f.fake.sessions[&id].1, vec![(Arc::from("keep"), 0)]);

@@ -18,10 +18,11 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::auth::{Grants, Policy};
 use crate::proto::close::ServerClose;
 use crate::proto::cookie::SessionId;
 use crate::proto::frame::{encode_frame, OpCode};
-use crate::proto::peer::PeerId;
+use crate::proto::peer::{Member, PeerId};
 
 /// A connection's token on its core.
 pub type ConnId = u64;
@@ -44,7 +45,7 @@ pub enum Msg {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
-        peer: PeerId,
+        member: Member,
         after: Option<u64>,
     },
     /// Unsubscribe; announced with `leave` unless `announce` is false (the
@@ -53,7 +54,7 @@ pub enum Msg {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
-        peer: PeerId,
+        member: Member,
         announce: bool,
     },
     /// Publish to a topic.
@@ -86,17 +87,17 @@ pub enum Msg {
         gap: Option<(u64, u64)>,
         history: Vec<Stored>,
     },
-    /// `join` / `leave` of session `peer` for the local subscribers of `topic`.
+    /// `join` / `leave` of `member` for the local subscribers of `topic`.
     Presence {
         topic: Arc<str>,
         joined: bool,
-        peer: PeerId,
+        member: Member,
     },
-    /// The answer to `Who`: the members' peer ids.
+    /// The answer to `Who`: the members (peer ids, and users with auth on).
     Members {
         topic: Arc<str>,
         session: SessionId,
-        members: Vec<PeerId>,
+        members: Vec<Member>,
     },
     /// The sequence number a publish got.
     Published {
@@ -127,6 +128,10 @@ pub enum Output {
         frame: Rc<[u8]>,
         tag: Option<(Arc<str>, u64)>,
     },
+    /// Complete the held 101 of a new connection with the cookie of
+    /// `session` (the session it was given: the one its cookie named, or a
+    /// new one). Always comes before the connection's first frame.
+    Accept { conn: ConnId, session: SessionId },
     /// Close a connection with a close frame.
     Close { conn: ConnId, why: ServerClose },
     /// Post a message to another core.
@@ -153,6 +158,30 @@ pub struct HubConfig {
     pub history_size: usize,
     /// Whether a shared engine (`--redis`) backs sessions and topics.
     pub engine: bool,
+    /// With authentication on: the flags' topic patterns (every session
+    /// also has its token's own grants). `None`: auth off, all allowed.
+    pub policy: Option<Arc<Policy>>,
+}
+
+/// Who an authenticated connection is (DESIGN §11).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user id (the token's `sub`, or the auth hook's `user`).
+    pub user: Arc<str>,
+    /// The token's (and hook's) own topic patterns, beyond the flags'.
+    pub grants: Option<Box<Grants>>,
+}
+
+/// What [`Hub::attach`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// The session the connection got: the cookie's, or a new one when the
+    /// cookie named another user's session.
+    pub session: SessionId,
+    /// This core already held the session (a sticky hit).
+    pub had: bool,
+    /// The cookie named another user's session.
+    pub mismatch: bool,
 }
 
 /// A session's view of one subscribed topic.
@@ -168,6 +197,10 @@ struct Sub {
 struct Session {
     /// What other clients see of this session (never its id).
     peer: PeerId,
+    /// Its user, with authentication on (shared with its presence entries).
+    user: Option<Arc<str>>,
+    /// Its token's own topic patterns (usually none: one null pointer).
+    grants: Option<Box<Grants>>,
     conn: Option<ConnId>,
     subs: HashMap<Arc<str>, Sub>,
     /// When the socket went away (ms); `None` while connected.
@@ -185,9 +218,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(conn: Option<ConnId>) -> Session {
+    fn new(conn: Option<ConnId>, who: Option<Identity>) -> Session {
+        let (user, grants) = who.map_or((None, None), |w| (Some(w.user), w.grants));
         Session {
             peer: PeerId::random(),
+            user,
+            grants,
             conn,
             subs: HashMap::new(),
             disconnected_at: None,
@@ -197,6 +233,11 @@ impl Session {
             expiring: false,
             placeholder: false,
         }
+    }
+
+    /// How presence names it.
+    fn member(&self) -> Member {
+        Member::new(self.peer, self.user.clone())
     }
 }
 
@@ -209,6 +250,8 @@ pub struct HubStats {
     pub sessions_resumed: u64,
     /// Sessions that expired or ended.
     pub sessions_ended: u64,
+    /// Upgrades whose cookie named another user's session.
+    pub auth_mismatches: u64,
 }
 
 /// One core's sessions and topics.

@@ -5,24 +5,48 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use super::{
-    text_frame, topic_owner, ConnId, EngineOp, Hub, Msg, Output, Session, Wait, CHECKPOINT_MS,
+    text_frame, topic_owner, ConnId, EngineOp, Hub, Identity, Msg, Output, Session, Wait,
+    CHECKPOINT_MS,
 };
+use crate::auth::Action;
 use crate::proto::close::ServerClose;
 use crate::proto::command;
 use crate::proto::cookie::SessionId;
 
 impl Hub {
-    /// A connection for `session` (owned by this core) is open. Takes over
-    /// an older connection of the same session. Without an engine, or for a
-    /// request without the cookie, sends `hello` at once and asks the topic
-    /// owners to replay what was missed; with one, claims the session from
-    /// the engine first (another node may have had it). Returns whether this
-    /// core already held the session (a sticky hit).
+    /// Whether a connection of `user` may have `session`: `None` when it may
+    /// (this core does not hold it, or holds it for the same user); else the
+    /// new session id the connection gets instead, because the cookie named
+    /// another user's session (counted; that session is untouched).
+    pub fn bind_user(&mut self, session: SessionId, user: Option<&str>) -> Option<SessionId> {
+        let s = self.sessions.get(&session)?;
+        if s.user.as_deref() == user {
+            return None;
+        }
+        self.stats.auth_mismatches += 1;
+        Some(self.fresh_session_id())
+    }
+
+    /// A new session id owned by this core.
+    fn fresh_session_id(&self) -> SessionId {
+        SessionId::random_owned_by(self.cfg.core, self.cfg.cores)
+    }
+
+    /// A connection for `session` (owned by this core, of the user `who`,
+    /// already checked with [`Hub::bind_user`]) is open; its 101 waits for
+    /// [`Output::Accept`]. Takes over an older connection of the same
+    /// session. Without an engine, or for a request without the cookie,
+    /// accepts and sends `hello` at once and asks the topic owners to replay
+    /// what was missed; with one, claims the session from the engine first
+    /// (another node may have had it; with auth on, the 101 waits for the
+    /// claim, since the engine's session may be another user's). Returns
+    /// whether this core already held the session (a sticky hit).
     pub fn attach(
         &mut self,
         conn: ConnId,
         session: SessionId,
         cookie_present: bool,
+        who: Option<Identity>,
         now: u64,
     ) -> bool {
         self.clock = self.clock.max(now);
@@ -38,10 +62,14 @@ impl Hub {
                 }
                 s.disconnected_at = None;
                 s.expiring = false;
+                if let Some(who) = who {
+                    // The new token's patterns (checked on `hello`).
+                    s.grants = who.grants;
+                }
                 true
             }
             None => {
-                self.sessions.insert(session, Session::new(Some(conn)));
+                self.sessions.insert(session, Session::new(Some(conn), who));
                 false
             }
         };
@@ -50,12 +78,38 @@ impl Hub {
             let s = self.sessions.get_mut(&session).expect("attached");
             s.loading = Some(Vec::new());
             s.placeholder = !had;
-            self.ask(Wait::Claim { session, conn, had }, EngineOp::Claim(session));
+            let user = s.user.clone();
+            if self.cfg.policy.is_none() {
+                self.out.push_back(Output::Accept { conn, session });
+            }
+            let op = EngineOp::Claim { session, user };
+            self.ask(Wait::Claim { session, conn, had }, op);
         } else {
+            self.out.push_back(Output::Accept { conn, session });
             self.greet(conn, session, had, now);
         }
         self.run_local();
         had
+    }
+
+    /// The engine holds `session` for another user: the connection waiting
+    /// for its claim gets a new session instead (the engine's is untouched).
+    pub(super) fn rebind(&mut self, old: SessionId, conn: ConnId, now: u64) {
+        self.stats.auth_mismatches += 1;
+        let Some(mut s) = self.sessions.remove(&old) else {
+            return;
+        };
+        let fresh = self.fresh_session_id();
+        // It held nothing yet (a placeholder for the claim): a new session.
+        s.loading = None;
+        s.placeholder = false;
+        self.sessions.insert(fresh, s);
+        self.conns.insert(conn, fresh);
+        self.out.push_back(Output::Accept {
+            conn,
+            session: fresh,
+        });
+        self.greet(conn, fresh, false, now);
     }
 
     /// Sends `hello` and, for a resumed session, asks each topic owner for
@@ -63,13 +117,19 @@ impl Hub {
     pub(super) fn greet(&mut self, conn: ConnId, session: SessionId, resumed: bool, now: u64) {
         let s = self.sessions.get_mut(&session).expect("attached");
         let (peer, node) = (s.peer, &self.cfg.node_id);
-        let hello = text_frame(|l| command::write_hello(l, &peer.to_string(), resumed, node));
+        let user = s.user.as_deref();
+        let hello = text_frame(|l| command::write_hello(l, &peer.to_string(), resumed, node, user));
         self.send(conn, hello);
         let from = self.cfg.core;
+        if resumed {
+            // The new token may allow less than the one the session began with.
+            self.revoke_disallowed(conn, session);
+        }
         let s = self.sessions.get_mut(&session).expect("attached");
         let queued = s.loading.take().unwrap_or_default();
         if resumed {
             self.stats.sessions_resumed += 1;
+            let member = s.member();
             let mut asks = Vec::with_capacity(s.subs.len());
             for (topic, sub) in s.subs.iter_mut() {
                 sub.pending = true;
@@ -83,7 +143,7 @@ impl Hub {
                         topic,
                         from,
                         session,
-                        peer,
+                        member: member.clone(),
                         after: Some(last),
                     },
                 );
@@ -209,6 +269,7 @@ impl Hub {
         }
         self.stats.sessions_ended += 1;
         let from = self.cfg.core;
+        let member = s.member();
         for topic in s.subs.into_keys() {
             self.remove_local_sub(&topic, session);
             let owner = topic_owner(&topic, self.cfg.cores);
@@ -218,11 +279,71 @@ impl Hub {
                     topic,
                     from,
                     session,
-                    peer: s.peer,
+                    member: member.clone(),
                     announce,
                 },
             );
         }
+    }
+
+    /// A fresh token for the open connection `conn` (`auth <jwt>`, already
+    /// verified): the same user replaces the session's patterns, answers
+    /// `ok auth <exp>`, and drops the subscriptions the new patterns no
+    /// longer allow (`err 403 sub <topic> revoked`). Another user, or a
+    /// session still waiting for its claim, answers `err 401 auth invalid`
+    /// and changes nothing. Returns whether the token was taken.
+    pub fn refresh(&mut self, conn: ConnId, who: Identity, exp: u64, now: u64) -> bool {
+        self.clock = self.clock.max(now);
+        let Some(&session) = self.conns.get(&conn) else {
+            return false;
+        };
+        let s = self.sessions.get_mut(&session).expect("conn has a session");
+        if s.loading.is_some() || s.user.as_deref() != Some(&*who.user) {
+            self.send(conn, text_frame(command::write_auth_invalid));
+            return false;
+        }
+        s.grants = who.grants;
+        self.send(conn, text_frame(|l| command::write_ok_auth(l, exp)));
+        if self.revoke_disallowed(conn, session) && self.cfg.engine {
+            self.save(session, None, now);
+        }
+        self.run_local();
+        true
+    }
+
+    /// Drops the subscriptions the session's patterns no longer allow, each
+    /// with `err 403 sub <topic> revoked`; returns whether any was dropped.
+    fn revoke_disallowed(&mut self, conn: ConnId, session: SessionId) -> bool {
+        let Some(policy) = self.cfg.policy.clone() else {
+            return false;
+        };
+        let s = self.sessions.get_mut(&session).expect("conn has a session");
+        let user = s.user.as_deref().unwrap_or("");
+        let grants = s.grants.as_deref();
+        let mut gone: Vec<Arc<str>> = (s.subs.keys())
+            .filter(|t| !policy.allows(grants, Action::Subscribe, t.as_bytes(), user))
+            .cloned()
+            .collect();
+        gone.sort();
+        let member = s.member();
+        for topic in &gone {
+            s.subs.remove(topic);
+        }
+        let from = self.cfg.core;
+        for topic in &gone {
+            self.remove_local_sub(topic, session);
+            let owner = topic_owner(topic, self.cfg.cores);
+            let msg = Msg::Unsubscribe {
+                topic: topic.clone(),
+                from,
+                session,
+                member: member.clone(),
+                announce: true,
+            };
+            self.mail(owner, msg);
+            self.send(conn, text_frame(|l| command::write_revoked(l, topic)));
+        }
+        !gone.is_empty()
     }
 
     pub(super) fn remove_local_sub(&mut self, topic: &Arc<str>, session: SessionId) {

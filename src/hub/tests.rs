@@ -9,6 +9,8 @@ struct Cluster {
     mailboxes: Vec<VecDeque<Msg>>,
     /// What each connection received, as text lines.
     received: HashMap<ConnId, Vec<String>>,
+    /// The session each connection's 101 was completed with.
+    accepted: HashMap<ConnId, SessionId>,
     closed: Vec<(ConnId, u16)>,
     admin: Vec<(u64, u64)>,
     next_conn: ConnId,
@@ -43,11 +45,13 @@ impl Cluster {
                         session_ttl_ms: 10_000,
                         history_size,
                         engine: false,
+                        policy: None,
                     })
                 })
                 .collect(),
             mailboxes: vec![VecDeque::new(); cores],
             received: HashMap::new(),
+            accepted: HashMap::new(),
             closed: Vec::new(),
             admin: Vec::new(),
             next_conn: 1,
@@ -68,7 +72,15 @@ impl Cluster {
                             for id in &self.session_ids {
                                 assert!(!line.contains(id.as_str()), "a session id in {line:?}");
                             }
+                            // The 101 is complete before anything else.
+                            assert!(self.accepted.contains_key(&conn), "{line:?} before the 101");
                             self.received.entry(conn).or_default().push(line)
+                        }
+                        Output::Accept { conn, session } => {
+                            assert!(
+                                self.accepted.insert(conn, session).is_none(),
+                                "accepted twice"
+                            );
                         }
                         Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                         Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
@@ -97,7 +109,7 @@ impl Cluster {
         let core = session.owner(self.hubs.len());
         self.conn_core.insert(conn, core);
         self.session_ids.push(session.to_string());
-        self.hubs[core].attach(conn, session, true, now);
+        self.hubs[core].attach(conn, session, true, None, now);
         self.settle();
         conn
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{EngineOp, Hub, Msg, Reply, Stored, Wait};
 use crate::proto::cookie::SessionId;
-use crate::proto::peer::PeerId;
+use crate::proto::peer::Member;
 
 /// A topic owned by this core.
 #[derive(Debug, Default)]
@@ -15,8 +15,8 @@ pub(super) struct Topic {
     history: VecDeque<Stored>,
     /// Subscribed sessions per core.
     cores: Vec<u32>,
-    /// Member sessions and their peer ids (what presence lines carry).
-    members: HashMap<SessionId, PeerId>,
+    /// Member sessions and how presence names them.
+    members: HashMap<SessionId, Member>,
     /// With an engine: this copy mirrors the engine's (its channel is
     /// subscribed and its history loaded). Without one, always false.
     pub(super) synced: bool,
@@ -84,7 +84,7 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
-        peer: PeerId,
+        member: Member,
         after: Option<u64>,
     ) {
         let engine = self.engine_serves();
@@ -96,7 +96,7 @@ impl Hub {
                 topic: topic.clone(),
                 from,
                 session,
-                peer,
+                member,
                 after,
             });
             if !t.syncing {
@@ -109,7 +109,7 @@ impl Hub {
         let current = t.seq;
         // A resuming session is still a member; `insert` only re-adds one the
         // topic forgot, which cannot happen on one node.
-        if t.members.insert(session, peer).is_none() {
+        if t.members.insert(session, member.clone()).is_none() {
             t.cores[from] += 1;
         }
         let (gap, history) = after.map_or((None, Vec::new()), |last| t.since(last));
@@ -119,11 +119,11 @@ impl Hub {
                 // Comes back through the topic's channel, to every node.
                 let op = EngineOp::Join {
                     topic: topic.clone(),
-                    peer,
+                    member,
                 };
                 self.ask(Wait::Forget, op);
             } else {
-                self.announce(&topic, true, peer);
+                self.announce(&topic, true, &member);
             }
         }
         self.mail(
@@ -146,13 +146,13 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
-        peer: PeerId,
+        member: Member,
         announce: bool,
     ) {
         let engine = self.engine_serves();
         let Some(t) = self.topics.get_mut(&topic) else {
             if engine && announce {
-                let op = EngineOp::Leave { topic, peer };
+                let op = EngineOp::Leave { topic, member };
                 self.ask(Wait::Forget, op);
             }
             return;
@@ -169,10 +169,10 @@ impl Hub {
         }
         if announce {
             if engine {
-                let op = EngineOp::Leave { topic, peer };
+                let op = EngineOp::Leave { topic, member };
                 self.ask(Wait::Forget, op);
             } else {
-                self.announce(&topic, false, peer);
+                self.announce(&topic, false, &member);
             }
         }
     }
@@ -324,10 +324,10 @@ impl Hub {
 
     /// Answers `who` from this node's members.
     pub(super) fn who_here(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
-        let members: Vec<PeerId> = self
+        let members: Vec<Member> = self
             .topics
             .get(&topic)
-            .map(|t| t.members.values().copied().collect())
+            .map(|t| t.members.values().cloned().collect())
             .unwrap_or_default();
         self.answer_who(topic, from, session, members);
     }
@@ -338,9 +338,10 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
-        mut members: Vec<PeerId>,
+        mut members: Vec<Member>,
     ) {
-        members.sort(); // numeric order is the order of the fixed-width hex text
+        // Numeric order is the order of the fixed-width hex text.
+        members.sort_by_key(|m| m.peer);
         self.mail(
             from,
             Msg::Members {
@@ -352,14 +353,14 @@ impl Hub {
     }
 
     /// Sends `join`/`leave` to every core with subscribers of the topic.
-    pub(super) fn announce(&mut self, topic: &Arc<str>, joined: bool, peer: PeerId) {
+    pub(super) fn announce(&mut self, topic: &Arc<str>, joined: bool, member: &Member) {
         for core in self.subscriber_cores(topic) {
             self.mail(
                 core,
                 Msg::Presence {
                     topic: topic.clone(),
                     joined,
-                    peer,
+                    member: member.clone(),
                 },
             );
         }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use crate::hub::HubStats;
 use crate::sys::Driver;
 
+pub mod hook;
 mod render;
 
 /// Statuses counted in `wsgate_upgrades_total{result}` besides `ok`.
-pub(crate) const REJECT_STATUSES: [u16; 8] = [400, 403, 404, 405, 408, 426, 431, 503];
+pub(crate) const REJECT_STATUSES: [u16; 9] = [400, 401, 403, 404, 405, 408, 426, 431, 503];
 /// Close codes counted in `wsgate_closes_total{code}`; the last slot is 1006
 /// (the connection ended without a close frame).
 pub(crate) const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1006];
@@ -41,6 +42,8 @@ pub struct CoreStats {
     sessions_resumed: AtomicU64,
     sessions_ended: AtomicU64,
     sessions_held: AtomicU64,
+    auth_mismatches: AtomicU64,
+    tokens_expired: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -121,6 +124,7 @@ impl CoreStats {
         self.sessions_resumed.store(stats.sessions_resumed, Relaxed);
         self.sessions_ended.store(stats.sessions_ended, Relaxed);
         self.sessions_held.store(held as u64, Relaxed);
+        self.auth_mismatches.store(stats.auth_mismatches, Relaxed);
     }
 
     /// This core's Redis connection came up (`true`) or went down.
@@ -129,6 +133,11 @@ impl CoreStats {
             bump(&self.redis_failures, 1);
         }
         self.redis.store(if up { 2 } else { 1 }, Relaxed);
+    }
+
+    /// A connection was closed because its token ran out.
+    pub fn token_expired(&self) {
+        bump(&self.tokens_expired, 1);
     }
 
     /// A peer was cut for not answering a ping.

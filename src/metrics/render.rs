@@ -63,6 +63,18 @@ impl Metrics {
             "Gateway sessions by event (ended: expired or closed with 1000).",
             &events,
         );
+        counter(
+            o,
+            "wsgate_auth_session_mismatch_total",
+            "Upgrades whose cookie named another user's session (a new session was started).",
+            &[(String::new(), self.sum(|c| &c.auth_mismatches))],
+        );
+        counter(
+            o,
+            "wsgate_auth_tokens_expired_total",
+            "Connections closed with 1008 \"token expired\" (no refresh before exp + leeway).",
+            &[(String::new(), self.sum(|c| &c.tokens_expired))],
+        );
         family(
             o,
             "wsgate_sessions_held",

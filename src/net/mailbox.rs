@@ -7,16 +7,23 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Mutex;
 
-use crate::hub::Msg;
+use crate::hub::{Identity, Msg};
 use crate::proto::cookie::SessionId;
 
-/// A connection handed to the core that owns its session.
+/// A connection handed to the core that owns its session, before its 101
+/// is complete (the owner decides which session it gets, so the cookie).
 #[derive(Debug)]
 pub struct Adoption {
-    /// The socket, already upgraded (the 101 was sent).
+    /// The socket.
     pub fd: OwnedFd,
-    /// The session it resumes or starts.
+    /// The 101 up to its cookie, not sent yet.
+    pub head: Vec<u8>,
+    /// The session its cookie names.
     pub session: SessionId,
+    /// Who it is, with authentication on.
+    pub identity: Option<Identity>,
+    /// When its token stops being accepted (seconds since the epoch; 0: never).
+    pub token_deadline: u64,
     /// Whether the request carried the cookie.
     pub cookie_present: bool,
     /// The client address for logs (`X-Forwarded-For` when present).

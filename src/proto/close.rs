@@ -104,6 +104,9 @@ pub enum ServerClose {
     Draining,
     /// 1008 "replaced": a reconnect with the same session took over.
     Replaced,
+    /// 1008 "token expired": the token's `exp` (+ leeway) passed without a
+    /// refresh (DESIGN §11).
+    TokenExpired,
 }
 
 impl ServerClose {
@@ -111,7 +114,7 @@ impl ServerClose {
     pub fn code(self) -> CloseCode {
         match self {
             ServerClose::Draining => CloseCode::GOING_AWAY,
-            ServerClose::Replaced => CloseCode::POLICY,
+            ServerClose::Replaced | ServerClose::TokenExpired => CloseCode::POLICY,
         }
     }
 
@@ -120,6 +123,7 @@ impl ServerClose {
         match self {
             ServerClose::Draining => "draining",
             ServerClose::Replaced => "replaced",
+            ServerClose::TokenExpired => "token expired",
         }
     }
 }

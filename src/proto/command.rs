@@ -4,6 +4,8 @@
 
 use std::io::Write;
 
+use crate::proto::peer::Member;
+
 /// The longest topic name.
 pub const MAX_TOPIC_LEN: usize = 128;
 
@@ -23,6 +25,22 @@ pub enum Command<'a> {
     },
     /// `who <topic>`
     Who(&'a str),
+    /// `auth <jwt>`: a fresh token for the open connection (DESIGN §11).
+    /// The token is a credential: it never goes into a log line or an answer.
+    Auth(&'a [u8]),
+}
+
+impl Command<'_> {
+    /// The command's name, as in `ok <command> ...` and `err 403 <command> ...`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Sub(_) => "sub",
+            Command::Unsub(_) => "unsub",
+            Command::Pub { .. } => "pub",
+            Command::Who(_) => "who",
+            Command::Auth(_) => "auth",
+        }
+    }
 }
 
 /// A command the gateway cannot act on; answered with `err <code> <text>`.
@@ -38,6 +56,12 @@ pub enum CommandError {
     TrailingData,
     /// A binary frame without the `\n` that ends its header line.
     MissingHeaderLine,
+    /// `auth` without a token (or with more than one word).
+    MissingToken,
+    /// `auth` while authentication is off.
+    AuthOff,
+    /// `auth` while only the auth hook decides (no token key to check with).
+    NoTokenCheck,
 }
 
 impl CommandError {
@@ -45,6 +69,7 @@ impl CommandError {
     pub fn code(self) -> u16 {
         match self {
             CommandError::InvalidTopic => 422,
+            CommandError::NoTokenCheck => 401,
             _ => 400,
         }
     }
@@ -57,6 +82,9 @@ impl CommandError {
             CommandError::InvalidTopic => "invalid topic",
             CommandError::TrailingData => "unexpected data after topic",
             CommandError::MissingHeaderLine => "binary frame needs a header line ending in \\n",
+            CommandError::MissingToken => "auth needs one token",
+            CommandError::AuthOff => "auth is off",
+            CommandError::NoTokenCheck => "auth invalid (no token key configured)",
         }
     }
 }
@@ -82,6 +110,15 @@ pub fn parse(frame: &[u8], binary: bool) -> Result<Command<'_>, CommandError> {
         (frame, None)
     };
     let (name, rest) = split_word(line);
+    if name == b"auth" {
+        // `auth <jwt>`: one word, in a text frame.
+        return match (rest, body) {
+            (Some(token), None) if !token.is_empty() && !token.contains(&b' ') => {
+                Ok(Command::Auth(token))
+            }
+            _ => Err(CommandError::MissingToken),
+        };
+    }
     let (topic, rest) = split_word(rest.unwrap_or(&[]));
     let verb = match name {
         b"sub" | b"unsub" | b"pub" | b"who" => name,
@@ -125,10 +162,35 @@ fn split_word(s: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// Appends `hello <id> new|resumed <node>`.
-pub fn write_hello(out: &mut Vec<u8>, session: &str, resumed: bool, node: &str) {
+/// Appends `hello <peer> new|resumed <node>[ <user>]`.
+pub fn write_hello(out: &mut Vec<u8>, peer: &str, resumed: bool, node: &str, user: Option<&str>) {
     let state = if resumed { "resumed" } else { "new" };
-    let _ = write!(out, "hello {session} {state} {node}");
+    let _ = write!(out, "hello {peer} {state} {node}");
+    if let Some(user) = user {
+        let _ = write!(out, " {user}");
+    }
+}
+
+/// Appends `ok auth <exp>`: a refreshed token is in force until `exp`.
+pub fn write_ok_auth(out: &mut Vec<u8>, exp: u64) {
+    let _ = write!(out, "ok auth {exp}");
+}
+
+/// Appends `err 401 auth invalid`: the refresh was refused, the old token
+/// stays in force.
+pub fn write_auth_invalid(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"err 401 auth invalid");
+}
+
+/// Appends `err 403 <command> <topic> forbidden`.
+pub fn write_forbidden(out: &mut Vec<u8>, command: &str, topic: &str) {
+    let _ = write!(out, "err 403 {command} {topic} forbidden");
+}
+
+/// Appends `err 403 sub <topic> revoked`: a refreshed token no longer
+/// allows a subscription, which is dropped.
+pub fn write_revoked(out: &mut Vec<u8>, topic: &str) {
+    let _ = write!(out, "err 403 sub {topic} revoked");
 }
 
 /// Appends a delivered message: `msg <topic> <seq> <payload>` for text, or the
@@ -147,21 +209,25 @@ pub fn write_ok(out: &mut Vec<u8>, command: &str, topic: &str, seq: Option<u64>)
     }
 }
 
-/// Appends `join <topic> <id>` or `leave <topic> <id>`.
-pub fn write_presence(out: &mut Vec<u8>, joined: bool, topic: &str, session: &str) {
+/// Appends `join <topic> <peer>[ <user>]` or `leave <topic> <peer>[ <user>]`.
+pub fn write_presence(out: &mut Vec<u8>, joined: bool, topic: &str, member: &Member) {
     let verb = if joined { "join" } else { "leave" };
-    let _ = write!(out, "{verb} {topic} {session}");
+    let _ = write!(out, "{verb} {topic} {}", member.peer);
+    if let Some(user) = &member.user {
+        let _ = write!(out, " {user}");
+    }
 }
 
-/// Appends `members <topic> <n> <id>...`.
+/// Appends `members <topic> <n> <peer>[:<user>]...`.
 pub fn write_members<'a>(
     out: &mut Vec<u8>,
     topic: &str,
-    members: impl ExactSizeIterator<Item = &'a str>,
+    members: impl ExactSizeIterator<Item = &'a Member>,
 ) {
     let _ = write!(out, "members {topic} {}", members.len());
     for m in members {
-        let _ = write!(out, " {m}");
+        out.push(b' ');
+        m.write_text(out);
     }
 }
 
@@ -178,6 +244,7 @@ pub fn write_err(out: &mut Vec<u8>, err: CommandError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::peer::PeerId;
 
     #[test]
     fn parses_text_commands() {
@@ -220,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn parses_auth() {
+        assert_eq!(parse(b"auth a.b.c", false), Ok(Command::Auth(b"a.b.c")));
+        for bad in [&b"auth"[..], b"auth ", b"auth a b"] {
+            assert_eq!(parse(bad, false), Err(CommandError::MissingToken));
+        }
+        assert_eq!(
+            parse(b"auth a.b.c\n", true),
+            Err(CommandError::MissingToken)
+        );
+    }
+
+    #[test]
     fn rejects_bad_commands() {
         let cases: [(&[u8], CommandError); 8] = [
             (b"", CommandError::UnknownCommand),
@@ -251,8 +330,11 @@ mod tests {
     #[test]
     fn server_lines_are_byte_exact() {
         let mut out = Vec::new();
-        write_hello(&mut out, "id", true, "node-1");
+        write_hello(&mut out, "id", true, "node-1", None);
         assert_eq!(out, b"hello id resumed node-1");
+        out.clear();
+        write_hello(&mut out, "id", false, "node-1", Some("alice"));
+        assert_eq!(out, b"hello id new node-1 alice");
         out.clear();
         write_msg(&mut out, "t", 7, b"hi there", false);
         assert_eq!(out, b"msg t 7 hi there");
@@ -263,8 +345,25 @@ mod tests {
         write_ok(&mut out, "pub", "t", Some(9));
         assert_eq!(out, b"ok pub t 9");
         out.clear();
-        write_members(&mut out, "t", ["a", "b"].into_iter());
-        assert_eq!(out, b"members t 2 a b");
+        let a = Member::new(PeerId::parse(b"00000000000000aa").unwrap(), None);
+        let b = Member::new(
+            PeerId::parse(b"00000000000000bb").unwrap(),
+            Some("bob".into()),
+        );
+        write_members(&mut out, "t", [a.clone(), b.clone()].iter());
+        assert_eq!(out, b"members t 2 00000000000000aa 00000000000000bb:bob");
+        out.clear();
+        write_presence(&mut out, true, "t", &b);
+        assert_eq!(out, b"join t 00000000000000bb bob");
+        out.clear();
+        write_presence(&mut out, false, "t", &a);
+        assert_eq!(out, b"leave t 00000000000000aa");
+        out.clear();
+        write_forbidden(&mut out, "pub", "t");
+        assert_eq!(out, b"err 403 pub t forbidden");
+        out.clear();
+        write_revoked(&mut out, "t");
+        assert_eq!(out, b"err 403 sub t revoked");
         out.clear();
         write_gap(&mut out, "t", 1, 5);
         assert_eq!(out, b"gap t 1 5");

@@ -64,8 +64,15 @@ pub enum Rejection {
     HeadTooLarge,
     /// 408: the head did not arrive within `--handshake-timeout`.
     Timeout,
-    /// 503: draining, or at `--max-connections`.
+    /// 503: draining, or at `--max-connections`, or the auth hook failed
+    /// (fail closed).
     Unavailable(&'static str),
+    /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`: no token or
+    /// a token that does not pass; the word says which rule (for the log
+    /// line and the body; never token bytes).
+    Unauthorized(&'static str),
+    /// 403 from the auth hook.
+    Forbidden,
 }
 
 impl Rejection {
@@ -80,6 +87,8 @@ impl Rejection {
             Rejection::UpgradeRequired(_) => 426,
             Rejection::HeadTooLarge => 431,
             Rejection::Unavailable(_) => 503,
+            Rejection::Unauthorized(_) => 401,
+            Rejection::Forbidden => 403,
         }
     }
 
@@ -88,7 +97,9 @@ impl Rejection {
         match self {
             Rejection::BadRequest(why)
             | Rejection::UpgradeRequired(why)
-            | Rejection::Unavailable(why) => why,
+            | Rejection::Unavailable(why)
+            | Rejection::Unauthorized(why) => why,
+            Rejection::Forbidden => "forbidden",
             Rejection::OriginNotAllowed => "origin not allowed",
             Rejection::NotFound => "not found",
             Rejection::MethodNotAllowed => "method not allowed",
@@ -104,9 +115,13 @@ impl Rejection {
                 &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
             }
             Rejection::MethodNotAllowed => &[("Allow", "GET")],
+            Rejection::Unauthorized(_) => &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
             _ => &[],
         };
-        let mut body = String::with_capacity(self.reason().len() + 1);
+        let mut body = String::with_capacity(self.reason().len() + 16);
+        if let Rejection::Unauthorized(_) = self {
+            body.push_str("invalid token: ");
+        }
         body.push_str(self.reason());
         body.push('\n');
         write_response(out, self.status(), extra, &body);
@@ -282,9 +297,27 @@ fn is_valid_key(key: &[u8]) -> bool {
 
 /// Appends the 101 response: one buffer, fixed order, cookie included.
 pub fn write_101(out: &mut Vec<u8>, key: &[u8], cookie: &CookieSpec, id: SessionId) {
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    write_101_head(out, key);
+    finish_101(out, cookie, id);
+}
+
+/// The length of what [`write_101_head`] appends.
+pub const HEAD_101_LEN: usize = HEAD_101.len() + 28 + 2;
+
+const HEAD_101: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
+
+/// Appends the 101 up to its cookie ([`HEAD_101_LEN`] bytes). A gateway
+/// connection's session (and so its cookie) is decided by the core that
+/// owns it, possibly after asking the shared engine whose session the
+/// cookie names; [`finish_101`] completes the response then.
+pub fn write_101_head(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(HEAD_101);
     out.extend_from_slice(&accept_key(key));
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the rest of the 101: the cookie line and the empty line.
+pub fn finish_101(out: &mut Vec<u8>, cookie: &CookieSpec, id: SessionId) {
     cookie.write(out, id);
     out.extend_from_slice(b"\r\n");
 }

@@ -6,6 +6,7 @@
 //! flicker), and not derivable from the session id.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::sys::entropy;
 
@@ -55,6 +56,55 @@ impl fmt::Debug for PeerId {
     }
 }
 
+/// How a session appears in presence: its peer id and, with authentication
+/// on, its user (DESIGN §11: `join <topic> <peer> <user>`,
+/// `members <topic> <n> <peer>:<user>...`). The user is shared with the
+/// session (`Arc`), not copied per topic.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Member {
+    /// The session's peer id.
+    pub peer: PeerId,
+    /// The session's user, when authentication is on.
+    pub user: Option<Arc<str>>,
+}
+
+impl Member {
+    /// A member named by `peer` (and `user`).
+    pub fn new(peer: PeerId, user: Option<Arc<str>>) -> Member {
+        Member { peer, user }
+    }
+
+    /// Appends `<peer>` or `<peer>:<user>` (the `members` form, and the form
+    /// kept in the shared engine).
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.peer.to_text());
+        if let Some(user) = &self.user {
+            out.push(b':');
+            out.extend_from_slice(user.as_bytes());
+        }
+    }
+
+    /// The `<peer>` / `<peer>:<user>` text.
+    pub fn to_text(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + self.user.as_ref().map_or(0, |u| u.len()));
+        self.write_text(&mut out);
+        out
+    }
+
+    /// Parses [`Member::write_text`]'s form; `valid_user` checks the user part.
+    pub fn parse(text: &[u8], valid_user: impl Fn(&[u8]) -> bool) -> Option<Member> {
+        let peer = PeerId::parse(text.get(..16)?)?;
+        let user = match text.get(16..) {
+            Some([]) | None => None,
+            Some([b':', user @ ..]) if valid_user(user) => {
+                Some(std::str::from_utf8(user).ok()?.into())
+            }
+            Some(_) => return None,
+        };
+        Some(Member { peer, user })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +139,24 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn members_round_trip() {
+        let ok = |u: &[u8]| !u.is_empty() && !u.contains(&b' ');
+        let bare = Member::new(PeerId(0xab), None);
+        assert_eq!(bare.to_text(), b"00000000000000ab");
+        assert_eq!(Member::parse(&bare.to_text(), ok), Some(bare));
+        let named = Member::new(PeerId(0xcd), Some("alice@example.com".into()));
+        assert_eq!(named.to_text(), b"00000000000000cd:alice@example.com");
+        assert_eq!(Member::parse(&named.to_text(), ok), Some(named));
+        for bad in [
+            &b"00000000000000cd:"[..],
+            b"00000000000000cdx",
+            b"00000000000000cd:a b",
+        ] {
+            assert_eq!(Member::parse(bad, ok), None);
         }
     }
 }

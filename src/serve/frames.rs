@@ -11,7 +11,7 @@ use crate::metrics::CoreStats;
 use crate::net::conn::{Close, Conn};
 use crate::net::socket::would_block;
 use crate::proto::close::ProtocolError;
-use crate::proto::command;
+use crate::proto::command::{self, Command, CommandError};
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
 use crate::proto::receiver::{Event, Receiver, Step};
 use crate::sys;
@@ -252,6 +252,10 @@ fn on_message(
         return;
     };
     match command::parse(payload, binary) {
+        Ok(Command::Auth(token)) => {
+            conn.append_output(out);
+            refresh(core, conn, id, token, out);
+        }
         Ok(cmd) => {
             // Keep replies in order: what this batch wrote so far goes ahead
             // of what this command produces.
@@ -264,6 +268,45 @@ fn on_message(
             encode_frame(out, OpCode::Text, &line);
         }
     }
+}
+
+/// `auth <jwt>`: a fresh token for the open connection. One that passes
+/// (same user) moves the connection's deadline and replaces its patterns
+/// (the hub answers `ok auth <exp>`); anything else answers
+/// `err 401 auth invalid` and leaves the old token in force.
+fn refresh(core: &Core, conn: &Conn, id: u64, token: &[u8], out: &mut Vec<u8>) {
+    #[cfg(feature = "auth")]
+    if let Some(auth) = core.auth.as_ref().filter(|a| a.checks_tokens()) {
+        match auth.verify(token) {
+            Ok(passed) => {
+                let now = core.now();
+                let (identity, exp) = (passed.identity, passed.exp);
+                if core.with_hub(|hub| hub.refresh(id, identity, exp, now)) {
+                    conn.set_token_deadline(core.coarse_secs_at(passed.deadline));
+                }
+            }
+            Err(e) => {
+                log::emit(
+                    Level::Debug,
+                    "auth_refresh_refused",
+                    &[("reason", &e.reason()), ("core", &core.index)],
+                );
+                let mut line = Vec::with_capacity(24);
+                command::write_auth_invalid(&mut line);
+                encode_frame(out, OpCode::Text, &line);
+            }
+        }
+        return;
+    }
+    let _ = (conn, id, token);
+    let mut line = Vec::with_capacity(48);
+    let err = if core.auth.is_some() {
+        CommandError::NoTokenCheck
+    } else {
+        CommandError::AuthOff
+    };
+    command::write_err(&mut line, err);
+    encode_frame(out, OpCode::Text, &line);
 }
 
 /// The peer broke the protocol: fail the connection (§7.1.7) with the code

@@ -17,11 +17,16 @@ use monoio::net::TcpStream;
 use monoio::time::{timeout_at, Instant};
 
 use super::websocket::{self, Upgraded};
+#[cfg(feature = "auth")]
+use crate::core::auth::request_token;
 use crate::core::Core;
+use crate::hub::Identity;
 use crate::net::mailbox::{Adoption, CoreMsg};
 use crate::net::socket::{self, would_block};
 use crate::proto::cookie::{find_session, SessionId};
-use crate::proto::handshake::{write_101, write_session_204, Endpoint, Rejection, Route};
+use crate::proto::handshake::{
+    write_101, write_101_head, write_session_204, Endpoint, Rejection, Route,
+};
 use crate::proto::http::{parse_request, write_response, HeadError, Request};
 use crate::sys;
 use crate::sys::log::{self, Level, Quoted};
@@ -44,20 +49,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
     };
     let owner = up.session.owner(hs.core.shared.cores);
     if up.endpoint == Endpoint::Gateway && owner != hs.core.index {
-        // A resumed session lives on another core: hand the socket over, with
-        // the bytes already read, once the 101 is out.
-        if Box::pin(socket::flush_all(hs.fd, &hs.stream, &mut out))
-            .await
-            .is_err()
-        {
-            hs.core.shared.release_connection();
-            Box::pin(hs.linger_close(out)).await;
-            return;
-        }
+        // The cookie names a session of another core: hand the socket over,
+        // with the bytes already read. The owner decides the session (the
+        // cookie's, or a new one if it is another user's) and completes the
+        // 101 that `out` begins.
         let core = hs.core.clone();
         core.shared.mailboxes[owner].post(CoreMsg::Adopt(Adoption {
             fd: hs.into_fd(),
+            head: out,
             session: up.session,
+            identity: up.identity,
+            token_deadline: up.token_deadline,
             cookie_present: up.cookie_present,
             client: up.client,
             early: up.early,
@@ -77,8 +79,10 @@ pub async fn adopt(adoption: Adoption, core: Rc<Core>) {
         cookie_present: adoption.cookie_present,
         client: adoption.client,
         early: adoption.early,
+        identity: adoption.identity,
+        token_deadline: adoption.token_deadline,
     };
-    websocket::open(core, adoption.fd, up, Vec::new()).await;
+    websocket::open(core, adoption.fd, up, adoption.head).await;
 }
 
 /// A client connection before its 101.
@@ -232,6 +236,14 @@ impl Handshake {
         if shared.is_draining() {
             return self.reject(Rejection::Unavailable("draining"), req.forwarded_for);
         }
+        let (identity, token_deadline) = if endpoint == Endpoint::Gateway {
+            match self.authenticate(req) {
+                Ok(who) => who,
+                Err(rejection) => return self.reject(rejection, req.forwarded_for),
+            }
+        } else {
+            (None, 0)
+        };
         if !shared.try_acquire_connection() {
             let full = Rejection::Unavailable("connection limit reached");
             return self.reject(full, req.forwarded_for);
@@ -246,12 +258,13 @@ impl Handshake {
             // The echo path keeps no sessions: its cookie never finds one.
             self.core.stats.sticky_miss();
         }
-        write_101(
-            &mut self.core.write_buf().borrow_mut(),
-            key,
-            &shared.cookie,
-            session,
-        );
+        let mut wbuf = self.core.write_buf().borrow_mut();
+        match endpoint {
+            // The session's core completes it (see `websocket::open`).
+            Endpoint::Gateway => write_101_head(&mut wbuf, key),
+            Endpoint::Echo => write_101(&mut wbuf, key, &shared.cookie, session),
+        }
+        drop(wbuf);
         self.core.stats.upgraded();
         let client = ClientAddr(self.peer, req.forwarded_for).to_string();
         log::emit(
@@ -270,8 +283,36 @@ impl Handshake {
             cookie_present: known.is_some(),
             client,
             early: Vec::new(),
+            identity,
+            token_deadline,
         };
         Decision::Upgrade { up, head_len }
+    }
+
+    /// With authentication on, who the request is: its token must pass
+    /// (401 otherwise). Returns the identity and when the token stops being
+    /// accepted (seconds since the epoch); `(None, 0)` with auth off.
+    fn authenticate(&self, req: &Request<'_>) -> Result<(Option<Identity>, u64), Rejection> {
+        let Some(auth) = &self.core.auth else {
+            return Ok((None, 0));
+        };
+        if !auth.checks_tokens() {
+            return Ok((None, 0));
+        }
+        #[cfg(feature = "auth")]
+        {
+            let token = request_token(req.authorization, req.query);
+            let token = token.as_deref().unwrap_or(b"");
+            match auth.verify(token) {
+                Ok(passed) => Ok((Some(passed.identity), passed.deadline)),
+                Err(e) => Err(Rejection::Unauthorized(e.reason())),
+            }
+        }
+        #[cfg(not(feature = "auth"))]
+        {
+            let _ = req;
+            Err(Rejection::Unavailable("authentication not built"))
+        }
     }
 
     /// Writes a refusal into the core's buffer, counts and logs it.

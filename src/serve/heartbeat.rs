@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::core::Core;
 use crate::hub::Hub;
+use crate::proto::close::ServerClose;
 
 /// What the sweeper does with one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,9 @@ pub fn sweep_period(ping_interval: Duration, pong_timeout: Duration) -> Duration
 }
 
 /// Runs the sweeper of one core forever; it also advances the core's
-/// coarse clock. It wakes every [`sweep_period`] for the connections, and in
+/// coarse clock, closes connections whose token ran out (a deadline in the
+/// sweep: no timer per connection) and, about once a second, re-reads a
+/// JWKS file that changed. It wakes every [`sweep_period`] for the connections, and in
 /// between when the hub has a deadline ([`Hub::poll_timeout`]: a session's
 /// TTL, a checkpoint), so no session is looked at before it is due.
 pub async fn run(core: Rc<Core>) {
@@ -66,9 +69,13 @@ pub async fn run(core: Rc<Core>) {
     let period = sweep_period(config.ping_interval, config.pong_timeout);
     let period_ms = period.as_millis() as u64;
     let mut next_sweep = core.tick() + period_ms;
+    let mut next_reload = next_sweep;
     loop {
         let hub_due = core.read_hub(Hub::poll_timeout);
-        let wake = hub_due.map_or(next_sweep, |due| due.min(next_sweep));
+        let mut wake = hub_due.map_or(next_sweep, |due| due.min(next_sweep));
+        if core.auth.is_some() {
+            wake = wake.min(next_reload);
+        }
         let wait = wake.saturating_sub(core.tick()).max(1);
         monoio::time::sleep(Duration::from_millis(wait)).await;
         let now = core.tick();
@@ -79,6 +86,13 @@ pub async fn run(core: Rc<Core>) {
         if now >= next_sweep {
             next_sweep = now + period_ms;
             sweep(&core, now);
+        }
+        if now >= next_reload {
+            // A JWKS file that changed is read again (keys rotate without a restart).
+            next_reload = now + 1000;
+            if let Some(auth) = &core.auth {
+                auth.reload(core.index);
+            }
         }
     }
 }
@@ -91,8 +105,17 @@ fn sweep(core: &Core, now: u64) {
     let config = &core.shared.config;
     let ping_interval = config.ping_interval.as_millis() as u64;
     let pong_timeout = config.pong_timeout.as_millis() as u64;
+    let now_secs = (now / 1000) as u32;
     core.conns.for_each(|c| {
         if !c.close_state().is_running() {
+            return;
+        }
+        let deadline = c.token_deadline();
+        if deadline != 0 && now_secs >= deadline {
+            // The token ran out without an `auth` refresh.
+            c.set_token_deadline(0);
+            core.stats.token_expired();
+            c.request_close(ServerClose::TokenExpired, now);
             return;
         }
         let (last_seen, awaiting, out_since) = c.clocks();

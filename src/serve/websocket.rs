@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use super::frames::{read_and_answer, Ws};
 use crate::core::Core;
+use crate::hub::Identity;
 use crate::net::conn::{Close, Conn, Wake, READ, WRITE};
 use crate::net::socket;
 use crate::proto::cookie::SessionId;
@@ -36,21 +37,35 @@ pub struct Upgraded {
     pub client: String,
     /// Bytes that arrived behind the request head: the start of the stream.
     pub early: Vec<u8>,
+    /// Who it is, with authentication on.
+    pub identity: Option<Identity>,
+    /// When its token stops being accepted (seconds since the epoch; 0: never).
+    pub token_deadline: u64,
 }
 
 /// Runs an upgraded connection: registers it with its core and serves it
-/// until it parks or closes. `out` is whatever of the 101 is still unsent.
+/// until it parks or closes. `out` is whatever of the 101 is still unsent;
+/// on the gateway path it ends before the cookie, which the hub's
+/// [`crate::hub::Output::Accept`] completes once the session is decided
+/// (until then the connection's output is held).
 pub async fn open(core: Rc<Core>, fd: OwnedFd, up: Upgraded, mut out: Vec<u8>) {
     let conn_id = (up.endpoint == Endpoint::Gateway).then(|| core.next_id());
     let conn = core.conns.register(fd.into_raw_fd(), core.now(), conn_id);
     let watched = core.reactor.add(conn.fd(), conn.slot());
+    if conn_id.is_some() {
+        conn.hold();
+    }
     conn.append_output(&mut out);
     core.stats.connection_opened();
     let mut ws = Ws::new(&core, conn.clone());
     ws.inbuf = up.early;
     if let Some(id) = conn_id {
         core.add_gateway_conn(id, conn.clone());
-        attach(&core, id, up.session, up.cookie_present, &up.client);
+        if up.token_deadline != 0 {
+            conn.set_token_deadline(core.coarse_secs_at(up.token_deadline));
+        }
+        let cookie = (up.session, up.cookie_present);
+        attach(&core, id, cookie, up.identity, &up.client);
     }
     if let Err(e) = watched {
         log::emit(
@@ -69,10 +84,42 @@ pub async fn open(core: Rc<Core>, fd: OwnedFd, up: Upgraded, mut out: Vec<u8>) {
 }
 
 /// Attaches gateway connection `id` to its session (taking the session over
-/// from an older socket) and counts the sticky hit or miss.
-fn attach(core: &Core, id: u64, session: SessionId, cookie_present: bool, client: &str) {
-    take_over(core, session);
-    let resumed = core.with_hub(|hub| hub.attach(id, session, cookie_present, core.now()));
+/// from an older socket) and counts the sticky hit or miss. A cookie that
+/// names another user's session gets a new session instead (a sticky miss).
+fn attach(
+    core: &Core,
+    id: u64,
+    (session, cookie_present): (SessionId, bool),
+    identity: Option<Identity>,
+    client: &str,
+) {
+    let user = identity.as_ref().map(|w| w.user.clone());
+    let rebound = core.with_hub(|hub| hub.bind_user(session, user.as_deref()));
+    let session = rebound.unwrap_or(session);
+    let mismatch = rebound.is_some();
+    if !mismatch {
+        take_over(core, session);
+    }
+    let cookie_present = cookie_present && !mismatch;
+    let resumed =
+        core.with_hub(|hub| hub.attach(id, session, cookie_present, identity, core.now()));
+    if mismatch {
+        core.stats.sticky_miss();
+        let peer = core.read_hub(|hub| hub.peer_of(session));
+        log::emit(
+            Level::Info,
+            "auth_session_mismatch",
+            &[
+                (
+                    "peer",
+                    &peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                ),
+                ("client", &client),
+                ("core", &core.index),
+            ],
+        );
+        return;
+    }
     if !cookie_present {
         return;
     }

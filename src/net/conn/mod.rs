@@ -53,6 +53,13 @@ pub struct Conn {
     /// Frames pushed in the current flush wait in the outbox for
     /// [`Conn::flush_pushed`].
     pushing: Cell<bool>,
+    /// The 101 is not complete yet (its session, so its cookie, is being
+    /// decided): output queues but nothing is sent until [`Conn::accept`].
+    held: Cell<bool>,
+    /// When the connection's token runs out, in whole seconds of the core's
+    /// coarse clock (0: no token, or it never runs out). The heartbeat sweep
+    /// closes it with 1008 "token expired" then: no timer per connection.
+    token_deadline: Cell<u32>,
     /// The hub's token of a gateway connection; 0 for an echo connection.
     conn_id: ConnId,
     /// Coarse time (ms) of the last inbound bytes.
@@ -92,6 +99,8 @@ impl Conn {
             parked: Cell::new(false),
             ready: Cell::new(WRITE),
             pushing: Cell::new(false),
+            held: Cell::new(false),
+            token_deadline: Cell::new(0),
             conn_id: conn_id.unwrap_or(0),
             last_seen: Cell::new(now),
             awaiting: Cell::new(0),
@@ -111,6 +120,42 @@ impl Conn {
     /// The registry slot.
     pub fn slot(&self) -> u32 {
         self.slot
+    }
+
+    /// Holds all output back until [`Conn::accept`] (see `held`).
+    pub fn hold(&self) {
+        self.held.set(true);
+    }
+
+    /// Whether the 101 is still incomplete.
+    pub fn is_held(&self) -> bool {
+        self.held.get()
+    }
+
+    /// Completes the held 101: `tail` (its cookie line and end) goes in at
+    /// byte `at` of the output, which starts with the rest of the 101; then
+    /// everything queued meanwhile may leave, in order.
+    pub fn accept(&self, at: usize, tail: &[u8]) {
+        if !self.held.replace(false) {
+            return;
+        }
+        {
+            let mut outbox = self.outbox.borrow_mut();
+            let at = at.min(outbox.len());
+            outbox.splice(at..at, tail.iter().copied());
+        }
+        self.set_ready(WRITE); // the first send finds out
+        self.notify();
+    }
+
+    /// When the token runs out (coarse seconds; 0: never).
+    pub fn token_deadline(&self) -> u32 {
+        self.token_deadline.get()
+    }
+
+    /// Sets when the token runs out (coarse seconds; 0: never).
+    pub fn set_token_deadline(&self, secs: u32) {
+        self.token_deadline.set(secs);
     }
 
     /// The hub's token of a gateway connection (`None`: the echo endpoint).
@@ -254,8 +299,13 @@ impl Conn {
     }
 
     /// Takes what is left of the output (for the lingering close).
+    /// Nothing leaves a connection whose 101 never completed.
     pub fn take_output(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.outbox.borrow_mut())
+        let out = std::mem::take(&mut *self.outbox.borrow_mut());
+        if self.held.get() {
+            return Vec::new();
+        }
+        out
     }
 
     /// Tells the heartbeat whether output is waiting on the peer, and since when.
@@ -270,12 +320,19 @@ impl Conn {
     /// Sends `batch` behind whatever is queued, as far as the socket takes
     /// it now; the rest is queued.
     pub fn send_batch(&self, batch: &[u8]) -> io::Result<()> {
+        if self.held.get() {
+            self.outbox.borrow_mut().extend_from_slice(batch);
+            return Ok(());
+        }
         let sent = socket::send_behind(self.fd(), &mut self.outbox.borrow_mut(), batch);
         self.count_sent(sent)
     }
 
     /// Sends as much of the queue as the socket takes now.
     pub fn flush_outbox(&self) -> io::Result<()> {
+        if self.held.get() {
+            return Ok(());
+        }
         let sent = socket::flush(self.fd(), &mut self.outbox.borrow_mut());
         self.count_sent(sent)
     }
@@ -307,7 +364,11 @@ impl Conn {
     /// closing. A peer whose socket cannot take two bytes is not reading: it
     /// is cut.
     pub fn send_ping(&self, now: u64) {
-        if self.output_pending() || self.has_output() || self.close.get() != Close::Open {
+        if self.held.get()
+            || self.output_pending()
+            || self.has_output()
+            || self.close.get() != Close::Open
+        {
             return;
         }
         let mut frame = Vec::with_capacity(2);
@@ -321,6 +382,11 @@ impl Conn {
     /// the connection task right after its queued output.
     pub fn request_close(&self, why: ServerClose, now: u64) {
         if self.close.get() != Close::Open {
+            return;
+        }
+        if self.held.get() {
+            // Not a WebSocket yet: no close frame can go before the 101.
+            self.cut(1006);
             return;
         }
         if self.output_pending() || self.has_output() {
