@@ -117,7 +117,7 @@ fn shared_state(
             Level::Info,
             "auth_on",
             &[
-                ("checks", &log::Quoted(gate.describe().as_bytes())),
+                ("checks", &gate.describe()),
                 ("allow_sub", &gate.policy.flags.sub.len()),
                 ("allow_pub", &gate.policy.flags.publish.len()),
             ],

@@ -266,7 +266,8 @@ pub fn write_request(target: &HookTarget, req: &HookRequest<'_>, out: &mut Vec<u
 /// Why a response could not be read. Carries no data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HookError {
-    /// Not a valid HTTP/1.x response head (or a `101`: nothing was upgraded).
+    /// Not a valid HTTP/1.x response head, a status under 100, or a `101`
+    /// (nothing was upgraded).
     Head,
     /// The head (with any `1xx` heads before it) is over [`MAX_HEAD`] bytes.
     HeadTooLarge,
@@ -371,7 +372,7 @@ fn parse(buf: &[u8], eof: bool) -> Result<Option<HookResponse<'_>>, HookError> {
         };
         let end = start + head_len;
         match status {
-            101 => return Err(HookError::Head),
+            0..=99 | 101 => return Err(HookError::Head),
             100..=199 => {
                 start = end;
                 continue;

@@ -363,6 +363,7 @@ fn not_http() {
         &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
         b"HTTP/2 200\r\n\r\n",
         b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
         b"\0\0\0",
     ] {

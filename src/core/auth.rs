@@ -15,13 +15,21 @@ use crate::auth::Policy;
 use crate::config::Config;
 
 #[cfg(feature = "auth")]
-use crate::auth::{AuthError, Reload, Verifier, VerifyOptions};
+use crate::auth::{AuthError, HookTarget, Reload, Verifier, VerifyOptions};
 #[cfg(feature = "auth")]
 use crate::hub::Identity;
+#[cfg(feature = "auth")]
+use crate::metrics::CoreStats;
+#[cfg(feature = "auth")]
+use crate::net::hook_client::HookClient;
 #[cfg(feature = "auth")]
 use crate::sys::log::{self, Level};
 #[cfg(feature = "auth")]
 use std::cell::RefCell;
+#[cfg(feature = "auth")]
+use std::net::SocketAddr;
+#[cfg(feature = "auth")]
+use std::time::Duration;
 
 /// Authentication as configured: `None` in [`super::Shared`] means off.
 pub struct Gate {
@@ -30,6 +38,24 @@ pub struct Gate {
     /// Token verification (a key flag was given).
     #[cfg(feature = "auth")]
     pub verifier: Option<Verifier>,
+    /// The auth hook (`--auth-hook`), resolved at start.
+    #[cfg(feature = "auth")]
+    pub hook: Option<HookSetup>,
+    /// `--jwt-leeway` in seconds (also applied to a hook's `expires_in`).
+    pub leeway_secs: u64,
+}
+
+/// Where the auth hook is and how it is asked.
+#[cfg(feature = "auth")]
+pub struct HookSetup {
+    /// The URL.
+    pub target: HookTarget,
+    /// Its address, resolved once at start.
+    pub addr: SocketAddr,
+    /// `--auth-hook-timeout`.
+    pub timeout: Duration,
+    /// `--auth-hook-concurrency`, per core.
+    pub concurrency: usize,
 }
 
 impl Gate {
@@ -45,17 +71,42 @@ impl Gate {
             policy: Arc::new(policy),
             #[cfg(feature = "auth")]
             verifier: verifier(config)?,
+            #[cfg(feature = "auth")]
+            hook: hook(config)?,
+            leeway_secs: config.jwt_leeway.as_secs(),
         }))
     }
 
     /// For the start-up log line: which checks run (no key material).
     pub fn describe(&self) -> String {
+        #[allow(unused_mut)]
+        let mut checks: Vec<String> = Vec::new();
         #[cfg(feature = "auth")]
-        if let Some(v) = &self.verifier {
-            return format!("jwt {}", v.describe());
+        {
+            if let Some(v) = &self.verifier {
+                checks.push(format!("jwt {}", v.describe()));
+            }
+            if let Some(h) = &self.hook {
+                checks.push(format!("hook {}", h.addr));
+            }
         }
-        "hook".to_string()
+        checks.join(", ")
     }
+}
+
+#[cfg(feature = "auth")]
+fn hook(config: &Config) -> Result<Option<HookSetup>, String> {
+    let Some(url) = &config.auth_hook else {
+        return Ok(None);
+    };
+    let target = HookTarget::parse(url).map_err(|e| format!("--auth-hook: {e}"))?;
+    let addr = target.resolve().map_err(|e| format!("--auth-hook: {e}"))?;
+    Ok(Some(HookSetup {
+        target,
+        addr,
+        timeout: config.auth_hook_timeout,
+        concurrency: config.auth_hook_concurrency,
+    }))
 }
 
 #[cfg(feature = "auth")]
@@ -142,16 +193,33 @@ pub struct Passed {
 pub struct CoreAuth {
     #[cfg(feature = "auth")]
     verifier: Option<RefCell<Verifier>>,
+    /// This core's client of the auth hook.
+    #[cfg(feature = "auth")]
+    pub hook: Option<HookClient>,
+    /// `--jwt-leeway` in seconds.
+    pub leeway_secs: u64,
 }
 
 impl CoreAuth {
-    /// This core's copy of the gate's verifier.
-    pub fn new(gate: &Gate) -> CoreAuth {
-        #[cfg(not(feature = "auth"))]
-        let _ = gate;
+    /// This core's copy of the gate's verifier, and its own hook client
+    /// (counted in `stats`).
+    #[cfg(feature = "auth")]
+    pub fn new(gate: &Gate, stats: &CoreStats) -> CoreAuth {
         CoreAuth {
-            #[cfg(feature = "auth")]
             verifier: gate.verifier.clone().map(RefCell::new),
+            hook: gate.hook.as_ref().map(|h| {
+                let stats = stats.hook.clone();
+                HookClient::new(h.target.clone(), h.addr, h.timeout, h.concurrency, stats)
+            }),
+            leeway_secs: gate.leeway_secs,
+        }
+    }
+
+    /// A lean build never has a gate (its flags are refused at start).
+    #[cfg(not(feature = "auth"))]
+    pub fn new(gate: &Gate, _stats: &crate::metrics::CoreStats) -> CoreAuth {
+        CoreAuth {
+            leeway_secs: gate.leeway_secs,
         }
     }
 
@@ -197,11 +265,9 @@ impl CoreAuth {
                     "jwks_reloaded",
                     &[("keys", &keys), ("skipped", &skipped)],
                 ),
-                Reload::KeptOld(e) => log::emit(
-                    Level::Warn,
-                    "jwks_reload_failed",
-                    &[("error", &log::Quoted(e.to_string().as_bytes()))],
-                ),
+                Reload::KeptOld(e) => {
+                    log::emit(Level::Warn, "jwks_reload_failed", &[("error", &e)])
+                }
             }
         }
         #[cfg(not(feature = "auth"))]

@@ -67,6 +67,7 @@ impl Shared {
         auth: Option<Gate>,
     ) -> Shared {
         let cores = mailboxes.len();
+        let hook_on = config.auth_hook.is_some();
         let schema = config.redis.as_ref().map(|_| {
             let ttl = config.session_ttl.as_millis() as u64;
             Arc::new(Schema::new(&node_id, config.history_size, ttl))
@@ -78,7 +79,7 @@ impl Shared {
             routes,
             cookie,
             node_id,
-            metrics: Metrics::new(cores),
+            metrics: Metrics::new(cores, hook_on),
             cores,
             mailboxes,
             active: AtomicUsize::new(0),
@@ -157,7 +158,7 @@ impl Core {
             engine: config.redis.is_some(),
             policy: shared.auth.as_ref().map(|g| g.policy.clone()),
         });
-        let auth = shared.auth.as_ref().map(CoreAuth::new);
+        let auth = shared.auth.as_ref().map(|g| CoreAuth::new(g, &stats));
         let engine = shared.schema.clone().map(EngineLink::new);
         if engine.is_some() {
             stats.set_redis_up(false);

@@ -44,6 +44,8 @@ pub struct CoreStats {
     sessions_held: AtomicU64,
     auth_mismatches: AtomicU64,
     tokens_expired: AtomicU64,
+    /// The auth hook's requests on this core.
+    pub hook: Arc<hook::HookStats>,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -149,13 +151,16 @@ impl CoreStats {
 /// All cores' counters.
 pub struct Metrics {
     cores: Vec<Arc<CoreStats>>,
+    /// Whether the auth hook's families are exported.
+    hook_on: bool,
 }
 
 impl Metrics {
-    /// Counters for `cores` cores.
-    pub fn new(cores: usize) -> Metrics {
+    /// Counters for `cores` cores; `hook_on` exports the auth hook's.
+    pub fn new(cores: usize, hook_on: bool) -> Metrics {
         Metrics {
             cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
+            hook_on,
         }
     }
 

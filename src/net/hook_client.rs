@@ -290,7 +290,10 @@ impl Drop for TakeTurn<'_> {
             if w.granted.get() {
                 self.turns.give_back();
             } else {
-                self.turns.waiting.borrow_mut().retain(|x| !Rc::ptr_eq(x, &w));
+                self.turns
+                    .waiting
+                    .borrow_mut()
+                    .retain(|x| !Rc::ptr_eq(x, &w));
             }
         }
     }

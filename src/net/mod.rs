@@ -6,6 +6,8 @@
 pub mod conn;
 pub mod deliveries;
 pub mod epoll;
+#[cfg(feature = "auth")]
+pub mod hook_client;
 pub mod mailbox;
 pub mod registry;
 pub mod socket;

@@ -63,8 +63,10 @@ pub struct Request<'b> {
     pub origin: Option<&'b [u8]>,
     /// The first `X-Forwarded-For` field (the balancer's view of the client).
     pub forwarded_for: Option<&'b [u8]>,
-    /// The `Authorization` field (admin API).
+    /// The `Authorization` field (admin API; a bearer token on the gateway path).
     pub authorization: Option<&'b [u8]>,
+    /// The `User-Agent` field (for the auth hook).
+    pub user_agent: Option<&'b [u8]>,
     /// The `Content-Length` field; `Some(None)` if unparsable or repeated with another value.
     pub content_length: Option<Option<usize>>,
     /// The `Content-Type` field.
@@ -161,6 +163,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
         origin: None,
         forwarded_for: None,
         authorization: None,
+        user_agent: None,
         content_length: None,
         content_type: None,
         chunked: false,
@@ -193,6 +196,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
             }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") && out.forwarded_for.is_none() {
             out.forwarded_for = Some(value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            out.user_agent = Some(value);
         } else if name.eq_ignore_ascii_case("authorization") {
             out.authorization = Some(value);
         } else if name.eq_ignore_ascii_case("content-length") {

@@ -103,6 +103,12 @@ enum Decision {
         up: Upgraded,
         head_len: usize,
     },
+    /// The auth hook decides (nothing written yet).
+    #[cfg(feature = "auth")]
+    AskHook {
+        ask: Box<hook::Ask>,
+        head_len: usize,
+    },
 }
 
 impl Handshake {
@@ -144,6 +150,12 @@ impl Handshake {
                     self.take_output(out);
                     return Some(up);
                 }
+                #[cfg(feature = "auth")]
+                Decision::AskHook { ask, .. } => {
+                    let up = self.ask_hook(*ask).await;
+                    self.take_output(out);
+                    return up;
+                }
             }
         }
     }
@@ -167,6 +179,10 @@ impl Handshake {
         match &mut decision {
             Decision::Upgrade { up, head_len } if *head_len < data.len() => {
                 up.early = data[*head_len..].to_vec();
+            }
+            #[cfg(feature = "auth")]
+            Decision::AskHook { ask, head_len } if *head_len < data.len() => {
+                ask.up.early = data[*head_len..].to_vec();
             }
             Decision::NeedMore if fresh => head.extend_from_slice(&rbuf[..n]),
             _ => {}
@@ -223,8 +239,9 @@ impl Handshake {
         }
     }
 
-    /// A valid upgrade request: 503 while draining or at the connection
-    /// limit, else the 101 with the cookie.
+    /// A valid upgrade request: 503 while draining, 401 without a token
+    /// that passes (auth on), else — after the auth hook, if one is set —
+    /// [`Handshake::admit`].
     fn upgrade(
         &self,
         req: &Request<'_>,
@@ -244,48 +261,67 @@ impl Handshake {
         } else {
             (None, 0)
         };
-        if !shared.try_acquire_connection() {
-            let full = Rejection::Unavailable("connection limit reached");
-            return self.reject(full, req.forwarded_for);
-        }
         let known = find_session(req.cookie_headers(), &shared.config.cookie_name);
         let session = match known {
             Some(id) => id,
             // A new session is minted on this core, so it needs no hand-over.
             None => SessionId::random_owned_by(self.core.index, shared.cores),
         };
-        if known.is_some() && endpoint == Endpoint::Echo {
+        let up = Upgraded {
+            endpoint,
+            session,
+            cookie_present: known.is_some(),
+            client: ClientAddr(self.peer, req.forwarded_for).to_string(),
+            early: Vec::new(),
+            identity,
+            token_deadline,
+        };
+        #[cfg(feature = "auth")]
+        if endpoint == Endpoint::Gateway
+            && self.core.auth.as_ref().is_some_and(|a| a.hook.is_some())
+        {
+            let ask = hook::Ask::new(req, key, up);
+            return Decision::AskHook {
+                ask: Box::new(ask),
+                head_len,
+            };
+        }
+        self.admit(up, key, head_len)
+    }
+
+    /// Lets an authenticated upgrade in: 503 at `--max-connections` (or if
+    /// draining began meanwhile), else the 101 — whole on the echo path, up
+    /// to its cookie on the gateway path (the session's core completes it).
+    fn admit(&self, up: Upgraded, key: &[u8], head_len: usize) -> Decision {
+        let shared = &self.core.shared;
+        if shared.is_draining() {
+            return self.refuse(Rejection::Unavailable("draining"), &up.client);
+        }
+        if !shared.try_acquire_connection() {
+            let full = Rejection::Unavailable("connection limit reached");
+            return self.refuse(full, &up.client);
+        }
+        if up.cookie_present && up.endpoint == Endpoint::Echo {
             // The echo path keeps no sessions: its cookie never finds one.
             self.core.stats.sticky_miss();
         }
         let mut wbuf = self.core.write_buf().borrow_mut();
-        match endpoint {
-            // The session's core completes it (see `websocket::open`).
+        match up.endpoint {
             Endpoint::Gateway => write_101_head(&mut wbuf, key),
-            Endpoint::Echo => write_101(&mut wbuf, key, &shared.cookie, session),
+            Endpoint::Echo => write_101(&mut wbuf, key, &shared.cookie, up.session),
         }
         drop(wbuf);
         self.core.stats.upgraded();
-        let client = ClientAddr(self.peer, req.forwarded_for).to_string();
         log::emit(
             Level::Debug,
             "upgrade",
             &[
                 ("core", &self.core.index),
                 // Never the session id: it is the resume credential.
-                ("cookie", &if known.is_some() { "kept" } else { "minted" }),
-                ("client", &client),
+                ("cookie", &if up.cookie_present { "kept" } else { "minted" }),
+                ("client", &up.client),
             ],
         );
-        let up = Upgraded {
-            endpoint,
-            session,
-            cookie_present: known.is_some(),
-            client,
-            early: Vec::new(),
-            identity,
-            token_deadline,
-        };
         Decision::Upgrade { up, head_len }
     }
 
@@ -317,6 +353,11 @@ impl Handshake {
 
     /// Writes a refusal into the core's buffer, counts and logs it.
     fn reject(&self, rejection: Rejection, forwarded_for: Option<&[u8]>) -> Decision {
+        self.refuse(rejection, &ClientAddr(self.peer, forwarded_for))
+    }
+
+    /// [`Handshake::reject`] with the client address already formatted.
+    fn refuse(&self, rejection: Rejection, client: &dyn std::fmt::Display) -> Decision {
         rejection.write(&mut self.core.write_buf().borrow_mut());
         self.core.stats.rejected(rejection.status());
         let level = if matches!(rejection, Rejection::NotFound | Rejection::Timeout) {
@@ -330,7 +371,7 @@ impl Handshake {
             &[
                 ("status", &rejection.status()),
                 ("reason", &rejection.reason()),
-                ("client", &ClientAddr(self.peer, forwarded_for)),
+                ("client", client),
             ],
         );
         Decision::Respond
@@ -342,6 +383,148 @@ impl Handshake {
     async fn linger_close(&self, out: Vec<u8>) {
         socket::linger_close(self.fd, &self.stream, out, self.core.read_buf()).await;
         sys::shutdown(self.fd, Shutdown::Both);
+    }
+}
+
+#[cfg(feature = "auth")]
+mod hook {
+    //! An upgrade the auth hook decides: what it needs from the request,
+    //! owned (the request head's buffer is reused while the hook answers).
+
+    use super::Upgraded;
+    use crate::auth::HookRequest;
+    use crate::proto::http::Request;
+
+    /// An upgrade waiting for the hook.
+    pub struct Ask {
+        pub up: Upgraded,
+        /// `Sec-WebSocket-Key`, for the 101.
+        pub key: Vec<u8>,
+        /// The request target (path and query).
+        pub target: Vec<u8>,
+        /// The `Cookie` fields, joined with `; `.
+        pub cookie: Option<Vec<u8>>,
+        pub authorization: Option<Vec<u8>>,
+        pub origin: Option<Vec<u8>>,
+        pub forwarded_for: Option<Vec<u8>>,
+        pub user_agent: Option<Vec<u8>>,
+        /// The session id as text.
+        pub session: String,
+    }
+
+    impl Ask {
+        pub fn new(req: &Request<'_>, key: &[u8], up: Upgraded) -> Ask {
+            let mut target = req.path.as_bytes().to_vec();
+            if let Some(q) = req.query {
+                target.push(b'?');
+                target.extend_from_slice(q.as_bytes());
+            }
+            let mut cookie: Option<Vec<u8>> = None;
+            for field in req.cookie_headers() {
+                let c = cookie.get_or_insert_with(Vec::new);
+                if !c.is_empty() {
+                    c.extend_from_slice(b"; ");
+                }
+                c.extend_from_slice(field);
+            }
+            Ask {
+                key: key.to_vec(),
+                target,
+                cookie,
+                authorization: req.authorization.map(<[u8]>::to_vec),
+                origin: req.origin.map(<[u8]>::to_vec),
+                forwarded_for: req.forwarded_for.map(<[u8]>::to_vec),
+                user_agent: req.user_agent.map(<[u8]>::to_vec),
+                session: up.session.to_string(),
+                up,
+            }
+        }
+
+        /// The hook's request, borrowed from this.
+        pub fn request(&self) -> HookRequest<'_> {
+            HookRequest {
+                session: &self.session,
+                resumed: self.up.cookie_present,
+                path: &self.target,
+                cookie: self.cookie.as_deref(),
+                authorization: self.authorization.as_deref(),
+                origin: self.origin.as_deref(),
+                forwarded_for: self.forwarded_for.as_deref(),
+                user_agent: self.user_agent.as_deref(),
+                user: self.up.identity.as_ref().map(|w| &*w.user),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "auth")]
+impl Handshake {
+    /// Asks the auth hook about an upgrade (the socket waits, the core does
+    /// not) and admits it, or writes the refusal: the hook's 401/403 passed
+    /// on, 503 for anything else (fail closed).
+    async fn ask_hook(&self, mut ask: hook::Ask) -> Option<Upgraded> {
+        use crate::auth::{Grants, HookVerdict};
+        let client = self.core.auth.as_ref()?.hook.as_ref()?;
+        let verdict = client.call(&ask.request()).await;
+        let leeway = self.core.auth.as_ref().map_or(0, |a| a.leeway_secs);
+        let refusal = match verdict {
+            HookVerdict::Grant {
+                user,
+                grants,
+                expires_in,
+            } => {
+                let token = ask.up.identity.take();
+                if token.as_ref().is_some_and(|t| *t.user != *user) {
+                    // The hook names another user than the token's `sub`.
+                    Rejection::Unavailable("auth hook: another user than the token's")
+                } else {
+                    let grants = match (token.and_then(|t| t.grants), grants) {
+                        (Some(a), Some(b)) => merge(&a, &b).map(Box::new),
+                        (a, b) => a.or(b),
+                    };
+                    ask.up.identity = Some(Identity {
+                        user: user.into(),
+                        grants,
+                    });
+                    if let Some(secs) = expires_in {
+                        let until = crate::core::auth::unix_now()
+                            .saturating_add(secs)
+                            .saturating_add(leeway);
+                        let d = ask.up.token_deadline;
+                        ask.up.token_deadline = if d == 0 { until } else { d.min(until) };
+                    }
+                    let key = std::mem::take(&mut ask.key);
+                    return match self.admit(ask.up, &key, 0) {
+                        Decision::Upgrade { up, .. } => Some(up),
+                        _ => None,
+                    };
+                }
+            }
+            HookVerdict::Refuse(403) => Rejection::Forbidden,
+            HookVerdict::Refuse(_) => Rejection::Unauthorized("hook"),
+            HookVerdict::Fail(why) => Rejection::Unavailable(hook_failure(why)),
+        };
+        self.refuse(refusal, &ask.up.client);
+        return None;
+
+        /// A token's grants plus the hook's.
+        fn merge(a: &Grants, b: &Grants) -> Option<Grants> {
+            let sub: Vec<&str> = a.sub.iter().chain(b.sub.iter()).collect();
+            let publish: Vec<&str> = a.publish.iter().chain(b.publish.iter()).collect();
+            Grants::compile(&sub, &publish).ok()
+        }
+    }
+}
+
+/// The 503 reason for a hook that failed (a fixed phrase per cause).
+#[cfg(feature = "auth")]
+fn hook_failure(why: &str) -> &'static str {
+    match why {
+        "timeout" => "auth hook unavailable: timeout",
+        "connect" => "auth hook unavailable: connect",
+        "closed" => "auth hook unavailable: closed",
+        "status" => "auth hook unavailable: status",
+        _ => "auth hook unavailable: malformed answer",
     }
 }
 

@@ -487,3 +487,20 @@ impl Readiness for Conn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // The record is all an idle connection costs (plus the registry's
+        // and the hub's entries): auth's deadline and the held flag fit in
+        // what alignment left over.
+        assert!(
+            std::mem::size_of::<Conn>() <= 128,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+    }
+}
