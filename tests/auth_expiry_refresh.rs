@@ -274,3 +274,28 @@ fn narrower_grants_revoke_subscriptions() {
         assert_no_secrets(gw, &secrets);
     });
 }
+
+#[test]
+fn the_leeway_is_added_to_exp() {
+    let keys = Keys::new();
+    let args = gw_args(&[
+        "--jwt-secret-file",
+        &keys.secret_file,
+        "--jwt-leeway",
+        "2s",
+        "--allow-sub",
+        "flag.*",
+    ]);
+    for_each_driver(&strs(&args), |gw| {
+        let exp = now() + 1;
+        let token = hs256(&serde_json::json!({"sub": "alice", "exp": exp}));
+        let mut alice = connect(gw, "alice", &token);
+        assert_eq!(alice.sub(&topic("flag.leeway")), 0);
+        // Open past exp, closed at exp + 2 s.
+        expect_expiry_close(&mut alice, exp + 2, "at exp + --jwt-leeway 2s");
+        assert_no_secrets(
+            gw,
+            &[token_secrets(&token), vec![alice.id.clone()]].concat(),
+        );
+    });
+}

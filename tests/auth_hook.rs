@@ -17,7 +17,7 @@ mod gw;
 use std::time::{Duration, Instant};
 
 use auth::client::{upgrade, Upgrade, Ws};
-use auth::hook::{down_url, Hook, Reply};
+use auth::hook::{down_url, Hook, HookRequest, Reply};
 use auth::*;
 use common::{for_each_driver, Driver, Gateway};
 use gw::{topic, wait_open_connections};
@@ -47,6 +47,15 @@ fn one_core(args: &[String]) -> Gateway {
 
 fn connect(gw: &Gateway, name: &str, req: &Upgrade) -> Ws {
     upgrade(gw.addr, name, req).unwrap_or_else(|r| panic!("{name}: refused:\n{}{}", r.head, r.body))
+}
+
+/// The upgrading client's `User-Agent`, as the hook request's body tells it
+/// (the tests' hooks decide by it).
+fn client_ua(req: &HookRequest) -> String {
+    req.json()["headers"]["user-agent"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 const CREDENTIAL: &str = "opaque-credential-0123456789";
@@ -133,20 +142,61 @@ fn a_grant_names_the_user_and_its_topics() {
 }
 
 #[test]
-fn refusals_are_passed_on_and_anything_else_is_a_503() {
+fn the_hooks_user_owns_the_session() {
+    // The hook names the user after the client's User-Agent.
     let hook = Hook::start(|req| {
-        let ua = req.header("User-Agent").unwrap_or("");
-        match ua {
-            "ua-401" => Reply::Status(401, "{}".into()),
-            "ua-403" => Reply::Status(403, "{}".into()),
-            "ua-500" => Reply::Status(500, "{}".into()),
-            "ua-404" => Reply::Status(404, "{}".into()),
-            "ua-badjson" => Reply::Status(200, "this is not json".into()),
-            "ua-nouser" => Reply::Grant(json!({"sub": ["*"]})),
-            "ua-baduser" => Reply::Grant(json!({"user": "a b", "sub": ["*"]})),
-            "ua-close" => Reply::Close,
-            _ => Reply::Grant(json!({"user": "fine"})),
-        }
+        let user = client_ua(req);
+        Reply::Grant(json!({"user": user, "sub": ["*"]}))
+    });
+    let args = hook_args(&hook.url(), &[]);
+    for_each_driver(&strs(&args), |gw| {
+        let s0 = gw.scrape();
+        let t = topic("owned");
+        let as_user = |u: &str| Upgrade::new().header("User-Agent", u);
+        let mut u1 = connect(gw, "u1", &as_user("u1"));
+        assert_eq!(u1.user.as_deref(), Some("u1"));
+        assert_eq!(u1.sub(&t), 0);
+        // Another user with u1's cookie: a new session, u1 untouched.
+        let u2 = connect(gw, "u2", &as_user("u2").cookie(&u1.id));
+        assert!(
+            u2.id != u1.id && u2.state == "new" && u2.user.as_deref() == Some("u2"),
+            "another hook user with u1's cookie: {:?} (id kept: {})",
+            u2.hello,
+            u2.id == u1.id
+        );
+        let mismatch = "wsgate_auth_session_mismatch_total";
+        assert_eq!(
+            wait_series(gw, mismatch, s0.sum(mismatch) + 1.0),
+            s0.sum(mismatch) + 1.0,
+            "{mismatch}"
+        );
+        u1.expect_quiet(Duration::from_millis(300), "u1 after u2's upgrade");
+        assert_eq!(u1.who(&t), vec![u1.member()]);
+        // The same user with its own cookie resumes.
+        let (id, peer) = (u1.id.clone(), u1.peer.clone());
+        u1.drop_tcp();
+        wait_open_connections(gw, 1, "after u1 dropped");
+        let again = connect(gw, "u1 again", &as_user("u1").cookie(&id));
+        assert_eq!(again.hello, format!("hello {peer} resumed {} u1", gw::NODE));
+        let secrets = vec![id, u2.id.clone()];
+        again.close();
+        u2.close();
+        assert_no_secrets(gw, &secrets);
+    });
+}
+
+#[test]
+fn refusals_are_passed_on_and_anything_else_is_a_503() {
+    let hook = Hook::start(|req| match client_ua(req).as_str() {
+        "ua-401" => Reply::Status(401, "{}".into()),
+        "ua-403" => Reply::Status(403, "{}".into()),
+        "ua-500" => Reply::Status(500, "{}".into()),
+        "ua-404" => Reply::Status(404, "{}".into()),
+        "ua-badjson" => Reply::Status(200, "this is not json".into()),
+        "ua-nouser" => Reply::Grant(json!({"sub": ["*"]})),
+        "ua-baduser" => Reply::Grant(json!({"user": "a b", "sub": ["*"]})),
+        "ua-close" => Reply::Close,
+        _ => Reply::Grant(json!({"user": "fine"})),
     });
     let args = hook_args(&hook.url(), &[]);
     for_each_driver(&strs(&args), |gw| {
@@ -236,8 +286,8 @@ fn a_hook_that_never_answers_is_a_503_within_the_timeout() {
 
 #[test]
 fn waiting_for_the_hook_blocks_nothing_and_the_default_timeout_is_2s() {
-    let hook = Hook::start(|req| match req.header("User-Agent") {
-        Some("hang") => Reply::Hang,
+    let hook = Hook::start(|req| match client_ua(req).as_str() {
+        "hang" => Reply::Hang,
         _ => Reply::Grant(json!({"user": "quick", "sub": ["*"]})),
     });
     // One core: the hung upgrade and the quick one share it.
