@@ -232,6 +232,9 @@ fn refusals_are_passed_on_and_anything_else_is_a_503() {
                 "wsgate_upgrades_total{{result=\"{result}\"}}"
             );
         }
+        // The log lines may trail the answers by a moment.
+        common::wait_until(Duration::from_secs(5), || rejections(gw).len() >= 8);
+        std::thread::sleep(Duration::from_millis(100));
         let logged: Vec<u16> = rejections(gw).into_iter().map(|(s, _)| s).collect();
         for (status, n) in [(401, 1), (403, 1), (503, 6)] {
             assert_eq!(
