@@ -559,12 +559,15 @@ pub fn verdict(status: u16, body: &[u8]) -> HookVerdict {
         401 | 403 => return HookVerdict::Refuse(status),
         _ => return HookVerdict::Fail("status"),
     }
-    // An object only: serde would also fill the struct from an array.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return HookVerdict::Fail("json");
-    }
-    let Ok(answer) = serde_json::from_slice::<Answer>(body) else {
-        return HookVerdict::Fail("json");
+    // Two passes over at most 64 KiB: the first checks the whole document
+    // (the typed pass skips unknown fields without checking their strings:
+    // bad UTF-8, lone surrogates); the second refuses duplicate fields and
+    // wrong types. An object only: serde would also fill the struct from an
+    // array.
+    let valid = serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+    let answer = match serde_json::from_slice::<Answer>(body) {
+        Ok(answer) if valid => answer,
+        _ => return HookVerdict::Fail("json"),
     };
     let Some(user) = answer.user.filter(|u| is_valid_user(u.as_bytes())) else {
         return HookVerdict::Fail("user");

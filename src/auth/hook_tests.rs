@@ -541,6 +541,7 @@ fn verdict_failures() {
         (r#"{"user":"u","sub":"a"}"#, "json"),
         (r#"{"user":"u","sub":[1]}"#, "json"),
         (r#"{"user":"u","expires_in":"5"}"#, "json"),
+        (r#"{"user":"u","x":"\ud800"}"#, "json"),
         ("{}", "user"),
         (r#"{"user":null}"#, "user"),
         (r#"{"user":""}"#, "user"),
@@ -564,6 +565,12 @@ fn verdict_failures() {
     }
     assert_eq!(
         verdict(200, b"{\"user\":\"\xff\"}"),
+        HookVerdict::Fail("json")
+    );
+    // Found by fuzz/hook_response: bytes that are not UTF-8 in a field that
+    // is otherwise ignored.
+    assert_eq!(
+        verdict(200, b"{\"user\":\"u\",\"x\":\"\xbf\"}"),
         HookVerdict::Fail("json")
     );
 }
