@@ -7,8 +7,10 @@
 //!   frame (text: after `pub <topic> `; binary: after the first `\n`);
 //! - round trip: the command written back in canonical form parses to the same
 //!   command, as text and as binary;
+//! - `auth <token>` (text only) carries one non-empty word without spaces,
+//!   the tail of the frame;
 //! - a binary frame without `\n` is always `MissingHeaderLine`; every error has
-//!   a 400/422 code and a one-line `err` text.
+//!   a 400/401/422 code and a one-line `err` text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +23,7 @@ fn encode(cmd: &Command<'_>, binary: bool) -> Vec<u8> {
         Command::Unsub(t) => ("unsub", t, None),
         Command::Who(t) => ("who", t, None),
         Command::Pub { topic, payload } => ("pub", topic, Some(payload)),
+        Command::Auth(token) => return [b"auth ", token].concat(),
     };
     let mut out = format!("{verb} {topic}").into_bytes();
     match (payload, binary) {
@@ -37,9 +40,15 @@ fn encode(cmd: &Command<'_>, binary: bool) -> Vec<u8> {
 fuzz_target!(|data: &[u8]| {
     for binary in [false, true] {
         match parse(data, binary) {
+            Ok(Command::Auth(token)) => {
+                assert!(!binary && !token.is_empty() && !token.contains(&b' '));
+                assert_eq!([b"auth ", token].concat(), data);
+                assert_eq!(parse(&encode(&Command::Auth(token), false), false), Ok(Command::Auth(token)));
+            }
             Ok(cmd) => {
                 let topic = match cmd {
                     Command::Sub(t) | Command::Unsub(t) | Command::Who(t) => t,
+                    Command::Auth(_) => unreachable!("matched above"),
                     Command::Pub { topic, payload } => {
                         assert!(data.ends_with(payload));
                         if binary {
@@ -56,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Err(e) => {
-                assert!(matches!(e.code(), 400 | 422));
+                assert!(matches!(e.code(), 400 | 401 | 422));
                 let mut out = Vec::new();
                 write_err(&mut out, e);
                 assert!(out.starts_with(b"err ") && !out.contains(&b'\n'));
