@@ -154,9 +154,9 @@ pub struct Config {
     #[arg(long, env = "WSGATE_JWT_AUDIENCE", help_heading = "Authentication")]
     pub jwt_audience: Option<String>,
 
-    /// Clock skew allowed on `exp` and `nbf`.
-    #[arg(long, env = "WSGATE_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration, help_heading = "Authentication")]
-    pub jwt_leeway: Duration,
+    /// Clock skew allowed on `exp` and `nbf` [default: 5s].
+    #[arg(long, env = "WSGATE_JWT_LEEWAY", value_parser = parse_duration, help_heading = "Authentication")]
+    pub jwt_leeway: Option<Duration>,
 
     /// Topics every authenticated user may subscribe to (and ask `who`
     /// on), repeatable: a topic, or a prefix ending in `*`; `{user}` is the
@@ -185,18 +185,17 @@ pub struct Config {
     #[arg(long, env = "WSGATE_AUTH_HOOK", help_heading = "Authentication")]
     pub auth_hook: Option<String>,
 
-    /// A hook that does not answer in time (or is down) means 503.
-    #[arg(long, env = "WSGATE_AUTH_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration, help_heading = "Authentication")]
-    pub auth_hook_timeout: Duration,
+    /// A hook that does not answer in time (or is down) means 503 [default: 2s].
+    #[arg(long, env = "WSGATE_AUTH_HOOK_TIMEOUT", value_parser = parse_duration, help_heading = "Authentication")]
+    pub auth_hook_timeout: Option<Duration>,
 
-    /// Hook requests in flight per core; more wait (within the timeout).
+    /// Hook requests in flight per core; more wait (within the timeout) [default: 64].
     #[arg(
         long,
         env = "WSGATE_AUTH_HOOK_CONCURRENCY",
-        default_value_t = 64,
         help_heading = "Authentication"
     )]
-    pub auth_hook_concurrency: usize,
+    pub auth_hook_concurrency: Option<usize>,
 }
 
 impl Config {
@@ -242,10 +241,25 @@ impl Config {
             || self.auth_hook.is_some()
     }
 
+    /// `--jwt-leeway`, or its default.
+    pub fn jwt_leeway(&self) -> Duration {
+        self.jwt_leeway.unwrap_or(Duration::from_secs(5))
+    }
+
+    /// `--auth-hook-timeout`, or its default.
+    pub fn auth_hook_timeout(&self) -> Duration {
+        self.auth_hook_timeout.unwrap_or(Duration::from_secs(2))
+    }
+
+    /// `--auth-hook-concurrency`, or its default.
+    pub fn auth_hook_concurrency(&self) -> usize {
+        self.auth_hook_concurrency.unwrap_or(64)
+    }
+
     /// The authentication flags that are set, by name.
     fn auth_flags_set(&self) -> Vec<&'static str> {
         let mut set = Vec::new();
-        let flags: [(&'static str, bool); 9] = [
+        let flags: [(&'static str, bool); 11] = [
             ("--jwt-secret-file", self.jwt_secret_file.is_some()),
             ("--jwt-public-key-file", self.jwt_public_key_file.is_some()),
             ("--jwt-jwks-file", self.jwt_jwks_file.is_some()),
@@ -254,10 +268,12 @@ impl Config {
             ("--allow-sub", !self.allow_sub.is_empty()),
             ("--allow-pub", !self.allow_pub.is_empty()),
             ("--auth-hook", self.auth_hook.is_some()),
+            ("--auth-hook-timeout", self.auth_hook_timeout.is_some()),
             (
-                "--auth-hook-timeout",
-                self.auth_hook_timeout != Duration::from_secs(2),
+                "--auth-hook-concurrency",
+                self.auth_hook_concurrency.is_some(),
             ),
+            ("--jwt-leeway", self.jwt_leeway.is_some()),
         ];
         for (name, on) in flags {
             if on {
@@ -297,16 +313,24 @@ impl Config {
         if !self.auth_on() && (!self.allow_sub.is_empty() || !self.allow_pub.is_empty()) {
             return Err("--allow-sub and --allow-pub need authentication (a --jwt-* key file or --auth-hook); without it every topic is open".into());
         }
-        if self.auth_hook.is_none() && self.auth_hook_timeout != Duration::from_secs(2) {
-            return Err("--auth-hook-timeout needs --auth-hook".into());
+        if self.auth_hook.is_none()
+            && (self.auth_hook_timeout.is_some() || self.auth_hook_concurrency.is_some())
+        {
+            return Err("--auth-hook-timeout and --auth-hook-concurrency need --auth-hook".into());
         }
-        if self.jwt_leeway > Duration::from_secs(3600) {
+        if !has_key && self.jwt_leeway.is_some() && self.auth_hook.is_none() {
+            return Err(
+                "--jwt-leeway needs authentication (a --jwt-* key file or --auth-hook)".into(),
+            );
+        }
+        if self.jwt_leeway() > Duration::from_secs(3600) {
             return Err("--jwt-leeway must be at most 1h".into());
         }
-        if self.auth_hook_timeout.is_zero() || self.auth_hook_timeout > Duration::from_secs(60) {
+        let timeout = self.auth_hook_timeout();
+        if timeout.is_zero() || timeout > Duration::from_secs(60) {
             return Err("--auth-hook-timeout must be between 1ms and 60s".into());
         }
-        if self.auth_hook_concurrency == 0 || self.auth_hook_concurrency > 10_000 {
+        if !(1..=10_000).contains(&self.auth_hook_concurrency()) {
             return Err("--auth-hook-concurrency must be between 1 and 10000".into());
         }
         Ok(())

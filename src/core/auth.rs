@@ -73,7 +73,7 @@ impl Gate {
             verifier: verifier(config)?,
             #[cfg(feature = "auth")]
             hook: hook(config)?,
-            leeway_secs: config.jwt_leeway.as_secs(),
+            leeway_secs: config.jwt_leeway().as_secs(),
         }))
     }
 
@@ -104,8 +104,8 @@ fn hook(config: &Config) -> Result<Option<HookSetup>, String> {
     Ok(Some(HookSetup {
         target,
         addr,
-        timeout: config.auth_hook_timeout,
-        concurrency: config.auth_hook_concurrency,
+        timeout: config.auth_hook_timeout(),
+        concurrency: config.auth_hook_concurrency(),
     }))
 }
 
@@ -114,7 +114,7 @@ fn verifier(config: &Config) -> Result<Option<Verifier>, String> {
     let opts = VerifyOptions {
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),
-        leeway_secs: config.jwt_leeway.as_secs(),
+        leeway_secs: config.jwt_leeway().as_secs(),
     };
     let made = if let Some(path) = &config.jwt_secret_file {
         Verifier::hs256_file(path, opts)
