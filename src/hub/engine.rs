@@ -438,6 +438,13 @@ impl Hub {
         }
         if matches!(reply, EngineReply::Mismatch) && !had {
             // Another user's session: this connection starts its own.
+            self.stats.auth_mismatches += 1;
+            self.rebind(session, conn, now);
+            return;
+        }
+        if matches!(reply, EngineReply::Failed) && !had && self.cfg.policy.is_some() {
+            // Nobody can say whose session the cookie names: with auth on,
+            // the connection starts its own rather than take the id over.
             self.rebind(session, conn, now);
             return;
         }

@@ -63,6 +63,16 @@ fn text(frame: &[u8]) -> String {
 
 impl Fleet {
     fn new(nodes: usize, cores: usize, history_size: usize) -> Fleet {
+        Fleet::with_policy(nodes, cores, history_size, None)
+    }
+
+    /// A fleet with authentication on (`policy`: the flags' patterns).
+    fn with_policy(
+        nodes: usize,
+        cores: usize,
+        history_size: usize,
+        policy: Option<Arc<crate::auth::Policy>>,
+    ) -> Fleet {
         let mut fleet = Fleet {
             hubs: (0..nodes)
                 .map(|n| {
@@ -75,7 +85,7 @@ impl Fleet {
                                 session_ttl_ms: TTL,
                                 history_size,
                                 engine: true,
-                                policy: None,
+                                policy: policy.clone(),
                             })
                         })
                         .collect()
@@ -579,4 +589,54 @@ fn a_socket_gone_before_its_claim_leaves_the_engine_state_alone() {
     let p = f.connect(0, SessionId::random(), false);
     f.cmd(p, "pub keep still-subscribed");
     assert_eq!(msgs(&f.lines(c)), ["msg keep 1 still-subscribed"]);
+}
+
+fn as_user(user: &str) -> Option<Identity> {
+    Some(Identity {
+        user: user.into(),
+        grants: None,
+    })
+}
+
+#[test]
+fn another_users_cookie_gets_a_new_session_on_any_node() {
+    let policy = crate::auth::Policy::from_flags(&["*"], &["*"]).unwrap();
+    let mut f = Fleet::with_policy(2, 1, 16, Some(Arc::new(policy)));
+    let id = SessionId::random();
+    let a = f.next_conn;
+    f.next_conn += 1;
+    f.place.insert(a, (0, 0));
+    f.session_ids.push(id.to_string());
+    f.hubs[0][0].attach(a, id, false, as_user("alice"), 1);
+    f.settle();
+    assert_eq!(f.accepted[&a], id);
+    assert!(f.lines(a)[0].ends_with("new n0 alice"));
+    f.cmd(a, "sub room");
+    // Bob presents alice's session id on node 1; a command arrives before
+    // the claim is answered.
+    let b = f.next_conn;
+    f.next_conn += 1;
+    f.place.insert(b, (1, 0));
+    f.hubs[1][0].attach(b, id, true, as_user("bob"), 1);
+    assert!(!f.accepted.contains_key(&b), "the 101 waits for the claim");
+    f.hubs[1][0].command(b, parse(b"sub other", false).unwrap(), false, 1);
+    f.settle();
+    let fresh = f.accepted[&b];
+    assert_ne!(fresh, id, "bob gets a session of his own");
+    f.session_ids.push(fresh.to_string());
+    let got = f.lines(b);
+    assert!(got[0].ends_with("new n1 bob"), "{got:?}");
+    assert!(got.contains(&"ok sub other 0".to_string()), "{got:?}");
+    assert_eq!(f.hubs[1][0].stats.auth_mismatches, 1);
+    // Alice's session is untouched: still hers, still on node 0, open.
+    let (owner, subs, _, user) = &f.fake.sessions[&id];
+    assert_eq!(
+        (owner.as_str(), user.as_deref()),
+        (instance(0).as_str(), Some("alice"))
+    );
+    assert_eq!(subs, &vec![(Arc::from("room"), 0)]);
+    assert!(f.closed.is_empty());
+    let p = f.connect(1, SessionId::random(), false);
+    f.cmd(p, "pub room still-hers");
+    assert!(msgs(&f.lines(a)).contains(&"msg room 1 still-hers".to_string()));
 }

@@ -92,16 +92,16 @@ impl Hub {
         had
     }
 
-    /// The engine holds `session` for another user: the connection waiting
-    /// for its claim gets a new session instead (the engine's is untouched).
+    /// The engine holds `session` for another user (or cannot say whose it
+    /// is): the connection waiting for its claim gets a new session instead
+    /// (the engine's is untouched).
     pub(super) fn rebind(&mut self, old: SessionId, conn: ConnId, now: u64) {
-        self.stats.auth_mismatches += 1;
         let Some(mut s) = self.sessions.remove(&old) else {
             return;
         };
         let fresh = self.fresh_session_id();
-        // It held nothing yet (a placeholder for the claim): a new session.
-        s.loading = None;
+        // It held nothing yet (a placeholder for the claim): a new session;
+        // the commands that waited for the claim run after its `hello`.
         s.placeholder = false;
         self.sessions.insert(fresh, s);
         self.conns.insert(conn, fresh);

@@ -147,13 +147,16 @@ impl Handshake {
                     return None;
                 }
                 Decision::Upgrade { up, .. } => {
-                    self.take_output(out);
+                    self.take_upgrade_output(&up, out);
                     return Some(up);
                 }
                 #[cfg(feature = "auth")]
                 Decision::AskHook { ask, .. } => {
                     let up = self.ask_hook(*ask).await;
-                    self.take_output(out);
+                    match &up {
+                        Some(up) => self.take_upgrade_output(up, out),
+                        None => self.take_output(out),
+                    }
                     return up;
                 }
             }
@@ -188,6 +191,18 @@ impl Handshake {
             _ => {}
         }
         Some(decision)
+    }
+
+    /// After the 101 was written: the echo path's goes out now; a gateway
+    /// connection's is incomplete (its session's core adds the cookie), so
+    /// it moves to `out` unsent.
+    fn take_upgrade_output(&self, up: &Upgraded, out: &mut Vec<u8>) {
+        if up.endpoint == Endpoint::Echo {
+            return self.take_output(out);
+        }
+        let mut wbuf = self.core.write_buf().borrow_mut();
+        out.extend_from_slice(&wbuf);
+        self.core.shrink_write_buf(&mut wbuf);
     }
 
     /// Sends what is in the core's write buffer now; keeps the rest in `out`.

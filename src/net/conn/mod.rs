@@ -141,10 +141,18 @@ impl Conn {
         }
         {
             let mut outbox = self.outbox.borrow_mut();
+            debug_assert!(outbox.len() >= at, "the 101 is held whole");
             let at = at.min(outbox.len());
             outbox.splice(at..at, tail.iter().copied());
         }
-        self.set_ready(WRITE); // the first send finds out
+        // Out now, as the handshake would have sent it: fan-out that follows
+        // (`hello`, a replay) must find the output empty unless the peer is
+        // really not reading (see `push_frame`).
+        if self.flush_outbox().is_err() {
+            self.cut(1006);
+            return;
+        }
+        self.set_ready(WRITE);
         self.notify();
     }
 
