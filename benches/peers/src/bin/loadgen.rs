@@ -17,6 +17,10 @@
 #[allow(dead_code)]
 mod common;
 
+/// `loadgen auth`: the authentication cost suite of benches/auth.sh.
+#[path = "../auth_bench.rs"]
+mod auth_bench;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -1402,6 +1406,10 @@ usage:
                 [--scenarios fan-in,pipelined-32,...] [--out DIR] [--server-cpu 0] [--client-cpu 1]
                 [--quiet-wait 60] [--retry-budget 300] [--with-wsgate-epoll] [--no-pin]
   loadgen run --addr HOST:PORT --scenario NAME [--pid PID] [--seconds 2 | --count N] [--warmup 0.5]
+  loadgen auth --wsgate BIN --tokens DIR --keys DIR [--hook BIN] [--configs none,hs256,rs256,es256,hook]
+               [--idle-configs none,hs256] [--rounds 5] [--warmup 0.5] [--measure 3] [--clients 32]
+               [--idle-conns 10000] [--settle 2] [--out DIR] [--server-cpu 0] [--client-cpu 1]
+               [--quiet-wait 60] [--retry-budget 300]   (see benches/auth.sh)
 
 scenarios: fan-in pipelined-32 pipelined-1k large-64k ping-pong upgrades idle";
 
@@ -1442,6 +1450,7 @@ fn main() {
     match cmd.as_str() {
         "suite" => local.block_on(&rt, suite(args)),
         "run" => local.block_on(&rt, run(args)),
+        "auth" => local.block_on(&rt, auth_bench::main(args)),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
