@@ -152,7 +152,9 @@ impl Handshake {
                 }
                 #[cfg(feature = "auth")]
                 Decision::AskHook { ask, .. } => {
-                    let up = self.ask_hook(*ask).await;
+                    // Boxed: the hook's state must not grow this future,
+                    // which every handshake allocates.
+                    let up = Box::pin(self.ask_hook(*ask)).await;
                     match &up {
                         Some(up) => self.take_upgrade_output(up, out),
                         None => self.take_output(out),
