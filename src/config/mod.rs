@@ -69,6 +69,16 @@ pub struct Config {
     #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 128)]
     pub history_size: usize,
 
+    /// Above this many members (live or resumable) a topic sends no
+    /// join/leave lines and `who` answers the count only; 0: no presence lines.
+    #[arg(long, env = "WSGATE_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
+    pub presence_max_members: usize,
+
+    /// A topic with no live and no resumable member is forgotten this long
+    /// after its last member left or its last publish (its sequence restarts).
+    #[arg(long, env = "WSGATE_TOPIC_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub topic_ttl: Duration,
+
     /// Bearer token for `POST /publish/<topic>` on the admin port [default: publish API off].
     #[arg(long, env = "WSGATE_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
@@ -402,6 +412,9 @@ impl Config {
         }
         if self.session_ttl.is_zero() {
             return Err("--session-ttl must be greater than 0".into());
+        }
+        if self.topic_ttl.is_zero() {
+            return Err("--topic-ttl must be greater than 0".into());
         }
         if self.history_size == 0 || self.history_size > 1_000_000 {
             return Err("--history-size must be between 1 and 1000000".into());

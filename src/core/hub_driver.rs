@@ -131,7 +131,8 @@ impl Core {
             }
         }
         let hub = self.hub.hub.borrow();
-        self.stats.set_sessions(hub.stats, hub.session_count());
+        self.stats
+            .set_sessions(hub.stats, hub.session_count(), hub.topic_count());
     }
 
     fn push(&self, id: ConnId, frame: &[u8], tag: Option<&(std::sync::Arc<str>, u64)>) {

@@ -70,7 +70,9 @@ impl Shared {
         let hook_on = config.auth_hook.is_some();
         let schema = config.redis.as_ref().map(|_| {
             let ttl = config.session_ttl.as_millis() as u64;
-            Arc::new(Schema::new(&node_id, config.history_size, ttl))
+            let topic_ttl = config.topic_ttl.as_millis() as u64;
+            let schema = Schema::new(&node_id, config.history_size, ttl);
+            Arc::new(schema.with_topics(topic_ttl, config.presence_max_members))
         });
         Shared {
             schema,
@@ -157,6 +159,8 @@ impl Core {
             history_size: config.history_size,
             engine: config.redis.is_some(),
             policy: shared.auth.as_ref().map(|g| g.policy.clone()),
+            presence_cap: config.presence_max_members,
+            topic_ttl_ms: config.topic_ttl.as_millis() as u64,
         });
         let auth = shared.auth.as_ref().map(|g| CoreAuth::new(g, &stats));
         let engine = shared.schema.clone().map(EngineLink::new);

@@ -134,7 +134,7 @@ mod tests {
         assert!(!p.timed_out(600, 500));
         assert!(p.timed_out(601, 500));
         match p.answer(Value::Array(vec![])) {
-            Ok((7, EngineReply::Members(m))) => assert!(m.is_empty()),
+            Ok((7, EngineReply::Members { members, .. })) => assert!(members.is_empty()),
             other => panic!("{other:?}"),
         }
         assert_eq!(p.answer(Value::Int(1)).err(), Some(Unexpected));

@@ -36,6 +36,10 @@ pub struct Schema {
     pub history_size: usize,
     /// How long a claimed session is kept before its first save (ms).
     pub session_ttl_ms: u64,
+    /// `--topic-ttl` (ms): how long a topic without members is kept.
+    pub topic_ttl_ms: u64,
+    /// `--presence-max-members`.
+    pub presence_cap: usize,
 }
 
 /// What kind of answer a request expects, to decode it.
@@ -87,7 +91,16 @@ impl Schema {
             scripts: Scripts::default(),
             history_size,
             session_ttl_ms,
+            topic_ttl_ms: 60_000,
+            presence_cap: 1000,
         }
+    }
+
+    /// With `--topic-ttl` (ms) and `--presence-max-members`.
+    pub fn with_topics(mut self, topic_ttl_ms: u64, presence_cap: usize) -> Schema {
+        self.topic_ttl_ms = topic_ttl_ms.max(1);
+        self.presence_cap = presence_cap;
+        self
     }
 
     /// Appends the commands of `op` to `out`; says what answer to expect.
@@ -118,9 +131,23 @@ impl Schema {
                 encode_command(out, &["SUBSCRIBE", &channel(topic)]);
                 let seq_key = topic_key(topic, "seq");
                 let history_key = topic_key(topic, "h");
+                let members = topic_key(topic, "m");
                 let load = &self.scripts.load.sha;
                 let floor = floor.to_string();
-                encode_command(out, &["EVALSHA", load, "2", &seq_key, &history_key, &floor]);
+                let ttl = self.topic_ttl_ms.to_string();
+                encode_command(
+                    out,
+                    &[
+                        "EVALSHA",
+                        load,
+                        "3",
+                        &seq_key,
+                        &history_key,
+                        &members,
+                        &floor,
+                        &ttl,
+                    ],
+                );
                 Expect::Synced
             }
             EngineOp::Unwatch(topic) => {
@@ -130,7 +157,9 @@ impl Schema {
             EngineOp::Join { topic, member } => self.encode_presence(topic, member, true, out),
             EngineOp::Leave { topic, member } => self.encode_presence(topic, member, false, out),
             EngineOp::Who(topic) => {
-                encode_command(out, &["SMEMBERS", &topic_key(topic, "m")]);
+                let who = &self.scripts.who.sha;
+                let cap = self.presence_cap.to_string();
+                encode_command(out, &["EVALSHA", who, "1", &topic_key(topic, "m"), &cap]);
                 Expect::Members
             }
         }
@@ -189,19 +218,23 @@ impl Schema {
     ) -> Expect {
         let seq_key = topic_key(topic, "seq");
         let history_key = topic_key(topic, "h");
+        let members = topic_key(topic, "m");
         let chan = channel(topic);
         let floor = floor.to_string();
         let keep = self.history_size.to_string();
-        let args: [&[u8]; 9] = [
+        let ttl = self.topic_ttl_ms.to_string();
+        let args: [&[u8]; 11] = [
             b"EVALSHA",
             self.scripts.publish.sha.as_bytes(),
-            b"2",
+            b"3",
             seq_key.as_bytes(),
             history_key.as_bytes(),
+            members.as_bytes(),
             chan.as_bytes(),
             floor.as_bytes(),
             keep.as_bytes(),
             &body(binary, payload),
+            ttl.as_bytes(),
         ];
         encode_command(out, &args);
         Expect::Published
@@ -220,11 +253,27 @@ impl Schema {
         // A peer id and a user id: ASCII by construction.
         let sid = std::str::from_utf8(&text).unwrap_or("");
         let members = topic_key(topic, "m");
+        let (seq_key, history_key) = (topic_key(topic, "seq"), topic_key(topic, "h"));
         let presence = &self.scripts.presence.sha;
         let chan = channel(topic);
+        let cap = self.presence_cap.to_string();
+        let ttl = self.topic_ttl_ms.to_string();
         encode_command(
             out,
-            &["EVALSHA", presence, "1", &members, &chan, sid, cmd, tag],
+            &[
+                "EVALSHA",
+                presence,
+                "3",
+                &members,
+                &seq_key,
+                &history_key,
+                &chan,
+                sid,
+                cmd,
+                tag,
+                &cap,
+                &ttl,
+            ],
         );
         Expect::Done
     }
@@ -244,12 +293,18 @@ impl Schema {
             Expect::Claim => self.decode_claim(v),
             Expect::Synced => decode_synced(v),
             Expect::Members => match v {
-                Value::Array(items) => Some(EngineReply::Members(
-                    items
-                        .iter()
+                Value::Array(items) => {
+                    let members: Vec<Member> = (items.iter())
                         .filter_map(|m| m.as_bytes().and_then(parse_member))
-                        .collect(),
-                )),
+                        .collect();
+                    let count = members.len();
+                    Some(EngineReply::Members { count, members })
+                }
+                // Above the presence cap: the count only.
+                Value::Int(n) => usize::try_from(n).ok().map(|count| EngineReply::Members {
+                    count,
+                    members: Vec::new(),
+                }),
                 _ => None,
             },
         };

@@ -40,13 +40,15 @@ fn a_publish_is_one_evalsha_with_the_floor_and_history_size() {
     assert_eq!(
         &args[2..],
         [
-            &b"2"[..],
+            &b"3"[..],
             b"wsgate:t:{t}:seq",
             b"wsgate:t:{t}:h",
+            b"wsgate:t:{t}:m",
             b"wsgate:c:{t}",
             b"7",
             b"4",
-            b"thi there"
+            b"thi there",
+            b"60000"
         ]
     );
 }

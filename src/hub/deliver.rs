@@ -66,8 +66,9 @@ impl Hub {
             Msg::Members {
                 topic,
                 session,
+                count,
                 members,
-            } => self.on_members(&topic, session, &members),
+            } => self.on_members(&topic, session, count, &members),
             Msg::Published { topic, seq, reply } => self.on_published(&topic, seq, reply),
         }
     }
@@ -89,11 +90,11 @@ impl Hub {
     }
 
     /// The answer to `who`.
-    fn on_members(&mut self, topic: &str, session: SessionId, members: &[Member]) {
+    fn on_members(&mut self, topic: &str, session: SessionId, count: usize, members: &[Member]) {
         let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
             return;
         };
-        let frame = text_frame(|l| command::write_members(l, topic, members.iter()));
+        let frame = text_frame(|l| command::write_members(l, topic, count, members.iter()));
         self.send(conn, frame);
     }
 

@@ -98,8 +98,8 @@ pub enum EngineReply {
     Published(u64),
     /// To `Sync`: the current seq and the history, oldest first.
     Synced { seq: u64, history: Vec<Stored> },
-    /// To `Who`: the members.
-    Members(Vec<Member>),
+    /// To `Who`: how many members, and who (none above the presence cap).
+    Members { count: usize, members: Vec<Member> },
     /// To everything else.
     Done,
 }
@@ -418,7 +418,9 @@ impl Hub {
                 from,
                 session,
             } => match reply {
-                EngineReply::Members(members) => self.answer_who(topic, from, session, members),
+                EngineReply::Members { count, members } => {
+                    self.answer_who(topic, from, session, count, members)
+                }
                 _ => self.who_here(topic, from, session),
             },
         }

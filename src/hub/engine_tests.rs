@@ -86,6 +86,8 @@ impl Fleet {
                                 history_size,
                                 engine: true,
                                 policy: policy.clone(),
+                                presence_cap: 1000,
+                                topic_ttl_ms: 60_000,
                             })
                         })
                         .collect()
@@ -203,12 +205,15 @@ impl Fleet {
             }
             // Membership changed in `settle`, before the reply (as the script does).
             EngineOp::Join { .. } | EngineOp::Leave { .. } => EngineReply::Done,
-            EngineOp::Who(topic) => EngineReply::Members(
-                f.members
-                    .get(&topic)
+            EngineOp::Who(topic) => {
+                let members: Vec<Member> = (f.members.get(&topic))
                     .map(|m| m.iter().cloned().collect())
-                    .unwrap_or_default(),
-            ),
+                    .unwrap_or_default();
+                EngineReply::Members {
+                    count: members.len(),
+                    members,
+                }
+            }
         };
         self.push(at, In::Reply(id, reply));
     }

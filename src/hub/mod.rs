@@ -93,10 +93,12 @@ pub enum Msg {
         joined: bool,
         member: Member,
     },
-    /// The answer to `Who`: the members (peer ids, and users with auth on).
+    /// The answer to `Who`: how many members, and who they are (peer ids,
+    /// and users with auth on) unless there are more than the presence cap.
     Members {
         topic: Arc<str>,
         session: SessionId,
+        count: usize,
         members: Vec<Member>,
     },
     /// The sequence number a publish got.
@@ -161,6 +163,12 @@ pub struct HubConfig {
     /// With authentication on: the flags' topic patterns (every session
     /// also has its token's own grants). `None`: auth off, all allowed.
     pub policy: Option<Arc<Policy>>,
+    /// `--presence-max-members`: above this many members a topic sends no
+    /// `join`/`leave` lines and `who` answers the count only.
+    pub presence_cap: usize,
+    /// `--topic-ttl` in ms: how long a topic with no member is kept after
+    /// its last member left or its last publish.
+    pub topic_ttl_ms: u64,
 }
 
 /// Who an authenticated connection is (DESIGN §11).
@@ -276,6 +284,11 @@ pub struct Hub {
     /// When disconnected sessions are due to expire (ms), earliest first;
     /// an entry whose session came back or left again later is skipped.
     expiries: BinaryHeap<Reverse<(u64, SessionId)>>,
+    /// When member-less topics may be forgotten (ms), earliest first; one
+    /// entry per topic at most (see `Topic::queued`).
+    topic_expiries: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// Topics forgotten since the I/O layer last asked (to give memory back).
+    topics_freed: usize,
     /// Lifetime counters.
     pub stats: HubStats,
 }
@@ -313,6 +326,8 @@ impl Hub {
             clock: 0,
             last_checkpoint: 0,
             expiries: BinaryHeap::new(),
+            topic_expiries: BinaryHeap::new(),
+            topics_freed: 0,
             stats: HubStats::default(),
         }
     }
@@ -325,6 +340,17 @@ impl Hub {
     /// Sessions held (connected or waiting for a resume).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Topics this core owns (or mirrors) right now.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// How many topics were forgotten since the last call (the I/O layer
+    /// gives their memory back to the system after a large sweep).
+    pub fn take_topics_freed(&mut self) -> usize {
+        std::mem::take(&mut self.topics_freed)
     }
 
     /// The next thing to do, if any.

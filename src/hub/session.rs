@@ -198,8 +198,9 @@ impl Hub {
         self.run_local();
     }
 
-    /// Expires sessions disconnected for longer than the TTL, and with an
-    /// engine, checkpoints what changed (at most once a second).
+    /// Expires sessions disconnected for longer than the TTL and topics
+    /// without members for longer than `--topic-ttl`, and with an engine,
+    /// checkpoints what changed (at most once a second).
     pub fn tick(&mut self, now: u64) {
         self.clock = self.clock.max(now);
         let ttl = self.cfg.session_ttl_ms;
@@ -227,6 +228,7 @@ impl Hub {
                 self.end_session(id, true);
             }
         }
+        self.expire_topics(now);
         if self.cfg.engine && now.saturating_sub(self.last_checkpoint) >= CHECKPOINT_MS {
             self.last_checkpoint = now;
             self.checkpoint(now);
@@ -234,10 +236,15 @@ impl Hub {
         self.run_local();
     }
 
-    /// When [`Hub::tick`] has work next (ms): the earliest session expiry,
-    /// and with an engine the next checkpoint. `None`: nothing is due.
+    /// When [`Hub::tick`] has work next (ms): the earliest session or topic
+    /// expiry, and with an engine the next checkpoint. `None`: nothing is due.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let expiry = self.expiries.peek().map(|Reverse((due, _))| *due);
+        let sessions = self.expiries.peek().map(|Reverse((due, _))| *due);
+        let topics = self.next_topic_expiry();
+        let expiry = match (sessions, topics) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let checkpoint = self
             .cfg
             .engine

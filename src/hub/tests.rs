@@ -35,6 +35,11 @@ fn payload_text(frame: &[u8]) -> String {
 
 impl Cluster {
     fn new(cores: usize, history_size: usize) -> Cluster {
+        Cluster::with_topics(cores, history_size, 1000, 60_000)
+    }
+
+    /// With `--presence-max-members cap` and `--topic-ttl ttl_ms`.
+    fn with_topics(cores: usize, history_size: usize, cap: usize, ttl_ms: u64) -> Cluster {
         Cluster {
             hubs: (0..cores)
                 .map(|core| {
@@ -46,6 +51,8 @@ impl Cluster {
                         history_size,
                         engine: false,
                         policy: None,
+                        presence_cap: cap,
+                        topic_ttl_ms: ttl_ms,
                     })
                 })
                 .collect(),
@@ -434,4 +441,118 @@ fn poll_timeout_names_the_next_expiry_and_a_return_cancels_it() {
     c.tick(16_000);
     assert!(!c.hubs[0].has_session(a));
     assert_eq!(c.hubs[0].poll_timeout(), None);
+}
+
+fn presence_lines(lines: &[String]) -> Vec<String> {
+    (lines.iter())
+        .filter(|l| l.starts_with("join ") || l.starts_with("leave "))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn presence_stops_above_the_cap_and_who_answers_the_count() {
+    let mut c = Cluster::with_topics(2, 16, 3, 60_000);
+    let ids: Vec<SessionId> = (0..5).map(|_| sid()).collect();
+    let conns: Vec<ConnId> = ids.iter().map(|id| c.connect(*id, 0)).collect();
+    for conn in &conns[..3] {
+        c.cmd(*conn, "sub t");
+    }
+    assert_eq!(
+        presence_lines(&c.lines(conns[0])).len(),
+        2,
+        "joins of 2 and 3"
+    );
+    c.lines(conns[1]);
+    c.lines(conns[2]);
+    // The 4th member takes the topic above the cap: no join anywhere.
+    c.cmd(conns[3], "sub t");
+    for conn in &conns[..3] {
+        assert!(presence_lines(&c.lines(*conn)).is_empty());
+    }
+    c.cmd(conns[4], "who t");
+    assert_eq!(c.lines(conns[4]).last().unwrap(), "members t 4");
+    // 4 -> 3: the leave is from above the cap, no line; 3 -> 2: a line.
+    c.cmd(conns[3], "unsub t");
+    assert!(presence_lines(&c.lines(conns[0])).is_empty());
+    c.cmd(conns[2], "unsub t");
+    let peer = c.peer(ids[2]);
+    assert_eq!(
+        presence_lines(&c.lines(conns[0])),
+        [format!("leave t {peer}")]
+    );
+    c.cmd(conns[4], "who t");
+    let members = c.lines(conns[4]);
+    assert!(
+        members[0].starts_with("members t 2 ") && members[0].split(' ').count() == 5,
+        "{members:?}"
+    );
+    // A dropped (resumable) session still counts.
+    c.cmd(conns[3], "sub t");
+    c.cmd(conns[4], "sub t");
+    c.drop_conn(conns[4], 1, false);
+    c.cmd(conns[1], "who t");
+    assert_eq!(c.lines(conns[1]).last().unwrap(), "members t 4");
+}
+
+#[test]
+fn a_cap_of_zero_sends_no_presence_at_all() {
+    let mut c = Cluster::with_topics(2, 16, 0, 60_000);
+    let (a, b) = (c.connect(sid(), 0), c.connect(sid(), 0));
+    c.cmd(a, "who t");
+    assert_eq!(c.lines(a).last().unwrap(), "members t 0");
+    c.cmd(a, "sub t");
+    c.cmd(b, "sub t");
+    c.cmd(b, "unsub t");
+    assert!(presence_lines(&c.lines(a)).is_empty());
+    c.cmd(b, "who t");
+    assert_eq!(c.lines(b).last().unwrap(), "members t 1");
+}
+
+#[test]
+fn a_topic_nobody_needs_is_forgotten_after_its_ttl() {
+    let mut c = Cluster::with_topics(2, 16, 1000, 1_000);
+    let p = c.connect(sid(), 0);
+    c.cmd(p, "pub lonely one");
+    assert_eq!(c.lines(p).last().unwrap(), "ok pub lonely 1");
+    let held = |c: &Cluster| c.hubs.iter().map(Hub::topic_count).sum::<usize>();
+    assert_eq!(held(&c), 1);
+    assert!(c.hubs.iter().any(|h| h.poll_timeout().is_some()));
+    c.tick(999);
+    assert_eq!(held(&c), 1, "not before its ttl");
+    c.tick(1_000);
+    assert_eq!(held(&c), 0);
+    c.cmd(p, "pub lonely two");
+    assert_eq!(
+        c.lines(p).last().unwrap(),
+        "ok pub lonely 1",
+        "it starts again"
+    );
+}
+
+#[test]
+fn members_keep_a_topic_even_when_their_socket_is_gone() {
+    let mut c = Cluster::with_topics(2, 16, 1000, 1_000);
+    let (id, p) = (sid(), c.connect(sid(), 0));
+    let s = c.connect(id, 0);
+    c.cmd(s, "sub kept");
+    c.drop_conn(s, 0, false);
+    c.cmd(p, "pub kept one");
+    c.tick(5_000); // past the topic's ttl, within the session's
+    let s = c.connect(id, 5_000);
+    let lines = c.lines(s);
+    assert!(lines[0].contains(" resumed "), "{lines:?}");
+    assert_eq!(lines.last().unwrap(), "msg kept 1 one");
+    // Published again while empty, then left: the later of the two counts.
+    c.cmd(s, "unsub kept");
+    c.cmd(p, "pub kept two");
+    c.tick(5_500);
+    c.cmd(p, "pub kept three");
+    assert_eq!(c.lines(p).last().unwrap(), "ok pub kept 3");
+    c.tick(6_499);
+    c.cmd(p, "pub kept four");
+    assert_eq!(c.lines(p).last().unwrap(), "ok pub kept 4");
+    c.tick(7_600);
+    c.cmd(p, "pub kept five");
+    assert_eq!(c.lines(p).last().unwrap(), "ok pub kept 1");
 }

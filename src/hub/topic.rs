@@ -1,6 +1,7 @@
 //! The topic-owner half of the hub: sequence numbers, history, members and
 //! fan-out for the topics whose name maps to this core.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -23,6 +24,11 @@ pub(super) struct Topic {
     /// A sync is in flight; `waiting` holds the subscribes it holds back.
     pub(super) syncing: bool,
     pub(super) waiting: Vec<Msg>,
+    /// Without members: since when (ms; the last member left, or the last
+    /// publish, whichever is later). `--topic-ttl` after it, it is forgotten.
+    idle_since: u64,
+    /// An entry of the hub's `topic_expiries` names this topic.
+    queued: bool,
 }
 
 impl Topic {
@@ -88,6 +94,7 @@ impl Hub {
         after: Option<u64>,
     ) {
         let engine = self.engine_serves();
+        let cap = self.cfg.presence_cap;
         let t = self.topic_mut(&topic);
         if engine && !t.synced {
             // Mirror the engine's copy first: subscribe to its channel and
@@ -112,6 +119,8 @@ impl Hub {
         if t.members.insert(session, member.clone()).is_none() {
             t.cores[from] += 1;
         }
+        // Presence is bounded: above the cap, no `join` lines.
+        let within_cap = t.members.len() <= cap;
         let (gap, history) = after.map_or((None, Vec::new()), |last| t.since(last));
         let fresh = after.is_none();
         if fresh {
@@ -122,7 +131,7 @@ impl Hub {
                     member,
                 };
                 self.ask(Wait::Forget, op);
-            } else {
+            } else if within_cap {
                 self.announce(&topic, true, &member);
             }
         }
@@ -150,6 +159,7 @@ impl Hub {
         announce: bool,
     ) {
         let engine = self.engine_serves();
+        let cap = self.cfg.presence_cap;
         let Some(t) = self.topics.get_mut(&topic) else {
             if engine && announce {
                 let op = EngineOp::Leave { topic, member };
@@ -157,11 +167,17 @@ impl Hub {
             }
             return;
         };
+        // Presence is bounded: a leave from above the cap sends no line.
+        let within_cap = t.members.len() <= cap;
         if t.members.remove(&session).is_none() {
             return;
         }
         t.cores[from] = t.cores[from].saturating_sub(1);
         let unwatched = engine && !t.has_subscribers() && !t.syncing;
+        if t.members.is_empty() && !unwatched {
+            let now = self.clock;
+            self.idle_topic(&topic, now);
+        }
         if unwatched {
             // Nobody here listens any more: the engine keeps the topic.
             self.topics.remove(&topic);
@@ -171,7 +187,7 @@ impl Hub {
             if engine {
                 let op = EngineOp::Leave { topic, member };
                 self.ask(Wait::Forget, op);
-            } else {
+            } else if within_cap {
                 self.announce(&topic, false, &member);
             }
         }
@@ -239,7 +255,66 @@ impl Hub {
         while t.history.len() > history_size {
             t.history.pop_front();
         }
+        if t.members.is_empty() {
+            let now = self.clock;
+            self.idle_topic(topic, now);
+        }
         self.fan_out(topic, &m);
+    }
+
+    /// A topic without members was left or published to at `now`: it is
+    /// forgotten `--topic-ttl` later unless a member comes first.
+    fn idle_topic(&mut self, topic: &Arc<str>, now: u64) {
+        let ttl = self.cfg.topic_ttl_ms;
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        t.idle_since = now;
+        if !t.queued {
+            t.queued = true;
+            self.topic_expiries
+                .push(Reverse((now + ttl, topic.clone())));
+        }
+    }
+
+    /// Forgets the topics whose `--topic-ttl` ran out without a member:
+    /// their sequence and history go (a later publish starts at seq 1).
+    pub(super) fn expire_topics(&mut self, now: u64) {
+        let ttl = self.cfg.topic_ttl_ms;
+        while let Some(Reverse((due, _))) = self.topic_expiries.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, topic))) = self.topic_expiries.pop() else {
+                break;
+            };
+            let Some(t) = self.topics.get_mut(&topic) else {
+                continue;
+            };
+            t.queued = false;
+            if !t.members.is_empty() || t.syncing || !t.waiting.is_empty() {
+                continue; // in use again: queued anew when it empties
+            }
+            let due = t.idle_since + ttl;
+            if due > now {
+                // Published or left again meanwhile: look again then.
+                t.queued = true;
+                self.topic_expiries.push(Reverse((due, topic)));
+                continue;
+            }
+            self.topics.remove(&topic);
+            self.topics_freed += 1;
+        }
+        if self.topic_expiries.capacity() > 64
+            && self.topic_expiries.len() < self.topic_expiries.capacity() / 4
+        {
+            self.topic_expiries.shrink_to_fit();
+        }
+    }
+
+    /// When the next topic may be due (ms).
+    pub(super) fn next_topic_expiry(&self) -> Option<u64> {
+        self.topic_expiries.peek().map(|Reverse((due, _))| *due)
     }
 
     /// Tells the publisher its sequence number.
@@ -324,12 +399,13 @@ impl Hub {
 
     /// Answers `who` from this node's members.
     pub(super) fn who_here(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
-        let members: Vec<Member> = self
-            .topics
-            .get(&topic)
-            .map(|t| t.members.values().cloned().collect())
-            .unwrap_or_default();
-        self.answer_who(topic, from, session, members);
+        let cap = self.cfg.presence_cap;
+        let (count, members) = match self.topics.get(&topic) {
+            Some(t) if t.members.len() > cap => (t.members.len(), Vec::new()),
+            Some(t) => (t.members.len(), t.members.values().cloned().collect()),
+            None => (0, Vec::new()),
+        };
+        self.answer_who(topic, from, session, count, members);
     }
 
     /// Sends the sorted member list to the asking session's core.
@@ -338,6 +414,7 @@ impl Hub {
         topic: Arc<str>,
         from: usize,
         session: SessionId,
+        count: usize,
         mut members: Vec<Member>,
     ) {
         // Numeric order is the order of the fixed-width hex text.
@@ -347,6 +424,7 @@ impl Hub {
             Msg::Members {
                 topic,
                 session,
+                count,
                 members,
             },
         );

@@ -44,6 +44,7 @@ pub struct CoreStats {
     sessions_held: AtomicU64,
     auth_mismatches: AtomicU64,
     tokens_expired: AtomicU64,
+    topics: AtomicU64,
     /// The auth hook's requests on this core.
     pub hook: Arc<hook::HookStats>,
 }
@@ -121,7 +122,8 @@ impl CoreStats {
     }
 
     /// Copies the hub's session counters.
-    pub fn set_sessions(&self, stats: HubStats, held: usize) {
+    pub fn set_sessions(&self, stats: HubStats, held: usize, topics: usize) {
+        self.topics.store(topics as u64, Relaxed);
         self.sessions_new.store(stats.sessions_new, Relaxed);
         self.sessions_resumed.store(stats.sessions_resumed, Relaxed);
         self.sessions_ended.store(stats.sessions_ended, Relaxed);

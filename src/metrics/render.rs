@@ -81,6 +81,13 @@ impl Metrics {
         );
         family(
             o,
+            "wsgate_topics",
+            "gauge",
+            "Topics this node holds (forgotten --topic-ttl after their last member and publish).",
+        );
+        sample(o, "wsgate_topics", "", self.sum(|c| &c.topics));
+        family(
+            o,
             "wsgate_sessions_held",
             "gauge",
             "Sessions held, connected or waiting for a resume.",

@@ -218,13 +218,15 @@ pub fn write_presence(out: &mut Vec<u8>, joined: bool, topic: &str, member: &Mem
     }
 }
 
-/// Appends `members <topic> <n> <peer>[:<user>]...`.
+/// Appends `members <topic> <n> <peer>[:<user>]...`; `members` may be
+/// empty while `count` is not (above the presence cap: the count only).
 pub fn write_members<'a>(
     out: &mut Vec<u8>,
     topic: &str,
-    members: impl ExactSizeIterator<Item = &'a Member>,
+    count: usize,
+    members: impl Iterator<Item = &'a Member>,
 ) {
-    let _ = write!(out, "members {topic} {}", members.len());
+    let _ = write!(out, "members {topic} {count}");
     for m in members {
         out.push(b' ');
         m.write_text(out);
@@ -350,8 +352,11 @@ mod tests {
             PeerId::parse(b"00000000000000bb").unwrap(),
             Some("bob".into()),
         );
-        write_members(&mut out, "t", [a.clone(), b.clone()].iter());
+        write_members(&mut out, "t", 2, [a.clone(), b.clone()].iter());
         assert_eq!(out, b"members t 2 00000000000000aa 00000000000000bb:bob");
+        out.clear();
+        write_members(&mut out, "t", 5000, [].iter());
+        assert_eq!(out, b"members t 5000");
         out.clear();
         write_presence(&mut out, true, "t", &b);
         assert_eq!(out, b"join t 00000000000000bb bob");

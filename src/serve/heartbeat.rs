@@ -10,6 +10,9 @@ use crate::core::Core;
 use crate::hub::Hub;
 use crate::proto::close::ServerClose;
 
+/// Topics forgotten in one sweep beyond which the heap is trimmed.
+const TRIM_AFTER_TOPICS: usize = 256;
+
 /// What the sweeper does with one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {
@@ -80,8 +83,18 @@ pub async fn run(core: Rc<Core>) {
         monoio::time::sleep(Duration::from_millis(wait)).await;
         let now = core.tick();
         if hub_due.is_some_and(|due| due <= now) {
-            // Sessions whose TTL ran out end here (and their `leave`s go out).
-            core.with_hub(|hub| hub.tick(now));
+            // Sessions whose TTL ran out end here (and their `leave`s go out);
+            // topics nobody needs any more are forgotten.
+            let freed = core.with_hub(|hub| {
+                hub.tick(now);
+                hub.take_topics_freed()
+            });
+            if freed >= TRIM_AFTER_TOPICS {
+                // Many small allocations went at once: give the pages back
+                // (glibc keeps freed memory otherwise, and a container's limit
+                // sees RSS).
+                crate::sys::trim_heap();
+            }
         }
         if now >= next_sweep {
             next_sweep = now + period_ms;

@@ -219,3 +219,13 @@ pub fn grow_fd_table() {
         }
     }
 }
+
+/// Returns the heap's free pages to the system (glibc's `malloc_trim`);
+/// a no-op on other C libraries.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
