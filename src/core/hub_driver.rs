@@ -22,8 +22,6 @@ use crate::sys::log::{self, Level};
 /// A core's hub and what its outputs are carried out on.
 pub struct HubDriver {
     hub: RefCell<Hub>,
-    /// Gateway connections of this core, by hub token.
-    conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
     /// Connections with frames gathered since the last send (reused list).
     pushed: RefCell<Vec<Rc<Conn>>>,
     /// Open [`Core::hub_batch`] calls.
@@ -37,7 +35,6 @@ impl HubDriver {
     pub fn new(hub: Hub) -> HubDriver {
         HubDriver {
             hub: RefCell::new(hub),
-            conns: RefCell::default(),
             pushed: RefCell::default(),
             batch: Cell::new(0),
             admin_waiters: RefCell::default(),
@@ -76,19 +73,10 @@ impl Core {
         f(&self.hub.hub.borrow())
     }
 
-    /// A gateway connection the hub knows as `id` is open on this core.
-    pub fn add_gateway_conn(&self, id: ConnId, conn: Rc<Conn>) {
-        self.hub.conns.borrow_mut().insert(id, conn);
-    }
-
-    /// The gateway connection `id` is gone.
-    pub fn remove_gateway_conn(&self, id: ConnId) {
-        self.hub.conns.borrow_mut().remove(&id);
-    }
-
-    /// The gateway connection the hub knows as `id`.
+    /// The gateway connection the hub knows as `id` (an index into the
+    /// registry: the id carries the slot).
     pub fn gateway_conn(&self, id: ConnId) -> Option<Rc<Conn>> {
-        self.hub.conns.borrow().get(&id).cloned()
+        self.conns.with_gateway(id, Rc::clone)
     }
 
     /// Carries out every output the hub has queued; frames wait in the
@@ -99,7 +87,20 @@ impl Core {
                 break;
             };
             match out {
-                Output::Send { conn, frame, tag } => self.push(conn, &frame, tag.as_ref()),
+                Output::Send { conn, frame, tag } => {
+                    let tag = tag.as_ref().map(|(t, seq)| (t, *seq));
+                    self.push(conn, &frame, tag);
+                }
+                Output::Deliver {
+                    conns,
+                    frame,
+                    topic,
+                    seq,
+                } => {
+                    for conn in conns {
+                        self.push(conn, &frame, Some((&topic, seq)));
+                    }
+                }
                 Output::Accept { conn, session } => {
                     if let Some(c) = self.gateway_conn(conn) {
                         let mut tail = Vec::with_capacity(160);
@@ -135,17 +136,20 @@ impl Core {
             .set_sessions(hub.stats, hub.session_count(), hub.topic_count());
     }
 
-    fn push(&self, id: ConnId, frame: &[u8], tag: Option<&(std::sync::Arc<str>, u64)>) {
-        let Some(conn) = self.gateway_conn(id) else {
+    fn push(&self, id: ConnId, frame: &[u8], tag: Option<(&std::sync::Arc<str>, u64)>) {
+        let max_backpressure = self.shared.config.max_backpressure;
+        let pushed = self.conns.with_gateway(id, |conn| {
+            let pushed = conn.push_frame(frame, tag, max_backpressure);
+            if pushed == Pushed::First {
+                self.hub.pushed.borrow_mut().push(conn.clone());
+            }
+            pushed
+        });
+        let Some(pushed) = pushed else {
             return;
         };
-        let max_backpressure = self.shared.config.max_backpressure;
-        match conn.push_frame(frame, tag, max_backpressure) {
-            Pushed::First => {
-                self.stats.sent(1, frame.len() as u64);
-                self.hub.pushed.borrow_mut().push(conn);
-            }
-            Pushed::Queued => self.stats.sent(1, frame.len() as u64),
+        match pushed {
+            Pushed::First | Pushed::Queued => self.stats.sent(1, frame.len() as u64),
             Pushed::SlowConsumer => {
                 self.stats.slow_consumer_close();
                 log::emit(

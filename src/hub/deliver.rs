@@ -119,8 +119,7 @@ impl Hub {
         // Tag deliveries with this core's own copy of the name: its reference
         // count stays on this core's cache lines, however many subscribers.
         let topic = local.clone();
-        let mut frame: Option<Rc<[u8]>> = None;
-        let mut sends = Vec::new();
+        let mut conns = Vec::with_capacity(list.len());
         for id in list {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
@@ -136,16 +135,21 @@ impl Hub {
             let Some(conn) = s.conn else { continue };
             sub.last = seq;
             s.dirty = true;
-            let frame = frame.get_or_insert_with(|| {
-                let mut line = Vec::with_capacity(payload.len() + topic.len() + 24);
-                command::write_msg(&mut line, &topic, seq, &payload, binary);
-                frame_of(&line, binary)
-            });
-            sends.push((conn, frame.clone()));
+            conns.push(conn);
         }
-        for (conn, frame) in sends {
-            self.deliver(conn, frame, &topic, seq);
+        if conns.is_empty() {
+            return;
         }
+        // Encoded once for every subscriber on this core.
+        let mut line = Vec::with_capacity(payload.len() + topic.len() + 24);
+        command::write_msg(&mut line, &topic, seq, &payload, binary);
+        let frame = frame_of(&line, binary);
+        self.out.push_back(Output::Deliver {
+            conns,
+            frame,
+            topic,
+            seq,
+        });
     }
 
     fn on_subscribed(

@@ -265,6 +265,16 @@ impl Fleet {
                                 );
                                 self.received.entry(conn).or_default().push(line)
                             }
+                            Output::Deliver { conns, frame, .. } => {
+                                let line = text(&frame);
+                                for conn in conns {
+                                    assert!(
+                                        self.accepted.contains_key(&conn),
+                                        "{line:?} before the 101"
+                                    );
+                                    self.received.entry(conn).or_default().push(line.clone());
+                                }
+                            }
                             Output::Accept { conn, session } => {
                                 assert!(
                                     self.accepted.insert(conn, session).is_none(),

@@ -23,6 +23,7 @@ use crate::proto::close::ServerClose;
 use crate::proto::cookie::SessionId;
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::peer::{Member, PeerId};
+use crate::sys::hash::IdMap;
 
 /// A connection's token on its core.
 pub type ConnId = u64;
@@ -130,6 +131,15 @@ pub enum Output {
         frame: Rc<[u8]>,
         tag: Option<(Arc<str>, u64)>,
     },
+    /// Send one message's frame to many connections of this core (fan-out:
+    /// encoded once, shared by all of them); each delivery is tagged with
+    /// `(topic, seq)` as `Send`'s are.
+    Deliver {
+        conns: Vec<ConnId>,
+        frame: Rc<[u8]>,
+        topic: Arc<str>,
+        seq: u64,
+    },
     /// Complete the held 101 of a new connection with the cookie of
     /// `session` (the session it was given: the one its cookie named, or a
     /// new one). Always comes before the connection's first frame.
@@ -210,7 +220,7 @@ struct Session {
     /// Its token's own topic patterns (usually none: one null pointer).
     grants: Option<Box<Grants>>,
     conn: Option<ConnId>,
-    subs: HashMap<Arc<str>, Sub>,
+    subs: IdMap<Arc<str>, Sub>,
     /// When the socket went away (ms); `None` while connected.
     disconnected_at: Option<u64>,
     /// A delivery moved `last` since the engine last saved the session.
@@ -233,7 +243,7 @@ impl Session {
             user,
             grants,
             conn,
-            subs: HashMap::new(),
+            subs: IdMap::default(),
             disconnected_at: None,
             dirty: false,
             saved_at: 0,
@@ -265,11 +275,11 @@ pub struct HubStats {
 /// One core's sessions and topics.
 pub struct Hub {
     cfg: HubConfig,
-    sessions: HashMap<SessionId, Session>,
-    conns: HashMap<ConnId, SessionId>,
+    sessions: IdMap<SessionId, Session>,
+    conns: IdMap<ConnId, SessionId>,
     /// Local sessions subscribed to each topic.
-    local_subs: HashMap<Arc<str>, Vec<SessionId>>,
-    topics: HashMap<Arc<str>, Topic>,
+    local_subs: IdMap<Arc<str>, Vec<SessionId>>,
+    topics: IdMap<Arc<str>, Topic>,
     /// Messages to this core itself, handled in order before returning.
     local: VecDeque<Msg>,
     out: VecDeque<Output>,
@@ -314,10 +324,10 @@ impl Hub {
     pub fn new(cfg: HubConfig) -> Hub {
         Hub {
             cfg,
-            sessions: HashMap::new(),
-            conns: HashMap::new(),
-            local_subs: HashMap::new(),
-            topics: HashMap::new(),
+            sessions: IdMap::default(),
+            conns: IdMap::default(),
+            local_subs: IdMap::default(),
+            topics: IdMap::default(),
             local: VecDeque::new(),
             out: VecDeque::new(),
             engine_up: false,

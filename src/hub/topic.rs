@@ -2,12 +2,13 @@
 //! fan-out for the topics whose name maps to this core.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{EngineOp, Hub, Msg, Reply, Stored, Wait};
 use crate::proto::cookie::SessionId;
 use crate::proto::peer::Member;
+use crate::sys::hash::IdMap;
 
 /// A topic owned by this core.
 #[derive(Debug, Default)]
@@ -17,7 +18,7 @@ pub(super) struct Topic {
     /// Subscribed sessions per core.
     cores: Vec<u32>,
     /// Member sessions and how presence names them.
-    members: HashMap<SessionId, Member>,
+    members: IdMap<SessionId, Member>,
     /// With an engine: this copy mirrors the engine's (its channel is
     /// subscribed and its history loaded). Without one, always false.
     pub(super) synced: bool,

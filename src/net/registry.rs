@@ -15,13 +15,19 @@ pub struct Registry {
     slots: RefCell<Vec<Option<Rc<Conn>>>>,
     free: RefCell<Vec<u32>>,
     len: Cell<usize>,
+    /// Gateway connections registered so far: the upper half of their
+    /// [`ConnId`] (the lower half is the slot), so a reused slot never
+    /// answers to an old id.
+    generation: Cell<u32>,
 }
 
 impl Registry {
     /// Registers a connection on socket `fd` (the record owns it from now
-    /// on), seen at coarse time `now`; `conn_id` is the hub's token of a
-    /// gateway connection. The reactor's registration must follow.
-    pub fn register(&self, fd: RawFd, now: u64, conn_id: Option<ConnId>) -> Rc<Conn> {
+    /// on), seen at coarse time `now`; a gateway connection gets the hub's
+    /// token ([`Conn::conn_id`]): its generation and its slot, so finding
+    /// it again is an index, not a lookup. The reactor's registration must
+    /// follow.
+    pub fn register(&self, fd: RawFd, now: u64, gateway: bool) -> Rc<Conn> {
         let mut slots = self.slots.borrow_mut();
         let slot = match self.free.borrow_mut().pop() {
             Some(slot) => slot,
@@ -30,6 +36,11 @@ impl Registry {
                 (slots.len() - 1) as u32
             }
         };
+        let conn_id = gateway.then(|| {
+            let generation = self.generation.get().wrapping_add(1).max(1);
+            self.generation.set(generation);
+            (u64::from(generation) << 32) | u64::from(slot)
+        });
         let conn = Rc::new(Conn::new(fd, slot, now, conn_id));
         slots[slot as usize] = Some(conn.clone());
         self.len.set(self.len.get() + 1);
@@ -50,6 +61,14 @@ impl Registry {
     /// The connection in `slot`, if any.
     pub fn get(&self, slot: u32) -> Option<Rc<Conn>> {
         self.slots.borrow().get(slot as usize)?.clone()
+    }
+
+    /// Runs `f` on the gateway connection the hub knows as `id`, if it is
+    /// still attached (see [`Conn::detach_id`]).
+    pub fn with_gateway<R>(&self, id: ConnId, f: impl FnOnce(&Rc<Conn>) -> R) -> Option<R> {
+        let slots = self.slots.borrow();
+        let conn = slots.get(id as u32 as usize)?.as_ref()?;
+        (conn.conn_id() == Some(id)).then(|| f(conn))
     }
 
     /// Open connections.

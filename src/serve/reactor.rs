@@ -23,11 +23,16 @@ pub async fn run(core: Rc<Core>) {
         }
     };
     loop {
-        core.reactor.dispatch(&core.conns, |wakeup| match wakeup {
-            Wakeup::Readable(conn) => websocket::readable_while_parked(&core, conn),
-            Wakeup::Notified(conn) => {
-                monoio::spawn(websocket::resume(core.clone(), conn));
-            }
+        // One batch for everything this wake brings: what the commands of
+        // many connections give one connection (presence lines, fan-out)
+        // leaves in one `send` when the batch ends.
+        core.hub_batch(|| {
+            core.reactor.dispatch(&core.conns, |wakeup| match wakeup {
+                Wakeup::Readable(conn) => websocket::readable_while_parked(&core, conn),
+                Wakeup::Notified(conn) => {
+                    monoio::spawn(websocket::resume(core.clone(), conn));
+                }
+            })
         });
         if epoll::work(&waitable).await.is_err() {
             return;

@@ -49,8 +49,9 @@ pub struct Upgraded {
 /// [`crate::hub::Output::Accept`] completes once the session is decided
 /// (until then the connection's output is held).
 pub async fn open(core: Rc<Core>, fd: OwnedFd, up: Upgraded, mut out: Vec<u8>) {
-    let conn_id = (up.endpoint == Endpoint::Gateway).then(|| core.next_id());
-    let conn = core.conns.register(fd.into_raw_fd(), core.now(), conn_id);
+    let gateway = up.endpoint == Endpoint::Gateway;
+    let conn = core.conns.register(fd.into_raw_fd(), core.now(), gateway);
+    let conn_id = conn.conn_id();
     let watched = core.reactor.add(conn.fd(), conn.slot());
     if conn_id.is_some() {
         conn.hold();
@@ -60,7 +61,6 @@ pub async fn open(core: Rc<Core>, fd: OwnedFd, up: Upgraded, mut out: Vec<u8>) {
     let mut ws = Ws::new(&core, conn.clone());
     ws.inbuf = up.early;
     if let Some(id) = conn_id {
-        core.add_gateway_conn(id, conn.clone());
         if up.token_deadline != 0 {
             conn.set_token_deadline(core.coarse_secs_at(up.token_deadline));
         }
@@ -186,7 +186,11 @@ pub fn readable_while_parked(core: &Rc<Core>, conn: Rc<Conn>) {
         let drained = read_and_answer(core, &mut ws, true);
         conn.note_output(core.now());
         let open = conn.close_state().is_running();
-        if drained && open && ws.is_idle() && !conn.has_output() && conn.park() {
+        // Output the core pushed in this batch leaves when the batch ends
+        // (the reactor's dispatch is one batch), and wakes the connection
+        // if the socket does not take it all.
+        let settled = !conn.has_output() || conn.is_pushing();
+        if drained && open && ws.is_idle() && settled && conn.park() {
             return;
         }
         if !drained && open {
@@ -245,7 +249,7 @@ async fn finish(core: Rc<Core>, ws: Ws) {
     core.stats.closed_with(state.final_code());
     core.stats.connection_closed();
     if let Some(id) = conn.conn_id() {
-        core.remove_gateway_conn(id);
+        conn.detach_id();
         let lost = conn.take_losses();
         let ended = state.ends_session();
         core.with_hub(|hub| hub.detach(id, core.now(), ended, &lost));

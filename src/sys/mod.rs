@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub mod entropy;
+pub mod hash;
 pub mod log;
 
 /// Which io driver a runtime ended up with.

@@ -60,8 +60,9 @@ pub struct Conn {
     /// coarse clock (0: no token, or it never runs out). The heartbeat sweep
     /// closes it with 1008 "token expired" then: no timer per connection.
     token_deadline: Cell<u32>,
-    /// The hub's token of a gateway connection; 0 for an echo connection.
-    conn_id: ConnId,
+    /// The hub's token of a gateway connection; 0 for an echo connection,
+    /// and once the hub has let it go.
+    conn_id: Cell<ConnId>,
     /// Coarse time (ms) of the last inbound bytes.
     last_seen: Cell<u64>,
     /// Coarse time a ping or our close frame went out and its answer is
@@ -101,7 +102,7 @@ impl Conn {
             pushing: Cell::new(false),
             held: Cell::new(false),
             token_deadline: Cell::new(0),
-            conn_id: conn_id.unwrap_or(0),
+            conn_id: Cell::new(conn_id.unwrap_or(0)),
             last_seen: Cell::new(now),
             awaiting: Cell::new(0),
             out_since: Cell::new(0),
@@ -168,7 +169,14 @@ impl Conn {
 
     /// The hub's token of a gateway connection (`None`: the echo endpoint).
     pub fn conn_id(&self) -> Option<ConnId> {
-        (self.conn_id != 0).then_some(self.conn_id)
+        let id = self.conn_id.get();
+        (id != 0).then_some(id)
+    }
+
+    /// The hub no longer knows this connection (it is closing): output for
+    /// its old token finds nothing.
+    pub fn detach_id(&self) {
+        self.conn_id.set(0);
     }
 
     /// Where the close handshake is.
@@ -286,6 +294,13 @@ impl Conn {
             self.parked.set(false);
             true
         }
+    }
+
+    /// Whether the only output is what the core pushed in its current
+    /// flush (sent, or handed to the task, when the flush ends: see
+    /// [`Conn::flush_pushed`]).
+    pub fn is_pushing(&self) -> bool {
+        self.pushing.get()
     }
 
     /// Whether output waits for the peer.

@@ -37,7 +37,7 @@ impl Conn {
     pub fn push_frame(
         &self,
         frame: &[u8],
-        tag: Option<&(Arc<str>, u64)>,
+        tag: Option<(&Arc<str>, u64)>,
         max_backpressure: usize,
     ) -> Pushed {
         if !self.close.get().accepts_output() {
@@ -106,11 +106,11 @@ impl Conn {
 
     /// Remembers a delivered message that ends `queued` bytes past what the
     /// kernel has taken.
-    fn record_tag(&self, queued: u64, tag: Option<&(Arc<str>, u64)>) {
+    fn record_tag(&self, queued: u64, tag: Option<(&Arc<str>, u64)>) {
         let Some((topic, seq)) = tag else { return };
         let mut slot = self.deliveries.borrow_mut();
         let deliveries = slot.get_or_insert_with(Default::default);
-        if deliveries.record(self.written.get() + queued, topic, *seq) {
+        if deliveries.record(self.written.get() + queued, topic, seq) {
             deliveries.prune(self.acked());
         }
     }
