@@ -470,6 +470,12 @@ impl Hub {
                 let member = s.member();
                 let stale: Vec<Arc<str>> = s.subs.drain().map(|(t, _)| t).collect();
                 for (topic, last) in c.subs {
+                    // The core's one copy of the name, if it has one.
+                    let topic = match self.local_subs.get_key_value(&topic) {
+                        Some((name, _)) => name.clone(),
+                        None => topic,
+                    };
+                    let s = self.sessions.get_mut(&session).expect("attached");
                     s.subs.insert(
                         topic,
                         Sub {
@@ -478,6 +484,7 @@ impl Hub {
                         },
                     );
                 }
+                let s = self.sessions.get_mut(&session).expect("attached");
                 let fresh: Vec<Arc<str>> = s.subs.keys().cloned().collect();
                 for topic in stale {
                     self.remove_local_sub(&topic, session);

@@ -20,8 +20,17 @@ const PRUNE_AT: usize = 64;
 #[derive(Default)]
 pub struct Deliveries {
     /// Delivered messages not yet known to have reached the peer: where in
-    /// the stream each frame ends, and its topic and sequence number.
-    tags: VecDeque<(u64, Arc<str>, u64)>,
+    /// the stream each frame ends, its sequence number, and its topic (an
+    /// index into `topics`: recording a delivery touches no reference count).
+    tags: VecDeque<Tag>,
+    /// The topics the tags name (a fan-out delivers mostly one topic to a
+    /// connection at a time: the last one used is checked first).
+    topics: Vec<Arc<str>>,
+    /// Index of the topic recorded last.
+    last: usize,
+    /// Compact `topics` when it grows beyond this many (doubles while the
+    /// records name that many, like `prune_at`).
+    topics_at: usize,
     /// Prune `tags` when it grows to this many; doubles while the peer
     /// lags, back to [`PRUNE_AT`] when it catches up.
     prune_at: usize,
@@ -29,20 +38,64 @@ pub struct Deliveries {
     lost: Option<Lost>,
 }
 
+/// One delivered message: where its frame ends in the stream, its seq,
+/// and its topic's index.
+#[derive(Clone, Copy)]
+struct Tag {
+    end: u64,
+    seq: u64,
+    topic: u32,
+}
+
+/// Beyond this many distinct topics in the records, they are compacted to
+/// the ones still named when pruned.
+const TOPICS_AT: usize = 64;
+
 impl Deliveries {
     /// Notes a message whose frame ends at stream offset `end`. Returns true
     /// when the records should be pruned ([`Deliveries::prune`]).
     pub fn record(&mut self, end: u64, topic: &Arc<str>, seq: u64) -> bool {
-        self.tags.push_back((end, topic.clone(), seq));
+        let topic = self.topic_index(topic);
+        self.tags.push_back(Tag { end, seq, topic });
         self.tags.len() >= self.prune_at.max(PRUNE_AT)
+            || self.topics.len() > self.topics_at.max(TOPICS_AT)
+    }
+
+    fn topic_index(&mut self, topic: &Arc<str>) -> u32 {
+        if let Some(t) = self.topics.get(self.last) {
+            if Arc::ptr_eq(t, topic) || **t == **topic {
+                return self.last as u32;
+            }
+        }
+        let at = match self
+            .topics
+            .iter()
+            .position(|t| Arc::ptr_eq(t, topic) || **t == **topic)
+        {
+            Some(at) => at,
+            None => {
+                self.topics.push(topic.clone());
+                self.topics.len() - 1
+            }
+        };
+        self.last = at;
+        at as u32
     }
 
     /// Forgets what the peer has acknowledged (`acked` stream bytes).
     pub fn prune(&mut self, acked: u64) {
         let tags = &mut self.tags;
-        while tags.front().is_some_and(|t| t.0 <= acked) {
+        while tags.front().is_some_and(|t| t.end <= acked) {
             tags.pop_front();
         }
+        if tags.is_empty() {
+            self.topics.clear();
+            self.last = 0;
+        } else if self.topics.len() > self.topics_at.max(TOPICS_AT) {
+            self.compact_topics();
+        }
+        self.topics_at = (2 * self.topics.len()).max(TOPICS_AT);
+        let tags = &mut self.tags;
         self.prune_at = if tags.len() >= PRUNE_AT / 2 {
             tags.len() * 2
         } else {
@@ -51,6 +104,27 @@ impl Deliveries {
             }
             PRUNE_AT
         };
+    }
+
+    /// Keeps only the topics the remaining tags name.
+    fn compact_topics(&mut self) {
+        let mut map = vec![u32::MAX; self.topics.len()];
+        let mut kept: Vec<Arc<str>> = Vec::new();
+        for tag in self.tags.iter_mut() {
+            let old = tag.topic as usize;
+            if map[old] == u32::MAX {
+                map[old] = kept.len() as u32;
+                kept.push(self.topics[old].clone());
+            }
+            tag.topic = map[old];
+        }
+        self.topics = kept;
+        self.last = 0;
+    }
+
+    /// Whether no delivery waits for the peer's acknowledgement.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.lost.is_none()
     }
 
     /// Whether [`Deliveries::settle`] has run.
@@ -65,12 +139,17 @@ impl Deliveries {
             return;
         }
         let mut first: Lost = Vec::new();
-        for (end, topic, seq) in self.tags.drain(..) {
-            if end > delivered && !first.iter().any(|(t, _)| *t == topic) {
-                first.push((topic, seq));
+        let mut seen = vec![false; self.topics.len()];
+        for tag in self.tags.drain(..) {
+            let t = tag.topic as usize;
+            if tag.end > delivered && !seen[t] {
+                seen[t] = true;
+                first.push((self.topics[t].clone(), tag.seq));
             }
         }
-        self.tags = VecDeque::new(); // settled: the queue's memory goes too
+        // Settled: the records' memory goes too.
+        self.tags = VecDeque::new();
+        self.topics = Vec::new();
         self.lost = Some(first);
     }
 
@@ -118,5 +197,23 @@ mod tests {
         );
         d.prune(u64::MAX);
         assert_eq!((d.tags.len(), d.prune_at), (0, PRUNE_AT));
+        assert!(d.topics.is_empty(), "no record: no topic kept");
+    }
+
+    #[test]
+    fn many_topics_are_compacted_to_those_still_named() {
+        let mut d = Deliveries::default();
+        let names: Vec<Arc<str>> = (0..200).map(|i| Arc::from(format!("t{i}"))).collect();
+        let mut due = false;
+        for (i, t) in names.iter().enumerate() {
+            due |= d.record(10 * (i as u64 + 1), t, 1);
+        }
+        assert!(due);
+        d.prune(10 * 150); // the first 150 reached the peer
+        assert_eq!(d.topics.len(), 50);
+        d.settle(10 * 160);
+        let lost = d.take_lost();
+        assert_eq!(lost.len(), 40);
+        assert_eq!(&*lost[0].0, "t160");
     }
 }

@@ -10,7 +10,8 @@ use crate::core::Core;
 use crate::hub::Hub;
 use crate::proto::close::ServerClose;
 
-/// Topics forgotten in one sweep beyond which the heap is trimmed.
+/// Topics forgotten, or connections' delivery records freed, in one sweep
+/// beyond which the heap is trimmed.
 const TRIM_AFTER_TOPICS: usize = 256;
 
 /// What the sweeper does with one connection.
@@ -119,6 +120,7 @@ fn sweep(core: &Core, now: u64) {
     let ping_interval = config.ping_interval.as_millis() as u64;
     let pong_timeout = config.pong_timeout.as_millis() as u64;
     let now_secs = (now / 1000) as u32;
+    let mut trimmed = 0;
     core.conns.for_each(|c| {
         if !c.close_state().is_running() {
             return;
@@ -131,6 +133,7 @@ fn sweep(core: &Core, now: u64) {
             c.request_close(ServerClose::TokenExpired, now);
             return;
         }
+        trimmed += usize::from(c.trim_deliveries());
         let (last_seen, awaiting, out_since) = c.clocks();
         match beat(
             now,
@@ -152,6 +155,11 @@ fn sweep(core: &Core, now: u64) {
             }
         }
     });
+    if trimmed >= TRIM_AFTER_TOPICS {
+        // A burst has drained: what its records and buffers held goes back
+        // to the system (glibc keeps freed memory otherwise).
+        crate::sys::trim_heap();
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,12 @@ impl Conn {
         } else if outbox.is_empty() {
             self.pushing.set(true);
             first = true;
+            if outbox.capacity() == 0 {
+                // A flush usually brings several frames: room for them at
+                // once, not a reallocation per frame (given back when the
+                // output drains).
+                outbox.reserve((frame.len() * 8).clamp(256, PUSH_BATCH));
+            }
         }
         // Bytes in the outbox beyond this flush's own were refused by the socket.
         if !outbox.is_empty() && outbox.len() + frame.len() > max_backpressure {
@@ -113,6 +119,28 @@ impl Conn {
         if deliveries.record(self.written.get() + queued, topic, seq) {
             deliveries.prune(self.acked());
         }
+    }
+
+    /// After a burst: once the peer has acknowledged every delivery, the
+    /// records go (their memory with them). Called by the heartbeat sweep,
+    /// about once a second, for connections with nothing queued.
+    /// Returns whether the records were freed.
+    pub fn trim_deliveries(&self) -> bool {
+        if self.has_output() {
+            return false;
+        }
+        let mut slot = self.deliveries.borrow_mut();
+        let Some(d) = slot.as_mut() else {
+            return false;
+        };
+        if !d.is_settled() {
+            d.prune(self.acked());
+        }
+        if d.is_empty() {
+            *slot = None;
+            return true;
+        }
+        false
     }
 
     /// Stream bytes the peer's TCP has acknowledged: written minus what the
