@@ -363,6 +363,11 @@ impl Hub {
         std::mem::take(&mut self.topics_freed)
     }
 
+    /// Time has come to `now` (ms): what mail causes is dated by it.
+    pub fn advance(&mut self, now: u64) {
+        self.clock = self.clock.max(now);
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()

@@ -25,7 +25,11 @@ pub async fn run(core: Rc<Core>, bell: StdUnixStream) {
         // Drain the doorbell first: a ring after this point means new mail.
         while matches!(sys::recv(bell.as_raw_fd(), &mut scratch), Ok(n) if n > 0) {}
         let mail = core.shared.mailboxes[core.index].take();
+        let now = core.tick();
         core.with_hub(|hub| {
+            // Mail carries no time: what it causes (a topic left without
+            // members, say) happens now.
+            hub.advance(now);
             for msg in mail {
                 match msg {
                     CoreMsg::Hub(msg) => hub.receive(msg),

@@ -26,6 +26,7 @@ pub async fn run(core: Rc<Core>) {
         // One batch for everything this wake brings: what the commands of
         // many connections give one connection (presence lines, fan-out)
         // leaves in one `send` when the batch ends.
+        core.tick(); // the coarse clock follows the event loop's turns
         core.hub_batch(|| {
             core.reactor.dispatch(&core.conns, |wakeup| match wakeup {
                 Wakeup::Readable(conn) => websocket::readable_while_parked(&core, conn),
