@@ -227,8 +227,9 @@ struct Session {
     dirty: bool,
     /// When the engine last saved it (ms).
     saved_at: u64,
-    /// Waiting for the engine's claim: commands that arrived meanwhile.
-    loading: Option<Vec<Queued>>,
+    /// Waiting for the engine's claim: commands that arrived meanwhile
+    /// (boxed: most sessions never wait, and a session should be small).
+    loading: Option<Box<Vec<Queued>>>,
     /// Its TTL ran out; waiting for the engine to say whether it is ours.
     expiring: bool,
     /// Made by `attach` for a claim: holds no state until the claim answers.

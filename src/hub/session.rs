@@ -76,7 +76,7 @@ impl Hub {
         self.conns.insert(conn, session);
         if self.cfg.engine && cookie_present {
             let s = self.sessions.get_mut(&session).expect("attached");
-            s.loading = Some(Vec::new());
+            s.loading = Some(Box::default());
             s.placeholder = !had;
             let user = s.user.clone();
             if self.cfg.policy.is_none() {
@@ -126,7 +126,7 @@ impl Hub {
             self.revoke_disallowed(conn, session);
         }
         let s = self.sessions.get_mut(&session).expect("attached");
-        let queued = s.loading.take().unwrap_or_default();
+        let queued = s.loading.take().map(|q| *q).unwrap_or_default();
         if resumed {
             self.stats.sessions_resumed += 1;
             let member = s.member();

@@ -566,3 +566,11 @@ fn members_keep_a_topic_even_when_their_socket_is_gone() {
     c.cmd(p, "pub kept five");
     assert_eq!(c.lines(p).last().unwrap(), "ok pub kept 1");
 }
+
+#[test]
+fn a_session_stays_small() {
+    // Every subscriber is a session in a map: its size is memory per
+    // subscriber (DESIGN §6, topics at scale).
+    assert!(std::mem::size_of::<super::Session>() <= 120);
+    assert!(std::mem::size_of::<super::Sub>() <= 16);
+}

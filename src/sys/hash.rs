@@ -24,25 +24,17 @@ fn key() -> [u64; 2] {
     })
 }
 
-/// Builds [`IdHasher`]s with the process's key.
-#[derive(Clone, Copy, Debug)]
-pub struct IdHash {
-    k: [u64; 2],
-}
-
-impl Default for IdHash {
-    fn default() -> IdHash {
-        IdHash { k: key() }
-    }
-}
+/// Builds [`IdHasher`]s with the process's key. Zero-sized: a map of it
+/// is no bigger than its table (many small maps live in sessions).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHash;
 
 impl BuildHasher for IdHash {
     type Hasher = IdHasher;
+    #[inline]
     fn build_hasher(&self) -> IdHasher {
-        IdHasher {
-            h: self.k[0],
-            k: self.k[1],
-        }
+        let [h, k] = key();
+        IdHasher { h, k }
     }
 }
 
@@ -121,8 +113,9 @@ mod tests {
 
     #[test]
     fn the_key_is_per_process_and_not_zero() {
-        let (a, b) = (IdHash::default(), IdHash::default());
+        let (a, b) = (IdHash, IdHash);
         assert_eq!(a.hash_one(7u64), b.hash_one(7u64));
-        assert_ne!(a.k, [0, 0]);
+        assert_ne!(key(), [0, 0]);
+        assert_eq!(std::mem::size_of::<IdMap<u64, u64>>(), 32);
     }
 }
