@@ -99,7 +99,7 @@ mod tests {
     fn ids_spread_over_the_buckets() {
         // Sequential and random ids alike fill the low bits (hashbrown's
         // bucket index) and the top 7 (its tag) evenly.
-        let b = IdHash::default();
+        let b = IdHash;
         for ids in [
             (0..4096u128).collect::<Vec<_>>(),
             (0..4096u128).map(|i| i << 64).collect(),
