@@ -25,10 +25,19 @@
 //!
 //! `--server ADDR --admin ADDR --pid PID` drives a server that is already
 //! running (e.g. under callgrind) instead of starting one per run.
+//!
+//! `fanout scale` is the topics-at-scale suite (issue 21): subscribe time,
+//! fan-out CPU per delivery at several sizes beside echo's CPU per message,
+//! memory per subscriber, topic memory; see `scale_bench.rs`.
 
 #[path = "../common.rs"]
 #[allow(dead_code)]
 mod common;
+
+/// `fanout scale`: topics at scale (issue 21), benches/fanout.sh's scenarios
+/// subscribe, cpu, memory and topics.
+#[path = "../scale_bench.rs"]
+mod scale;
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -85,7 +94,8 @@ fn usage_exit() -> ! {
          \x20      [--scenarios fanout,resume] [--subs 5000] [--payload 32] [--warmup 1]\n\
          \x20      [--measure 3] [--ack-window 32] [--e2e-window 32]\n\
          \x20      [--resume-sessions 1000] [--resume-cycles 20] [--resume-concurrency 64]\n\
-         \x20      [--quiet-wait 30] [--server ADDR --admin ADDR --pid PID]"
+         \x20      [--quiet-wait 30] [--server ADDR --admin ADDR --pid PID]\n\
+         \x20      fanout scale --wsgate PATH --loadgen PATH ...   (topics at scale; `fanout scale --help`)"
     );
     std::process::exit(2)
 }
@@ -1986,6 +1996,10 @@ fn res_table(o: &Opts, runs: &[ResRun]) -> String {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("scale") {
+        scale::main(std::env::args().skip(2));
+        return;
+    }
     let o = parse_opts();
     if let Some(out) = &o.out {
         let _ = std::fs::create_dir_all(out.join("logs"));
