@@ -373,7 +373,12 @@ impl Hub {
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() && self.out.capacity() > 4096 {
+            // A burst is over: its queue's memory goes back.
+            self.out = VecDeque::with_capacity(64);
+        }
+        out
     }
 
     fn send(&mut self, conn: ConnId, frame: Rc<[u8]>) {
