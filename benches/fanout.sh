@@ -41,9 +41,10 @@
 #            fresh server per run).
 #
 # Prints the tables and writes target/bench/fanout.md (server logs:
-# target/bench/logs/). A default run takes about 8 minutes on a build with
-# bounded presence; on one whose presence costs O(N^2) (4a0b5ca), subscribing
-# 5,000 takes minutes and 15,000 does not finish within SUB_TIMEOUT.
+# target/bench/logs/). A default run takes about 3.5 minutes after the build
+# on a build with bounded presence; on one whose presence costs O(N^2)
+# (4a0b5ca), subscribing 5,000 takes ~45 s per round and 15,000 does not finish
+# within SUB_TIMEOUT (not repeated then): ~8 minutes for topics at scale alone.
 #
 # Knobs (environment):
 #   SCENARIOS=subscribe,cpu,memory,topics,fanout,resume

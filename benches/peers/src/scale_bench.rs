@@ -1642,6 +1642,25 @@ fn report(o: &ScaleOpts, rounds: &[Round]) -> (String, bool) {
             row(&what, &left(false), &f0);
             row("… 5 s after (B)", &left(true), &f0);
         }
+        // What a subscribed session costs once the subscribe's presence
+        // burst and the first fan-out burst are behind it.
+        let settled: Vec<Option<f64>> = rounds
+            .iter()
+            .map(|r| {
+                let start = sub_of(r, n)?.rss_start;
+                let f = fan_of(r, n, o.payload)?;
+                Some((f.rss_after_later.unwrap_or(f.rss_after) - start) / n as f64)
+            })
+            .collect();
+        row(
+            &format!(
+                "RSS growth per subscribed session 5 s after the {} B burst drained \
+                 (B, vs the gateway before connecting)",
+                o.payload
+            ),
+            &settled,
+            &f0,
+        );
         row(
             "gateway RSS once subscribed (MiB)",
             &subs
