@@ -229,6 +229,11 @@ impl Hub {
             }
         }
         self.expire_topics(now);
+        // Tables a crowd of sessions grew are given back once it is gone.
+        if self.sessions.capacity() > 64 && self.sessions.len() < self.sessions.capacity() / 4 {
+            self.sessions.shrink_to_fit();
+            self.conns.shrink_to_fit();
+        }
         if self.cfg.engine && now.saturating_sub(self.last_checkpoint) >= CHECKPOINT_MS {
             self.last_checkpoint = now;
             self.checkpoint(now);

@@ -311,6 +311,10 @@ impl Hub {
         {
             self.topic_expiries.shrink_to_fit();
         }
+        // The table many topics grew is given back once they are gone.
+        if self.topics.capacity() > 64 && self.topics.len() < self.topics.capacity() / 4 {
+            self.topics.shrink_to_fit();
+        }
     }
 
     /// When the next topic may be due (ms).

@@ -159,6 +159,10 @@ fn sweep(core: &Core, now: u64) {
         // A burst has drained: what its records and buffers held goes back
         // to the system (glibc keeps freed memory otherwise).
         crate::sys::trim_heap();
+    } else {
+        // Whatever else a burst left free (a subscribe storm's presence
+        // lines, say), once there is enough of it to matter.
+        crate::sys::trim_heap_if_slack();
     }
 }
 

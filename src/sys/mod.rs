@@ -230,3 +230,21 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Free memory the heap holds beyond which [`trim_heap_if_slack`] gives it
+/// back to the system.
+pub const HEAP_SLACK: usize = 4 << 20;
+
+/// Gives the heap's free pages back when it holds more than [`HEAP_SLACK`]
+/// bytes free (after a burst: a subscribe storm's presence lines, a
+/// fan-out's buffers). Cheap to ask; called about once a second.
+pub fn trim_heap_if_slack() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        if info.fordblks > HEAP_SLACK {
+            trim_heap();
+        }
+    }
+}
