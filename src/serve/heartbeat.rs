@@ -65,7 +65,7 @@ pub fn sweep_period(ping_interval: Duration, pong_timeout: Duration) -> Duration
 /// Runs the sweeper of one core forever; it also advances the core's
 /// coarse clock, closes connections whose token ran out (a deadline in the
 /// sweep: no timer per connection) and, about once a second, re-reads a
-/// JWKS file that changed. It wakes every [`sweep_period`] for the connections, and in
+/// JWKS file that changed and gives a burst's free heap back. It wakes every [`sweep_period`] for the connections, and in
 /// between when the hub has a deadline ([`Hub::poll_timeout`]: a session's
 /// TTL, a checkpoint), so no session is looked at before it is due.
 pub async fn run(core: Rc<Core>) {
@@ -73,13 +73,11 @@ pub async fn run(core: Rc<Core>) {
     let period = sweep_period(config.ping_interval, config.pong_timeout);
     let period_ms = period.as_millis() as u64;
     let mut next_sweep = core.tick() + period_ms;
-    let mut next_reload = next_sweep;
+    let mut next_second = next_sweep;
     loop {
         let hub_due = core.read_hub(Hub::poll_timeout);
-        let mut wake = hub_due.map_or(next_sweep, |due| due.min(next_sweep));
-        if core.auth.is_some() {
-            wake = wake.min(next_reload);
-        }
+        let wake = hub_due.map_or(next_sweep, |due| due.min(next_sweep));
+        let wake = wake.min(next_second);
         let wait = wake.saturating_sub(core.tick()).max(1);
         monoio::time::sleep(Duration::from_millis(wait)).await;
         let now = core.tick();
@@ -101,12 +99,15 @@ pub async fn run(core: Rc<Core>) {
             next_sweep = now + period_ms;
             sweep(&core, now);
         }
-        if now >= next_reload {
+        if now >= next_second {
+            next_second = now + 1000;
             // A JWKS file that changed is read again (keys rotate without a restart).
-            next_reload = now + 1000;
             if let Some(auth) = &core.auth {
                 auth.reload(core.index);
             }
+            // Whatever a burst left free (a subscribe storm's presence lines,
+            // say) goes back, once there is enough of it to matter.
+            crate::sys::trim_heap_if_slack();
         }
     }
 }
@@ -159,10 +160,6 @@ fn sweep(core: &Core, now: u64) {
         // A burst has drained: what its records and buffers held goes back
         // to the system (glibc keeps freed memory otherwise).
         crate::sys::trim_heap();
-    } else {
-        // Whatever else a burst left free (a subscribe storm's presence
-        // lines, say), once there is enough of it to matter.
-        crate::sys::trim_heap_if_slack();
     }
 }
 
