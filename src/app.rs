@@ -33,6 +33,7 @@ type Ready = mpsc::Sender<Result<(usize, Driver), String>>;
 pub fn run(config: Config) -> Result<(), StartError> {
     // Before any thread exists, so every thread inherits the mask.
     drain::block_signals();
+    sys::tune_heap();
     let cpus = sys::allowed_cpus().map_err(|e| StartError(format!("sched_getaffinity: {e}")))?;
     let cores = config.cores.unwrap_or(cpus.len());
     if cores > cpus.len() {

@@ -69,7 +69,8 @@ impl Hub {
                 true
             }
             None => {
-                self.sessions.insert(session, Session::new(Some(conn), who));
+                self.sessions
+                    .insert(session, Box::new(Session::new(Some(conn), who)));
                 false
             }
         };
