@@ -1,0 +1,368 @@
+//! One core's io_uring ring for open connections: multishot receive into a
+//! provided buffer ring (issue 19, the io_uring data path; the serving layer
+//! still runs on [`super::epoll`], this is the ring it will plug in beside).
+//!
+//! - **Receive**: one multishot `RECV` per connection selects its buffer
+//!   from the core's buffer ring when bytes arrive, so an idle connection
+//!   holds no buffer. A buffer goes back to the ring ([`Uring::recycle`]) as
+//!   soon as the frame parser has taken its bytes.
+//! - **Termination**: the kernel ends a multishot receive when the buffer
+//!   ring is empty (`ENOBUFS`), on end of stream, on an error, or when it
+//!   chooses to (`IORING_CQE_F_MORE` clear). [`Recv::rearm`] says when the
+//!   owner must arm it again: nothing is lost, the bytes stay in the socket.
+//! - **Probe**: [`probe`] checks what this needs (kernel ≥ 6.0, the opcodes,
+//!   a registrable buffer ring) and names what is missing.
+//!
+//! Sans policy: the ring knows slots (the registry's) and buffers, nothing
+//! of WebSocket. All unsafe code of the data path's ring is in this file.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::{cqueue, opcode, types, IoUring, Probe};
+
+/// The buffer group of the core's receive buffers.
+const BGID: u16 = 0;
+
+/// What a completion's `user_data` carries: the operation in the top byte,
+/// the connection's registry slot in the low 32 bits.
+const OP_RECV: u64 = 1 << 56;
+const OP_MASK: u64 = 0xff << 56;
+
+/// The kernel version multishot receive with provided buffer rings needs
+/// here (multishot `RECV` since 6.0; buffer rings since 5.19).
+const MIN_KERNEL: (u32, u32) = (6, 0);
+
+/// Checks that this kernel and its settings allow the io_uring data path.
+/// `Err` names what is missing (for the log line of the fallback).
+pub fn probe() -> Result<(), String> {
+    let release = kernel_release();
+    match parse_release(&release) {
+        Some(v) if v >= MIN_KERNEL => {}
+        Some(_) => return Err(format!("kernel {release} (multishot receive needs 6.0)")),
+        None => return Err(format!("kernel release {release:?} not understood")),
+    }
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    let mut p = Probe::new();
+    (ring.submitter().register_probe(&mut p)).map_err(|e| format!("IORING_REGISTER_PROBE: {e}"))?;
+    for (code, name) in [
+        (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
+        (opcode::Send::CODE, "IORING_OP_SEND"),
+        (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
+        (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
+        (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN"),
+        (opcode::Close::CODE, "IORING_OP_CLOSE"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(format!("{name} not supported"));
+        }
+    }
+    BufRing::new(&ring, 2, 64).map_err(|e| format!("IORING_REGISTER_PBUF_RING: {e}"))?;
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    // SAFETY: uname fills the struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is valid for writes.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = (u.release.iter())
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `6.18.0-foo` → `(6, 18)`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The provided buffer ring: `count` buffers of `size` bytes the kernel
+/// picks from, and the ring of their descriptors shared with it.
+struct BufRing {
+    /// The descriptors (page-aligned, shared with the kernel).
+    ring: *mut types::BufRingEntry,
+    ring_len: usize,
+    /// The buffers themselves, `count × size` bytes.
+    bufs: *mut u8,
+    bufs_len: usize,
+    count: u16,
+    size: u32,
+    /// Our copy of the ring's tail (published to the kernel on
+    /// [`BufRing::publish`]).
+    tail: u16,
+    /// Buffers given back since the last publish.
+    unpublished: bool,
+}
+
+fn map_anonymous(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: an anonymous private mapping; checked for failure below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+impl BufRing {
+    /// Registers `count` (a power of two) buffers of `size` bytes with `ring`.
+    fn new(ring: &IoUring, count: u16, size: u32) -> io::Result<BufRing> {
+        if !count.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two",
+            ));
+        }
+        let ring_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
+        let bufs_len = usize::from(count) * size as usize;
+        let entries = map_anonymous(ring_len)?.cast::<types::BufRingEntry>();
+        let bufs = match map_anonymous(bufs_len) {
+            Ok(b) => b,
+            Err(e) => {
+                // SAFETY: entries was mapped above with ring_len.
+                unsafe { libc::munmap(entries.cast(), ring_len) };
+                return Err(e);
+            }
+        };
+        let mut br = BufRing {
+            ring: entries,
+            ring_len,
+            bufs,
+            bufs_len,
+            count,
+            size,
+            tail: 0,
+            unpublished: false,
+        };
+        // SAFETY: the mapping is page-aligned and lives until drop, after
+        // the ring is unregistered (or the ring itself is gone).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring(entries as u64, count, BGID)?;
+        }
+        for bid in 0..count {
+            br.push(bid);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    /// Puts buffer `bid` back in the ring (seen by the kernel after
+    /// [`BufRing::publish`]).
+    fn push(&mut self, bid: u16) {
+        let mask = self.count - 1;
+        // SAFETY: the index is masked into the ring; the entry is ours to
+        // write until the tail that covers it is published.
+        let entry = unsafe { &mut *self.ring.add(usize::from(self.tail & mask)) };
+        // SAFETY: bid < count, so the buffer is within the mapping.
+        let addr = unsafe { self.bufs.add(usize::from(bid) * self.size as usize) };
+        entry.set_addr(addr as u64);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.unpublished = true;
+    }
+
+    /// Makes the buffers pushed so far visible to the kernel.
+    fn publish(&mut self) {
+        if !self.unpublished {
+            return;
+        }
+        self.unpublished = false;
+        // SAFETY: the tail field overlays the first entry's reserved field;
+        // the kernel reads it, so it is written atomically with release
+        // ordering (the entries written before it become visible first).
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.ring).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// The first `len` bytes of buffer `bid`.
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(
+            bid < self.count && len <= self.size as usize,
+            "buffer out of range"
+        );
+        // SAFETY: in range (checked); the kernel wrote these bytes before
+        // posting the completion that named the buffer, and does not touch
+        // it again until it is pushed back.
+        unsafe {
+            std::slice::from_raw_parts(self.bufs.add(usize::from(bid) * self.size as usize), len)
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both mappings were made in `new` with these lengths.
+        // The owner unregisters the ring (or drops the io_uring) first.
+        unsafe {
+            libc::munmap(self.ring.cast(), self.ring_len);
+            libc::munmap(self.bufs.cast(), self.bufs_len);
+        }
+    }
+}
+
+/// What one receive completion says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv {
+    /// `len` bytes of the connection in `slot` are in buffer `buf` (read
+    /// them with [`Uring::bytes`], then give it back with
+    /// [`Uring::recycle`]). `rearm`: this was the receive's last completion.
+    Data {
+        slot: u32,
+        buf: u16,
+        len: usize,
+        rearm: bool,
+    },
+    /// The peer ended its stream (or the socket failed: `error`); the
+    /// receive is over and must not be armed again.
+    End { slot: u32, error: Option<i32> },
+    /// The receive ended without data and must be armed again (the buffer
+    /// ring ran dry: `ENOBUFS`; or the kernel stopped it).
+    Rearm { slot: u32, out_of_buffers: bool },
+}
+
+/// One core's ring (see the module documentation).
+pub struct Uring {
+    // Declared first: dropped (and its registration gone) before the buffers.
+    ring: IoUring,
+    bufs: BufRing,
+    /// Buffer ring exhaustions (`ENOBUFS`) so far.
+    exhausted: u64,
+}
+
+impl Uring {
+    /// A ring of `entries` submission slots and `buffers` (a power of two)
+    /// receive buffers of `buf_size` bytes.
+    pub fn new(entries: u32, buffers: u16, buf_size: u32) -> io::Result<Uring> {
+        let ring = IoUring::builder().build(entries)?;
+        let bufs = BufRing::new(&ring, buffers, buf_size)?;
+        Ok(Uring {
+            ring,
+            bufs,
+            exhausted: 0,
+        })
+    }
+
+    /// The ring's descriptor: readable while completions wait (monoio
+    /// waits on it as one descriptor, as on the epoll set).
+    pub fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// How many times the buffer ring ran dry.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted
+    }
+
+    /// Queues a multishot receive on socket `fd` of the connection in
+    /// registry `slot` (sent to the kernel by the next [`Uring::submit`]).
+    pub fn arm_recv(&mut self, fd: RawFd, slot: u32) -> io::Result<()> {
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), BGID)
+            .build()
+            .user_data(OP_RECV | u64::from(slot));
+        self.push(&sqe)
+    }
+
+    fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
+        // SAFETY: the entry refers to no memory of ours (the buffers are the
+        // registered ring's).
+        if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+            return Ok(());
+        }
+        // Full: hand what is queued to the kernel and try again.
+        self.ring.submit()?;
+        // SAFETY: as above.
+        unsafe { self.ring.submission().push(sqe) }
+            .map_err(|_| io::Error::other("submission queue full"))
+    }
+
+    /// Gives buffer `buf` back to the kernel (after its bytes were used).
+    pub fn recycle(&mut self, buf: u16) {
+        self.bufs.push(buf);
+    }
+
+    /// The bytes a [`Recv::Data`] names.
+    pub fn bytes(&self, buf: u16, len: usize) -> &[u8] {
+        self.bufs.bytes(buf, len)
+    }
+
+    /// Publishes recycled buffers and hands every queued operation to the
+    /// kernel: one `io_uring_enter` (none when nothing is queued).
+    pub fn submit(&mut self) -> io::Result<usize> {
+        self.bufs.publish();
+        if self.ring.submission().is_empty() {
+            return Ok(0);
+        }
+        self.ring.submit()
+    }
+
+    /// Submits, then waits until at least one completion is there.
+    pub fn submit_and_wait(&mut self) -> io::Result<usize> {
+        self.bufs.publish();
+        self.ring.submit_and_wait(1)
+    }
+
+    /// Hands out every completion waiting in the ring.
+    pub fn complete(&mut self, mut each: impl FnMut(Recv)) {
+        let mut exhausted = 0;
+        for cqe in self.ring.completion() {
+            let data = cqe.user_data();
+            if data & OP_MASK != OP_RECV {
+                continue;
+            }
+            let slot = data as u32;
+            let res = cqe.result();
+            let flags = cqe.flags();
+            let more = cqueue::more(flags);
+            let event = match (res, cqueue::buffer_select(flags)) {
+                (n, Some(buf)) if n > 0 => Recv::Data {
+                    slot,
+                    buf,
+                    len: n as usize,
+                    rearm: !more,
+                },
+                (0, _) => Recv::End { slot, error: None },
+                (e, _) if e == -libc::ENOBUFS => {
+                    exhausted += 1;
+                    Recv::Rearm {
+                        slot,
+                        out_of_buffers: true,
+                    }
+                }
+                (e, _) if e < 0 => Recv::End {
+                    slot,
+                    error: Some(-e),
+                },
+                _ => Recv::Rearm {
+                    slot,
+                    out_of_buffers: false,
+                },
+            };
+            each(event);
+        }
+        self.exhausted += exhausted;
+    }
+}
+
+#[cfg(test)]
+#[path = "uring_tests.rs"]
+mod tests;
