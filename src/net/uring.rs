@@ -10,14 +10,20 @@
 //!   ring is empty (`ENOBUFS`), on end of stream, on an error, or when it
 //!   chooses to (`IORING_CQE_F_MORE` clear). [`Recv::rearm`] says when the
 //!   owner must arm it again: nothing is lost, the bytes stay in the socket.
+//! - **Send**: [`Uring::send`] queues one `SEND` per connection; the
+//!   buffer stays with the ring until its completion hands it back
+//!   ([`Event::Sent`], with how much the kernel took), and every queued send
+//!   of a loop turn goes to the kernel in one `io_uring_enter`.
+//! - **Accept**: one multishot `ACCEPT` per listener ([`Uring::accept`]).
 //! - **Probe**: [`probe`] checks what this needs (kernel ≥ 6.0, the opcodes,
 //!   a registrable buffer ring) and names what is missing.
 //!
 //! Sans policy: the ring knows slots (the registry's) and buffers, nothing
 //! of WebSocket. All unsafe code of the data path's ring is in this file.
 
+use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
@@ -28,6 +34,8 @@ const BGID: u16 = 0;
 /// What a completion's `user_data` carries: the operation in the top byte,
 /// the connection's registry slot in the low 32 bits.
 const OP_RECV: u64 = 1 << 56;
+const OP_SEND: u64 = 2 << 56;
+const OP_ACCEPT: u64 = 3 << 56;
 const OP_MASK: u64 = 0xff << 56;
 
 /// The kernel version multishot receive with provided buffer rings needs
@@ -240,11 +248,36 @@ pub enum Recv {
     Rearm { slot: u32, out_of_buffers: bool },
 }
 
+/// What a completion says.
+#[derive(Debug)]
+pub enum Event {
+    Recv(Recv),
+    /// The send of the connection in `slot` is done: `result` is how many
+    /// bytes of `buf` the kernel took (the rest is the caller's to send
+    /// again), or the socket's error. `buf` is the buffer given to
+    /// [`Uring::send`].
+    Sent {
+        slot: u32,
+        result: io::Result<usize>,
+        buf: Vec<u8>,
+    },
+    /// A connection the listener's multishot accept took (or why it
+    /// failed); `rearm`: the accept is over and must be queued again.
+    Accepted {
+        socket: io::Result<OwnedFd>,
+        rearm: bool,
+    },
+}
+
 /// One core's ring (see the module documentation).
 pub struct Uring {
-    // Declared first: dropped (and its registration gone) before the buffers.
+    // Declared first: dropped (and its operations gone) before the buffers
+    // they write into.
     ring: IoUring,
     bufs: BufRing,
+    /// Buffers of the sends in flight, by slot (the kernel reads them until
+    /// the completion).
+    sending: HashMap<u32, Vec<u8>>,
     /// Buffer ring exhaustions (`ENOBUFS`) so far.
     exhausted: u64,
 }
@@ -258,6 +291,7 @@ impl Uring {
         Ok(Uring {
             ring,
             bufs,
+            sending: HashMap::new(),
             exhausted: 0,
         })
     }
@@ -282,9 +316,44 @@ impl Uring {
         self.push(&sqe)
     }
 
+    /// Queues a send of `buf` on socket `fd` of the connection in `slot`.
+    /// One send per connection at a time: a second one before the first
+    /// completed is refused (and `buf` given back in the error's place).
+    pub fn send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>) -> Result<(), Vec<u8>> {
+        if self.sending.contains_key(&slot) || buf.is_empty() {
+            return Err(buf);
+        }
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let sqe = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(OP_SEND | u64::from(slot));
+        // The Vec's heap block does not move when the Vec does.
+        self.sending.insert(slot, buf);
+        if self.push(&sqe).is_err() {
+            return Err(self.sending.remove(&slot).unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Whether a send of the connection in `slot` is in flight.
+    pub fn is_sending(&self, slot: u32) -> bool {
+        self.sending.contains_key(&slot)
+    }
+
+    /// Queues a multishot accept on listening socket `fd`.
+    pub fn accept(&mut self, fd: RawFd) -> io::Result<()> {
+        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(OP_ACCEPT);
+        self.push(&sqe)
+    }
+
     fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
-        // SAFETY: the entry refers to no memory of ours (the buffers are the
-        // registered ring's).
+        // SAFETY: the entry refers to memory that outlives the operation:
+        // the registered buffer ring, or a send's buffer kept in `sending`
+        // until its completion.
         if unsafe { self.ring.submission().push(sqe) }.is_ok() {
             return Ok(());
         }
@@ -322,44 +391,86 @@ impl Uring {
     }
 
     /// Hands out every completion waiting in the ring.
-    pub fn complete(&mut self, mut each: impl FnMut(Recv)) {
+    pub fn complete(&mut self, mut each: impl FnMut(Event)) {
         let mut exhausted = 0;
         for cqe in self.ring.completion() {
             let data = cqe.user_data();
-            if data & OP_MASK != OP_RECV {
-                continue;
-            }
             let slot = data as u32;
-            let res = cqe.result();
-            let flags = cqe.flags();
-            let more = cqueue::more(flags);
-            let event = match (res, cqueue::buffer_select(flags)) {
-                (n, Some(buf)) if n > 0 => Recv::Data {
-                    slot,
-                    buf,
-                    len: n as usize,
-                    rearm: !more,
-                },
-                (0, _) => Recv::End { slot, error: None },
-                (e, _) if e == -libc::ENOBUFS => {
-                    exhausted += 1;
-                    Recv::Rearm {
-                        slot,
-                        out_of_buffers: true,
+            let (res, flags) = (cqe.result(), cqe.flags());
+            let event = match data & OP_MASK {
+                OP_RECV => {
+                    let r = recv_event(slot, res, flags);
+                    exhausted += u64::from(matches!(
+                        r,
+                        Recv::Rearm {
+                            out_of_buffers: true,
+                            ..
+                        }
+                    ));
+                    Event::Recv(r)
+                }
+                OP_SEND => {
+                    let buf = self.sending.remove(&slot).unwrap_or_default();
+                    let result = if res < 0 {
+                        Err(io::Error::from_raw_os_error(-res))
+                    } else {
+                        Ok(res as usize)
+                    };
+                    Event::Sent { slot, result, buf }
+                }
+                OP_ACCEPT => {
+                    let socket = if res < 0 {
+                        Err(io::Error::from_raw_os_error(-res))
+                    } else {
+                        // SAFETY: a successful accept's result is a new descriptor, ours.
+                        Ok(unsafe { OwnedFd::from_raw_fd(res) })
+                    };
+                    Event::Accepted {
+                        socket,
+                        rearm: !cqueue::more(flags),
                     }
                 }
-                (e, _) if e < 0 => Recv::End {
-                    slot,
-                    error: Some(-e),
-                },
-                _ => Recv::Rearm {
-                    slot,
-                    out_of_buffers: false,
-                },
+                _ => continue,
             };
             each(event);
         }
         self.exhausted += exhausted;
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // A send still in flight may be read by the kernel until the ring's
+        // teardown has cancelled it, after this returns: its buffer is
+        // leaked rather than freed under it (only at a core's exit).
+        for (_, buf) in self.sending.drain() {
+            std::mem::forget(buf);
+        }
+    }
+}
+
+/// What a receive completion with result `res` and `flags` means.
+fn recv_event(slot: u32, res: i32, flags: u32) -> Recv {
+    match (res, cqueue::buffer_select(flags)) {
+        (n, Some(buf)) if n > 0 => Recv::Data {
+            slot,
+            buf,
+            len: n as usize,
+            rearm: !cqueue::more(flags),
+        },
+        (0, _) => Recv::End { slot, error: None },
+        (e, _) if e == -libc::ENOBUFS => Recv::Rearm {
+            slot,
+            out_of_buffers: true,
+        },
+        (e, _) if e < 0 => Recv::End {
+            slot,
+            error: Some(-e),
+        },
+        _ => Recv::Rearm {
+            slot,
+            out_of_buffers: false,
+        },
     }
 }
 

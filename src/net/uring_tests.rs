@@ -35,7 +35,11 @@ fn collect(u: &mut Uring, fd: RawFd, want: usize, hold: bool) -> (Vec<u8>, usize
         );
         u.submit_and_wait().expect("wait");
         let mut events = Vec::new();
-        u.complete(|e| events.push(e));
+        u.complete(|e| {
+            if let Event::Recv(r) = e {
+                events.push(r);
+            }
+        });
         for e in events {
             match e {
                 Recv::Data {
@@ -191,4 +195,140 @@ fn buffer_counts_must_be_powers_of_two() {
         panic!("3 buffers accepted");
     };
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn sends_to_many_connections_leave_in_one_enter() {
+    if probe().is_err() {
+        return;
+    }
+    let mut u = Uring::new(128, 2, 64).expect("ring");
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..50).map(|_| pair()).collect();
+    for (slot, (_, server)) in pairs.iter().enumerate() {
+        let line = format!("frame for connection {slot}").into_bytes();
+        assert!(u.send(server.as_raw_fd(), slot as u32, line).is_ok());
+        assert!(u.is_sending(slot as u32));
+    }
+    // A second send on a busy connection is refused, its buffer returned.
+    let refused = u.send(pairs[0].1.as_raw_fd(), 0, b"again".to_vec());
+    assert_eq!(refused.err().as_deref(), Some(&b"again"[..]));
+    assert_eq!(u.submit().expect("submit"), 50, "one enter for all fifty");
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done < 50 {
+        assert!(Instant::now() < deadline, "{done} of 50 sends completed");
+        u.submit_and_wait().expect("wait");
+        u.complete(|e| {
+            let Event::Sent { slot, result, buf } = e else {
+                panic!("unexpected {e:?}");
+            };
+            assert_eq!(buf, format!("frame for connection {slot}").into_bytes());
+            assert_eq!(result.expect("sent"), buf.len());
+            done += 1;
+        });
+    }
+    for (slot, (client, _)) in pairs.iter().enumerate() {
+        let want = format!("frame for connection {slot}");
+        let mut got = vec![0u8; want.len()];
+        let mut c = client;
+        std::io::Read::read_exact(&mut c, &mut got).expect("read");
+        assert_eq!(got, want.as_bytes());
+        assert!(!u.is_sending(slot as u32));
+    }
+}
+
+#[test]
+fn a_send_larger_than_the_socket_takes_is_completed_by_sending_the_rest() {
+    if probe().is_err() {
+        return;
+    }
+    let (client, server) = pair();
+    let mut u = Uring::new(8, 2, 64).expect("ring");
+    let data = pattern(8 << 20);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut c = client;
+        std::io::Read::read_to_end(&mut c, &mut got).expect("read");
+        got
+    });
+    let fd = server.as_raw_fd();
+    let (mut sent, mut sends) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut next = Some(data.clone());
+    while sent < data.len() {
+        assert!(Instant::now() < deadline, "stalled at {sent}");
+        if let Some(buf) = next.take() {
+            assert!(u.send(fd, 3, buf).is_ok());
+            sends += 1;
+        }
+        u.submit_and_wait().expect("wait");
+        u.complete(|e| {
+            let Event::Sent {
+                slot,
+                result,
+                mut buf,
+            } = e
+            else {
+                panic!("unexpected {e:?}");
+            };
+            assert_eq!(slot, 3);
+            let n = result.expect("sent");
+            assert!(n > 0 && n <= buf.len());
+            sent += n;
+            buf.drain(..n);
+            if !buf.is_empty() {
+                next = Some(buf);
+            }
+        });
+    }
+    drop(server);
+    assert_eq!(reader.join().expect("reader"), data);
+    assert!(sends >= 1);
+}
+
+#[test]
+fn a_multishot_accept_takes_every_connection() {
+    if probe().is_err() {
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let mut u = Uring::new(16, 2, 64).expect("ring");
+    u.accept(l.as_raw_fd()).expect("accept");
+    u.submit().expect("submit");
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.len() < clients.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 5 accepted",
+            accepted.len()
+        );
+        u.submit_and_wait().expect("wait");
+        u.complete(|e| {
+            let Event::Accepted { socket, rearm } = e else {
+                panic!("unexpected {e:?}");
+            };
+            assert!(!rearm, "the multishot accept ended");
+            accepted.push(socket.expect("accepted"));
+        });
+    }
+    // Each is a live, non-blocking socket of one of the clients.
+    let mut peers: Vec<_> = (accepted.iter())
+        .map(|fd| {
+            let s = TcpStream::from(fd.try_clone().expect("dup"));
+            assert!(s.set_nonblocking(true).is_ok());
+            s.peer_addr().expect("peer")
+        })
+        .collect();
+    let mut locals: Vec<_> = clients
+        .iter()
+        .map(|c| c.local_addr().expect("local"))
+        .collect();
+    peers.sort();
+    locals.sort();
+    assert_eq!(peers, locals);
 }
