@@ -18,6 +18,8 @@
 #   CODEC=1         0 skips the criterion micro-benchmarks
 #   SERVER_CPU=0    CPU the servers are pinned to (one worker each)
 #   CLIENT_CPU=1    CPU the load generator is pinned to
+#   WSGATE_IO_EPOLL=1  0 drops the column of wsgate on its epoll data path
+#                   (`--io epoll`) beside its default io_uring one
 #   WSGATE_EPOLL=0  1 adds an informational column: wsgate forced onto monoio's
 #                   epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)
 #   QUIET_WAIT=60   seconds to wait for other processes to leave the CPUs first
@@ -38,6 +40,7 @@ CODEC="${CODEC:-1}"
 SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 WSGATE_EPOLL="${WSGATE_EPOLL:-0}"
+WSGATE_IO_EPOLL="${WSGATE_IO_EPOLL:-1}"
 QUIET_WAIT="${QUIET_WAIT:-60}"
 RETRY_BUDGET="${RETRY_BUDGET:-300}"
 OUT="$ROOT/target/bench"
@@ -74,6 +77,7 @@ fi
 echo "== end-to-end suite: $ROUNDS rounds, ${WARMUP}s warm-up + ${MEASURE}s per run" >&2
 suite_status=0
 extra=()
+if [ "$WSGATE_IO_EPOLL" = 1 ]; then extra+=(--with-wsgate-io-epoll); fi
 if [ "$WSGATE_EPOLL" = 1 ]; then extra+=(--with-wsgate-epoll); fi
 taskset -c "$CLIENT_CPU" "$PEERS/loadgen" suite \
     --wsgate "$WSGATE_BIN" \
@@ -109,7 +113,7 @@ peers_lock="benches/peers/Cargo.lock"
         "(tungstenite $(lock_version "$peers_lock" tungstenite)), fastwebsockets $(lock_version "$peers_lock" fastwebsockets)" \
         "(hyper $(lock_version "$peers_lock" hyper), hyper-util $(lock_version "$peers_lock" hyper-util))," \
         "tokio $(lock_version "$peers_lock" tokio)"
-    echo "- command: \`bash benches/run.sh\` (ROUNDS=$ROUNDS WARMUP=$WARMUP MEASURE=$MEASURE SCENARIOS=$SCENARIOS WSGATE_EPOLL=$WSGATE_EPOLL RETRY_BUDGET=$RETRY_BUDGET)"
+    echo "- command: \`bash benches/run.sh\` (ROUNDS=$ROUNDS WARMUP=$WARMUP MEASURE=$MEASURE SCENARIOS=$SCENARIOS WSGATE_IO_EPOLL=$WSGATE_IO_EPOLL WSGATE_EPOLL=$WSGATE_EPOLL RETRY_BUDGET=$RETRY_BUDGET)"
     echo
     echo "## End to end"
     echo

@@ -14,8 +14,8 @@ use monoio::net::{ListenerOpts, TcpListener};
 use crate::config::{Config, SESSION_PATH};
 use crate::core::auth::Gate;
 use crate::core::{Core, Shared};
-use crate::net::epoll::Reactor;
 use crate::net::mailbox::Mailbox;
+use crate::net::reactor::{self as data_path, DataPath, Reactor};
 use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::{OriginPolicy, Routes};
 use crate::serve::{admin, drain, handshake, heartbeat, mailbox, reactor, redis};
@@ -34,6 +34,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // Before any thread exists, so every thread inherits the mask.
     drain::block_signals();
     sys::tune_heap();
+    let (path, fallback) = data_path::choose(config.io).map_err(StartError)?;
+    if let Some(why) = &fallback {
+        log::emit(
+            Level::Warn,
+            "io_uring_data_path_unavailable",
+            &[("missing", why), ("fallback", &"epoll")],
+        );
+    }
     let cpus = sys::allowed_cpus().map_err(|e| StartError(format!("sched_getaffinity: {e}")))?;
     let cores = config.cores.unwrap_or(cpus.len());
     if cores > cpus.len() {
@@ -46,7 +54,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // SO_REUSEPORT and would otherwise silently share it with another process.
     let listen = probe_bind(config.listen, "--listen")?;
     let admin = probe_bind(config.admin_listen, "--admin-listen")?;
-    let (shared, mail_bells) = shared_state(config, cores)?;
+    let (shared, mail_bells) = shared_state(config, cores, path)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(cores);
     let mut rings = Vec::with_capacity(cores);
@@ -90,6 +98,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 fn shared_state(
     config: Config,
     cores: usize,
+    path: DataPath,
 ) -> Result<(Arc<Shared>, Vec<StdUnixStream>), StartError> {
     let node_id = config.node_id.clone().unwrap_or_else(sys::hostname);
     let routes = Routes {
@@ -124,7 +133,7 @@ fn shared_state(
             ],
         ),
     }
-    let shared = Shared::new(config, routes, cookie, node_id, mailboxes, auth);
+    let shared = Shared::new(config, routes, cookie, node_id, mailboxes, auth, path);
     Ok((Arc::new(shared), bells))
 }
 
@@ -146,6 +155,7 @@ fn log_listening(
             ("cores", &cpus.len()),
             ("cpus", &CpuList(cpus)),
             ("driver", &driver.name()),
+            ("io", &shared.data_path.name()),
             ("node", &shared.node_id),
             ("redis", &redis),
         ],
@@ -218,10 +228,12 @@ fn core_main(
             return;
         }
     };
-    let reactor = match Reactor::new() {
+    let path = shared.data_path;
+    let reactor = match Reactor::new(path) {
         Ok(r) => r,
         Err(e) => {
-            let _ = ready.send(Err(format!("epoll set of core {index}: {e}")));
+            let what = format!("{} data path of core {index}: {e}", path.name());
+            let _ = ready.send(Err(what));
             return;
         }
     };
@@ -255,6 +267,7 @@ async fn serve_core(
 ) {
     let [drain_bell, mail_bell] = bells;
     core.stats.set_driver(driver);
+    core.stats.set_data_path(core.reactor.path());
     let listener = match bind_listeners(&core, listen, admin) {
         Ok(l) => l,
         Err(msg) => {

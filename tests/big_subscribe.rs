@@ -587,10 +587,13 @@ fn two_thousand_clients_subscribe_to_one_topic_without_a_cut() {
                 joined.insert(*j);
             }
         }
-        assert_eq!(
-            joined.len(),
-            CAP - 1,
-            "joins announce exactly the members 2..=1000"
+        // The members 2..=1000 in the order the topic took them; the first
+        // one too when a client whose own `sub` was still in flight (already
+        // listening on its core) heard its join.
+        assert!(
+            (CAP - 1..=CAP).contains(&joined.len()),
+            "joins announce the first {CAP} members at most: {} announced",
+            joined.len()
         );
     });
 }

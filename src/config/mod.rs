@@ -65,6 +65,13 @@ pub struct Config {
     #[arg(long, env = "WSGATE_SESSION_TTL", default_value = "120s", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
+    /// The data path of open connections: `uring` (a per-core io_uring
+    /// ring: multishot receive into provided buffers), `epoll`, or `auto`
+    /// (io_uring where the kernel allows it, else epoll; epoll too when
+    /// MONOIO_FORCE_LEGACY_DRIVER is set).
+    #[arg(long, env = "WSGATE_IO", value_enum, default_value_t = IoChoice::Auto)]
+    pub io: IoChoice,
+
     /// Messages kept per topic for replay.
     #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 128)]
     pub history_size: usize,
@@ -509,4 +516,13 @@ mod tests {
             assert!(c.validate().is_err(), "{args:?}");
         }
     }
+}
+
+/// Which data path `--io` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoChoice {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
+    Uring,
+    Epoll,
 }

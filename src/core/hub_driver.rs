@@ -168,6 +168,9 @@ impl Core {
         }
         let mut pushed = self.hub.pushed.take();
         let now = self.now();
+        if pushed.len() > 1 && self.reactor.send_batch(&pushed, now) {
+            pushed.clear();
+        }
         for conn in pushed.drain(..) {
             conn.flush_pushed(now);
         }

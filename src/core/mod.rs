@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::engine::schema::Schema;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::{CoreStats, Metrics};
-use crate::net::epoll::Reactor;
 use crate::net::mailbox::Mailbox;
+use crate::net::reactor::{DataPath, Reactor};
 use crate::net::registry::Registry;
 use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::Routes;
@@ -50,6 +50,8 @@ pub struct Shared {
     pub schema: Option<Arc<Schema>>,
     /// Authentication (`None`: off, every client and topic is open).
     pub auth: Option<Gate>,
+    /// The data path of open connections (`--io`, decided at start).
+    pub data_path: DataPath,
     /// Open WebSocket connections on all cores (checked only at upgrade).
     active: AtomicUsize,
     /// Set once by the signal thread: health and upgrades answer 503.
@@ -65,6 +67,7 @@ impl Shared {
         node_id: String,
         mailboxes: Vec<Mailbox>,
         auth: Option<Gate>,
+        data_path: DataPath,
     ) -> Shared {
         let cores = mailboxes.len();
         let hook_on = config.auth_hook.is_some();
@@ -77,6 +80,7 @@ impl Shared {
         Shared {
             schema,
             auth,
+            data_path,
             config,
             routes,
             cookie,
@@ -130,7 +134,7 @@ pub struct Core {
     pub stats: Arc<CoreStats>,
     /// This core's open WebSocket connections.
     pub conns: Registry,
-    /// Readiness of those connections' sockets.
+    /// The data path of those connections (io_uring ring or epoll set).
     pub reactor: Reactor,
     hub: HubDriver,
     engine: Option<EngineLink>,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::hub::HubStats;
-use crate::sys::Driver;
+use crate::sys::{DataPath, Driver};
 
 pub mod hook;
 mod render;
@@ -23,6 +23,10 @@ pub(crate) const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1007, 1008, 1009, 10
 #[derive(Default)]
 pub struct CoreStats {
     driver: AtomicU8,
+    /// The data path of open connections: 1 io_uring, 2 epoll (0: not started).
+    data_path: AtomicU8,
+    /// Times this core's receive buffer ring ran dry (io_uring data path).
+    buffers_exhausted: AtomicU64,
     /// 0: no `--redis`; 1: this core's Redis connection is down; 2: up.
     redis: AtomicU8,
     redis_failures: AtomicU64,
@@ -57,6 +61,16 @@ impl CoreStats {
     /// Records the io driver this core runs on.
     pub fn set_driver(&self, driver: Driver) {
         self.driver.store(driver as u8 + 1, Relaxed);
+    }
+
+    /// Records the data path of this core's open connections.
+    pub fn set_data_path(&self, path: DataPath) {
+        self.data_path.store(path as u8 + 1, Relaxed);
+    }
+
+    /// The receive buffer ring's exhaustions so far (the reactor's count).
+    pub fn set_buffers_exhausted(&self, n: u64) {
+        self.buffers_exhausted.store(n, Relaxed);
     }
 
     /// An upgrade was answered with 101.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Metrics, CLOSE_CODES, REJECT_STATUSES};
-use crate::sys::Driver;
+use crate::sys::{DataPath, Driver};
 
 impl Metrics {
     /// Renders the Prometheus text exposition format.
@@ -215,9 +215,29 @@ impl Metrics {
             "driver=\"epoll\"",
             u64::from(on_epoll),
         );
+        let on_uring =
+            (self.cores.iter()).any(|c| c.data_path.load(Relaxed) == DataPath::Uring as u8 + 1);
+        let path = if on_uring {
+            DataPath::Uring
+        } else {
+            DataPath::Epoll
+        };
         family(o, "wsgate_info", "gauge", "Static facts about this node.");
-        let labels = format!("node=\"{node}\",version=\"{}\"", env!("CARGO_PKG_VERSION"));
+        let labels = format!(
+            "node=\"{node}\",version=\"{}\",driver=\"{}\"",
+            env!("CARGO_PKG_VERSION"),
+            path.name()
+        );
         sample(o, "wsgate_info", &labels, 1);
+        let exhausted = (self.cores.iter())
+            .map(|c| c.buffers_exhausted.load(Relaxed))
+            .sum();
+        counter(
+            o,
+            "wsgate_uring_buffers_exhausted_total",
+            "Times a core's io_uring receive buffer ring ran dry (receives re-armed, no data lost).",
+            &[(String::new(), exhausted)],
+        );
     }
 }
 

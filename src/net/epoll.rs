@@ -21,11 +21,11 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
 
-use super::conn::{Conn, READ, WRITE};
+use super::conn::Wakeup;
+use super::conn::{READ, WRITE};
 use super::registry::Registry;
-use super::wakeups::{self, ResumeRequested};
+use super::wakeups;
 
 /// Events taken per `epoll_wait`.
 const BATCH: usize = 256;
@@ -33,14 +33,6 @@ const BATCH: usize = 256;
 /// One core's epoll set.
 pub struct Reactor {
     epfd: OwnedFd,
-}
-
-/// What a parked connection needs from the serving layer.
-pub enum Wakeup {
-    /// Its socket became readable.
-    Readable(Rc<Conn>),
-    /// Its core notified it (output, close, cut).
-    Notified(Rc<Conn>),
 }
 
 impl Reactor {
@@ -136,12 +128,4 @@ fn readiness(events: u32) -> u8 {
         ready |= WRITE;
     }
     ready
-}
-
-/// Resolves when the epoll set (through `waitable`) or a resume request has work.
-pub async fn work(waitable: &monoio::net::UnixStream) -> io::Result<()> {
-    monoio::select! {
-        r = waitable.readable(false) => r,
-        _ = ResumeRequested => Ok(()),
-    }
 }

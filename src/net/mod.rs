@@ -1,9 +1,9 @@
 //! Sockets: the one send/receive/close path ([`socket`]), the open
 //! connection record ([`conn`]) and its delivery log ([`deliveries`]), the
-//! per-core registry ([`registry`]) and epoll set ([`epoll`], woken by
-//! [`wakeups`]), the per-core io_uring ring the data path is moving to
-//! ([`uring`]: multishot receive into a provided buffer ring, not yet
-//! serving connections), and the cross-core mailbox ([`mailbox`]).
+//! per-core registry ([`registry`]), the data path of open connections
+//! ([`reactor`]: an io_uring ring, [`uring`] on [`ring`], or an epoll set,
+//! [`epoll`]; parked connections woken by [`wakeups`]), and the cross-core
+//! mailbox ([`mailbox`]).
 
 pub mod conn;
 pub mod deliveries;
@@ -11,7 +11,9 @@ pub mod epoll;
 #[cfg(feature = "auth")]
 pub mod hook_client;
 pub mod mailbox;
+pub mod reactor;
 pub mod registry;
+pub mod ring;
 pub mod socket;
 pub mod uring;
 pub mod wakeups;

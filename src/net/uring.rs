@@ -1,479 +1,367 @@
-//! One core's io_uring ring for open connections: multishot receive into a
-//! provided buffer ring (issue 19, the io_uring data path; the serving layer
-//! still runs on [`super::epoll`], this is the ring it will plug in beside).
+//! Readiness and input of open WebSocket connections on a per-core io_uring
+//! ring (`--io uring`): the same interface to the serving layer as
+//! [`super::epoll`], built on [`super::ring`].
 //!
-//! - **Receive**: one multishot `RECV` per connection selects its buffer
-//!   from the core's buffer ring when bytes arrive, so an idle connection
-//!   holds no buffer. A buffer goes back to the ring ([`Uring::recycle`]) as
-//!   soon as the frame parser has taken its bytes.
-//! - **Termination**: the kernel ends a multishot receive when the buffer
-//!   ring is empty (`ENOBUFS`), on end of stream, on an error, or when it
-//!   chooses to (`IORING_CQE_F_MORE` clear). [`Recv::rearm`] says when the
-//!   owner must arm it again: nothing is lost, the bytes stay in the socket.
-//! - **Send**: [`Uring::send`] queues one `SEND` per connection; the
-//!   buffer stays with the ring until its completion hands it back
-//!   ([`Event::Sent`], with how much the kernel took), and every queued send
-//!   of a loop turn goes to the kernel in one `io_uring_enter`.
-//! - **Accept**: one multishot `ACCEPT` per listener ([`Uring::accept`]).
-//! - **Probe**: [`probe`] checks what this needs (kernel ≥ 6.0, the opcodes,
-//!   a registrable buffer ring) and names what is missing.
+//! After the 101 a connection gets one multishot `RECV` (bytes land in the
+//! core's provided buffer ring, so an idle connection holds no buffer) and
+//! one multishot `POLLOUT` poll (like the epoll set's edge-triggered
+//! `EPOLLOUT`: it fires again only after a send found the socket full).
+//! Each buffer's bytes are copied into the connection's input at once and
+//! the buffer goes back to the ring, so the ring never waits on a slow
+//! parser; the serving layer reads that input with [`Reactor::recv`] where
+//! the epoll path calls `recv(2)`.
 //!
-//! Sans policy: the ring knows slots (the registry's) and buffers, nothing
-//! of WebSocket. All unsafe code of the data path's ring is in this file.
+//! Bounded: a connection's input holds at most [`INPUT_CAP`] bytes (plus
+//! what was in flight): past it the receive is cancelled, and armed again
+//! once the connection has read its input. The kernel's socket buffer then
+//! fills and TCP's flow control holds the peer back, as on epoll when the
+//! gateway stops reading a peer owed too much.
+//!
+//! Keys: a completion names its connection by registry slot and an epoch
+//! the slot gets on each registration, so a late completion for a closed
+//! connection never reaches the one that reuses its slot.
 
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
 
-use io_uring::{cqueue, opcode, types, IoUring, Probe};
+use super::conn::Wakeup;
+use super::conn::{Conn, READ, WRITE};
+use super::registry::Registry;
+use super::ring::{Event, Recv, Ring};
+use super::wakeups;
+use crate::sys::hash::IdMap;
 
-/// The buffer group of the core's receive buffers.
-const BGID: u16 = 0;
+/// Input a connection may hold before its receive is paused.
+pub const INPUT_CAP: usize = 256 * 1024;
+/// Receive buffers of a core's ring, and their size.
+const BUFFERS: u16 = 512;
+const BUFFER_SIZE: u32 = 4096;
+/// Submission queue entries of a core's ring.
+const ENTRIES: u32 = 1024;
+/// Spare input vectors kept for reuse (each at most [`SPARE_MAX`] bytes).
+const SPARES: usize = 64;
+const SPARE_MAX: usize = 64 * 1024;
 
-/// What a completion's `user_data` carries: the operation in the top byte,
-/// the connection's registry slot in the low 32 bits.
-const OP_RECV: u64 = 1 << 56;
-const OP_SEND: u64 = 2 << 56;
-const OP_ACCEPT: u64 = 3 << 56;
-const OP_MASK: u64 = 0xff << 56;
-
-/// The kernel version multishot receive with provided buffer rings needs
-/// here (multishot `RECV` since 6.0; buffer rings since 5.19).
-const MIN_KERNEL: (u32, u32) = (6, 0);
-
-/// Checks that this kernel and its settings allow the io_uring data path.
-/// `Err` names what is missing (for the log line of the fallback).
-pub fn probe() -> Result<(), String> {
-    let release = kernel_release();
-    match parse_release(&release) {
-        Some(v) if v >= MIN_KERNEL => {}
-        Some(_) => return Err(format!("kernel {release} (multishot receive needs 6.0)")),
-        None => return Err(format!("kernel release {release:?} not understood")),
-    }
-    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
-    let mut p = Probe::new();
-    (ring.submitter().register_probe(&mut p)).map_err(|e| format!("IORING_REGISTER_PROBE: {e}"))?;
-    for (code, name) in [
-        (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
-        (opcode::Send::CODE, "IORING_OP_SEND"),
-        (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
-        (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
-        (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN"),
-        (opcode::Close::CODE, "IORING_OP_CLOSE"),
-    ] {
-        if !p.is_supported(code) {
-            return Err(format!("{name} not supported"));
-        }
-    }
-    BufRing::new(&ring, 2, 64).map_err(|e| format!("IORING_REGISTER_PBUF_RING: {e}"))?;
-    Ok(())
+/// What arrived for one connection and was not read yet.
+#[derive(Default)]
+struct Input {
+    bytes: Vec<u8>,
+    /// Read up to here.
+    off: usize,
+    /// The peer's stream ended (or the socket failed): after the bytes,
+    /// reads return 0.
+    end: bool,
+    /// The receive was cancelled for [`INPUT_CAP`]; armed again once read.
+    paused: bool,
 }
 
-fn kernel_release() -> String {
-    // SAFETY: uname fills the struct it is given.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is valid for writes.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return String::new();
-    }
-    let bytes: Vec<u8> = (u.release.iter())
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+/// One core's ring and the input of its connections.
+pub struct Reactor {
+    ring: RefCell<Ring>,
+    inputs: RefCell<IdMap<u32, Input>>,
+    /// Per registry slot: the epoch of its current registration.
+    epochs: RefCell<Vec<u32>>,
+    events: RefCell<Vec<Event>>,
+    wakes: RefCell<Vec<Rc<Conn>>>,
+    spare: RefCell<Vec<Vec<u8>>>,
+    /// The connections of a batch of sends, and what each send did.
+    batch: RefCell<Vec<Rc<Conn>>>,
+    results: RefCell<Vec<io::Result<usize>>>,
+    /// Buffer ring exhaustions reported so far (read by the metrics).
+    exhausted: Cell<u64>,
 }
 
-/// `6.18.0-foo` → `(6, 18)`.
-fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(['.', '-']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
+fn key(slot: u32, epoch: u32) -> u64 {
+    (u64::from(epoch & 0x00ff_ffff) << 32) | u64::from(slot)
 }
 
-/// The provided buffer ring: `count` buffers of `size` bytes the kernel
-/// picks from, and the ring of their descriptors shared with it.
-struct BufRing {
-    /// The descriptors (page-aligned, shared with the kernel).
-    ring: *mut types::BufRingEntry,
-    ring_len: usize,
-    /// The buffers themselves, `count × size` bytes.
-    bufs: *mut u8,
-    bufs_len: usize,
-    count: u16,
-    size: u32,
-    /// Our copy of the ring's tail (published to the kernel on
-    /// [`BufRing::publish`]).
-    tail: u16,
-    /// Buffers given back since the last publish.
-    unpublished: bool,
+fn split(key: u64) -> (u32, u32) {
+    (key as u32, (key >> 32) as u32)
 }
 
-fn map_anonymous(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: an anonymous private mapping; checked for failure below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p.cast())
-}
-
-impl BufRing {
-    /// Registers `count` (a power of two) buffers of `size` bytes with `ring`.
-    fn new(ring: &IoUring, count: u16, size: u32) -> io::Result<BufRing> {
-        if !count.is_power_of_two() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "buffer count must be a power of two",
-            ));
-        }
-        let ring_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
-        let bufs_len = usize::from(count) * size as usize;
-        let entries = map_anonymous(ring_len)?.cast::<types::BufRingEntry>();
-        let bufs = match map_anonymous(bufs_len) {
-            Ok(b) => b,
-            Err(e) => {
-                // SAFETY: entries was mapped above with ring_len.
-                unsafe { libc::munmap(entries.cast(), ring_len) };
-                return Err(e);
-            }
-        };
-        let mut br = BufRing {
-            ring: entries,
-            ring_len,
-            bufs,
-            bufs_len,
-            count,
-            size,
-            tail: 0,
-            unpublished: false,
-        };
-        // SAFETY: the mapping is page-aligned and lives until drop, after
-        // the ring is unregistered (or the ring itself is gone).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring(entries as u64, count, BGID)?;
-        }
-        for bid in 0..count {
-            br.push(bid);
-        }
-        br.publish();
-        Ok(br)
-    }
-
-    /// Puts buffer `bid` back in the ring (seen by the kernel after
-    /// [`BufRing::publish`]).
-    fn push(&mut self, bid: u16) {
-        let mask = self.count - 1;
-        // SAFETY: the index is masked into the ring; the entry is ours to
-        // write until the tail that covers it is published.
-        let entry = unsafe { &mut *self.ring.add(usize::from(self.tail & mask)) };
-        // SAFETY: bid < count, so the buffer is within the mapping.
-        let addr = unsafe { self.bufs.add(usize::from(bid) * self.size as usize) };
-        entry.set_addr(addr as u64);
-        entry.set_len(self.size);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-        self.unpublished = true;
-    }
-
-    /// Makes the buffers pushed so far visible to the kernel.
-    fn publish(&mut self) {
-        if !self.unpublished {
-            return;
-        }
-        self.unpublished = false;
-        // SAFETY: the tail field overlays the first entry's reserved field;
-        // the kernel reads it, so it is written atomically with release
-        // ordering (the entries written before it become visible first).
-        unsafe {
-            let tail = types::BufRingEntry::tail(self.ring).cast_mut();
-            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    /// The first `len` bytes of buffer `bid`.
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(
-            bid < self.count && len <= self.size as usize,
-            "buffer out of range"
-        );
-        // SAFETY: in range (checked); the kernel wrote these bytes before
-        // posting the completion that named the buffer, and does not touch
-        // it again until it is pushed back.
-        unsafe {
-            std::slice::from_raw_parts(self.bufs.add(usize::from(bid) * self.size as usize), len)
-        }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: both mappings were made in `new` with these lengths.
-        // The owner unregisters the ring (or drops the io_uring) first.
-        unsafe {
-            libc::munmap(self.ring.cast(), self.ring_len);
-            libc::munmap(self.bufs.cast(), self.bufs_len);
-        }
-    }
-}
-
-/// What one receive completion says.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Recv {
-    /// `len` bytes of the connection in `slot` are in buffer `buf` (read
-    /// them with [`Uring::bytes`], then give it back with
-    /// [`Uring::recycle`]). `rearm`: this was the receive's last completion.
-    Data {
-        slot: u32,
-        buf: u16,
-        len: usize,
-        rearm: bool,
-    },
-    /// The peer ended its stream (or the socket failed: `error`); the
-    /// receive is over and must not be armed again.
-    End { slot: u32, error: Option<i32> },
-    /// The receive ended without data and must be armed again (the buffer
-    /// ring ran dry: `ENOBUFS`; or the kernel stopped it).
-    Rearm { slot: u32, out_of_buffers: bool },
-}
-
-/// What a completion says.
-#[derive(Debug)]
-pub enum Event {
-    Recv(Recv),
-    /// The send of the connection in `slot` is done: `result` is how many
-    /// bytes of `buf` the kernel took (the rest is the caller's to send
-    /// again), or the socket's error. `buf` is the buffer given to
-    /// [`Uring::send`].
-    Sent {
-        slot: u32,
-        result: io::Result<usize>,
-        buf: Vec<u8>,
-    },
-    /// A connection the listener's multishot accept took (or why it
-    /// failed); `rearm`: the accept is over and must be queued again.
-    Accepted {
-        socket: io::Result<OwnedFd>,
-        rearm: bool,
-    },
-}
-
-/// One core's ring (see the module documentation).
-pub struct Uring {
-    // Declared first: dropped (and its operations gone) before the buffers
-    // they write into.
-    ring: IoUring,
-    bufs: BufRing,
-    /// Buffers of the sends in flight, by slot (the kernel reads them until
-    /// the completion).
-    sending: HashMap<u32, Vec<u8>>,
-    /// Buffer ring exhaustions (`ENOBUFS`) so far.
-    exhausted: u64,
-}
-
-impl Uring {
-    /// A ring of `entries` submission slots and `buffers` (a power of two)
-    /// receive buffers of `buf_size` bytes.
-    pub fn new(entries: u32, buffers: u16, buf_size: u32) -> io::Result<Uring> {
-        let ring = IoUring::builder().build(entries)?;
-        let bufs = BufRing::new(&ring, buffers, buf_size)?;
-        Ok(Uring {
-            ring,
-            bufs,
-            sending: HashMap::new(),
-            exhausted: 0,
+impl Reactor {
+    /// A new ring with its buffer ring registered.
+    pub fn new() -> io::Result<Reactor> {
+        Ok(Reactor {
+            ring: RefCell::new(Ring::new(ENTRIES, BUFFERS, BUFFER_SIZE)?),
+            inputs: RefCell::default(),
+            epochs: RefCell::default(),
+            events: RefCell::default(),
+            wakes: RefCell::default(),
+            spare: RefCell::default(),
+            batch: RefCell::default(),
+            results: RefCell::default(),
+            exhausted: Cell::new(0),
         })
-    }
-
-    /// The ring's descriptor: readable while completions wait (monoio
-    /// waits on it as one descriptor, as on the epoll set).
-    pub fn fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
     }
 
     /// How many times the buffer ring ran dry.
     pub fn exhausted(&self) -> u64 {
-        self.exhausted
+        self.exhausted.get()
     }
 
-    /// Queues a multishot receive on socket `fd` of the connection in
-    /// registry `slot` (sent to the kernel by the next [`Uring::submit`]).
-    pub fn arm_recv(&mut self, fd: RawFd, slot: u32) -> io::Result<()> {
-        let sqe = opcode::RecvMulti::new(types::Fd(fd), BGID)
-            .build()
-            .user_data(OP_RECV | u64::from(slot));
-        self.push(&sqe)
+    /// The current key of the connection in `slot`.
+    fn current(&self, slot: u32) -> u64 {
+        let epochs = self.epochs.borrow();
+        key(slot, epochs.get(slot as usize).copied().unwrap_or(0))
     }
 
-    /// Queues a send of `buf` on socket `fd` of the connection in `slot`.
-    /// One send per connection at a time: a second one before the first
-    /// completed is refused (and `buf` given back in the error's place).
-    pub fn send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>) -> Result<(), Vec<u8>> {
-        if self.sending.contains_key(&slot) || buf.is_empty() {
-            return Err(buf);
+    /// Starts receiving on (and watching the writability of) socket `fd`
+    /// of the connection in registry `slot`, for the rest of its life.
+    pub fn add(&self, fd: RawFd, slot: u32) -> io::Result<()> {
+        let key = {
+            let mut epochs = self.epochs.borrow_mut();
+            if epochs.len() <= slot as usize {
+                epochs.resize(slot as usize + 1, 0);
+            }
+            let e = &mut epochs[slot as usize];
+            *e = e.wrapping_add(1) & 0x00ff_ffff;
+            key(slot, *e)
+        };
+        self.inputs.borrow_mut().remove(&slot);
+        let mut ring = self.ring.borrow_mut();
+        ring.arm_recv(fd, key)?;
+        ring.poll_writable(fd, key)?;
+        // The reactor task may be asleep on the ring: hand these over now.
+        ring.submit().map(drop)
+    }
+
+    /// The connection in `slot` is closing: its operations are cancelled
+    /// (they hold the socket open otherwise) and its input is dropped.
+    /// Call right before closing the socket.
+    pub fn remove(&self, fd: RawFd, slot: u32) {
+        if let Some(e) = self.epochs.borrow_mut().get_mut(slot as usize) {
+            *e = e.wrapping_add(1) & 0x00ff_ffff; // late completions are ignored
         }
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        let sqe = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(OP_SEND | u64::from(slot));
-        // The Vec's heap block does not move when the Vec does.
-        self.sending.insert(slot, buf);
-        if self.push(&sqe).is_err() {
-            return Err(self.sending.remove(&slot).unwrap_or_default());
+        if let Some(input) = self.inputs.borrow_mut().remove(&slot) {
+            self.keep_spare(input.bytes);
         }
-        Ok(())
+        let _ = self.ring.borrow_mut().cancel_fd(fd);
     }
 
-    /// Whether a send of the connection in `slot` is in flight.
-    pub fn is_sending(&self, slot: u32) -> bool {
-        self.sending.contains_key(&slot)
-    }
-
-    /// Queues a multishot accept on listening socket `fd`.
-    pub fn accept(&mut self, fd: RawFd) -> io::Result<()> {
-        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(OP_ACCEPT);
-        self.push(&sqe)
-    }
-
-    fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
-        // SAFETY: the entry refers to memory that outlives the operation:
-        // the registered buffer ring, or a send's buffer kept in `sending`
-        // until its completion.
-        if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-            return Ok(());
+    /// A descriptor monoio can wait on: readable while completions wait.
+    pub fn waitable(&self) -> io::Result<monoio::net::UnixStream> {
+        let fd = self.ring.borrow().fd();
+        // SAFETY: dup of a valid descriptor; a non-negative result is ours.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
         }
-        // Full: hand what is queued to the kernel and try again.
-        self.ring.submit()?;
-        // SAFETY: as above.
-        unsafe { self.ring.submission().push(sqe) }
-            .map_err(|_| io::Error::other("submission queue full"))
+        // SAFETY: dup is a fresh descriptor; only readiness polls are made on it.
+        monoio::net::UnixStream::from_std(unsafe {
+            std::os::unix::net::UnixStream::from_raw_fd(dup)
+        })
     }
 
-    /// Gives buffer `buf` back to the kernel (after its bytes were used).
-    pub fn recycle(&mut self, buf: u16) {
-        self.bufs.push(buf);
-    }
-
-    /// The bytes a [`Recv::Data`] names.
-    pub fn bytes(&self, buf: u16, len: usize) -> &[u8] {
-        self.bufs.bytes(buf, len)
-    }
-
-    /// Publishes recycled buffers and hands every queued operation to the
-    /// kernel: one `io_uring_enter` (none when nothing is queued).
-    pub fn submit(&mut self) -> io::Result<usize> {
-        self.bufs.publish();
-        if self.ring.submission().is_empty() {
-            return Ok(0);
-        }
-        self.ring.submit()
-    }
-
-    /// Submits, then waits until at least one completion is there.
-    pub fn submit_and_wait(&mut self) -> io::Result<usize> {
-        self.bufs.publish();
-        self.ring.submit_and_wait(1)
-    }
-
-    /// Hands out every completion waiting in the ring.
-    pub fn complete(&mut self, mut each: impl FnMut(Event)) {
-        let mut exhausted = 0;
-        for cqe in self.ring.completion() {
-            let data = cqe.user_data();
-            let slot = data as u32;
-            let (res, flags) = (cqe.result(), cqe.flags());
-            let event = match data & OP_MASK {
-                OP_RECV => {
-                    let r = recv_event(slot, res, flags);
-                    exhausted += u64::from(matches!(
-                        r,
-                        Recv::Rearm {
-                            out_of_buffers: true,
-                            ..
+    /// Takes every completion: bytes into the connections' input, readiness
+    /// into the connections; parked connections with work go to `wake`
+    /// (after the ring is let go of, so serving them may use it).
+    pub fn dispatch(&self, conns: &Registry, mut wake: impl FnMut(Wakeup)) {
+        let mut events = std::mem::take(&mut *self.events.borrow_mut());
+        let mut wakes = std::mem::take(&mut *self.wakes.borrow_mut());
+        {
+            let mut ring = self.ring.borrow_mut();
+            ring.complete(|e| events.push(e));
+            for event in events.drain(..) {
+                match event {
+                    Event::Recv(r) => self.on_recv(&mut ring, conns, r, &mut wakes),
+                    Event::Writable { key, rearm } => {
+                        let Some(conn) = self.live(conns, key) else {
+                            continue;
+                        };
+                        conn.on_ready(WRITE);
+                        if rearm {
+                            let _ = ring.poll_writable(conn.fd(), key);
                         }
-                    ));
-                    Event::Recv(r)
+                    }
+                    Event::Sent { .. } | Event::Accepted { .. } => {}
                 }
-                OP_SEND => {
-                    let buf = self.sending.remove(&slot).unwrap_or_default();
-                    let result = if res < 0 {
-                        Err(io::Error::from_raw_os_error(-res))
-                    } else {
-                        Ok(res as usize)
-                    };
-                    Event::Sent { slot, result, buf }
+            }
+            let _ = ring.submit();
+        }
+        *self.events.borrow_mut() = events;
+        for conn in wakes.drain(..) {
+            wake(Wakeup::Readable(conn));
+        }
+        *self.wakes.borrow_mut() = wakes;
+        for slot in wakeups::take_resumes() {
+            if let Some(conn) = conns.get(slot) {
+                if conn.unpark_notified() {
+                    wake(Wakeup::Notified(conn));
                 }
-                OP_ACCEPT => {
-                    let socket = if res < 0 {
-                        Err(io::Error::from_raw_os_error(-res))
-                    } else {
-                        // SAFETY: a successful accept's result is a new descriptor, ours.
-                        Ok(unsafe { OwnedFd::from_raw_fd(res) })
-                    };
-                    Event::Accepted {
-                        socket,
-                        rearm: !cqueue::more(flags),
+            }
+        }
+    }
+
+    /// The connection a completion with `key` is for, if it is still the
+    /// registration that started the operation.
+    fn live(&self, conns: &Registry, key: u64) -> Option<Rc<Conn>> {
+        let (slot, _) = split(key);
+        (self.current(slot) == key)
+            .then(|| conns.get(slot))
+            .flatten()
+    }
+
+    fn on_recv(&self, ring: &mut Ring, conns: &Registry, r: Recv, wakes: &mut Vec<Rc<Conn>>) {
+        let (key, rearm) = match r {
+            Recv::Data {
+                key,
+                buf,
+                len,
+                rearm,
+            } => {
+                let live = self.live(conns, key);
+                if live.is_some() {
+                    let (slot, _) = split(key);
+                    let mut inputs = self.inputs.borrow_mut();
+                    let input = inputs.entry(slot).or_insert_with(|| Input {
+                        bytes: self.spare.borrow_mut().pop().unwrap_or_default(),
+                        ..Input::default()
+                    });
+                    input.bytes.extend_from_slice(ring.bytes(buf, len));
+                    if input.bytes.len() - input.off > INPUT_CAP && !input.paused {
+                        input.paused = true;
+                        if !rearm {
+                            let _ = ring.cancel_recv(key);
+                        }
                     }
                 }
-                _ => continue,
+                ring.recycle(buf);
+                (key, rearm)
+            }
+            Recv::End { key, error } => {
+                if error == Some(libc::ECANCELED) {
+                    // Our own doing: a pause (armed again once the input is
+                    // read) or a close (the key is stale by now).
+                    return;
+                }
+                if self.live(conns, key).is_some() {
+                    let (slot, _) = split(key);
+                    self.inputs.borrow_mut().entry(slot).or_default().end = true;
+                }
+                (key, false)
+            }
+            Recv::Rearm {
+                key,
+                out_of_buffers,
+            } => {
+                if out_of_buffers {
+                    self.exhausted.set(self.exhausted.get() + 1);
+                }
+                (key, true)
+            }
+        };
+        let Some(conn) = self.live(conns, key) else {
+            return;
+        };
+        if rearm {
+            let (slot, _) = split(key);
+            let paused = self.inputs.borrow().get(&slot).is_some_and(|i| i.paused);
+            if !paused {
+                let _ = ring.arm_recv(conn.fd(), key);
+            }
+        }
+        if conn.on_ready(READ) {
+            wakes.push(conn);
+        }
+    }
+
+    /// Sends what the core pushed to each of `conns` in this flush, in one
+    /// `io_uring_enter` (non-blocking sends the kernel completes while
+    /// submitting); what a full socket did not take stays queued and the
+    /// connection's task waits for it, as after a `send(2)`.
+    pub fn send_batch(&self, conns: &[Rc<Conn>], now: u64) {
+        let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
+        batch.clear();
+        for conn in conns {
+            if !conn.end_push() {
+                continue;
+            }
+            if conn.sendable() {
+                batch.push(conn.clone());
+            } else {
+                conn.take_sent(Ok(0), now);
+            }
+        }
+        let mut results = std::mem::take(&mut *self.results.borrow_mut());
+        {
+            // Every outbox is borrowed (shared) until the sends are done.
+            let outs: Vec<std::cell::Ref<'_, Vec<u8>>> =
+                batch.iter().map(|c| c.pushed_output()).collect();
+            let sends: Vec<(RawFd, &[u8])> = (batch.iter())
+                .zip(&outs)
+                .map(|(c, out)| (c.fd(), out.as_slice()))
+                .collect();
+            let mut ring = self.ring.borrow_mut();
+            ring.send_now(&sends, &mut results);
+            if ring.has_stash() {
+                wakeups::request_dispatch();
+            }
+        }
+        for (conn, sent) in batch.drain(..).zip(results.drain(..)) {
+            conn.take_sent(sent, now);
+        }
+        *self.batch.borrow_mut() = batch;
+        *self.results.borrow_mut() = results;
+    }
+
+    /// Reads what arrived for `conn` into `buf`, as `recv(2)` would: the
+    /// byte count, 0 at the end of the stream, `WouldBlock` when nothing
+    /// is there.
+    pub fn recv(&self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+        self.take(conn, buf.len(), |bytes| {
+            buf[..bytes.len()].copy_from_slice(bytes)
+        })
+    }
+
+    /// Appends up to `max` bytes of what arrived for `conn` to `vec`, as
+    /// [`crate::sys::recv_append`] would.
+    pub fn recv_append(&self, conn: &Conn, vec: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.take(conn, max, |bytes| vec.extend_from_slice(bytes))
+    }
+
+    fn take(&self, conn: &Conn, max: usize, put: impl FnOnce(&[u8])) -> io::Result<usize> {
+        let slot = conn.slot();
+        let mut inputs = self.inputs.borrow_mut();
+        let Some(input) = inputs.get_mut(&slot) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let avail = &input.bytes[input.off..];
+        if avail.is_empty() {
+            return if input.end {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
             };
-            each(event);
         }
-        self.exhausted += exhausted;
+        let n = avail.len().min(max);
+        put(&avail[..n]);
+        input.off += n;
+        if input.off < input.bytes.len() || input.end {
+            return Ok(n);
+        }
+        // All read: the input goes (its vector kept for reuse), and a
+        // paused receive starts again.
+        let Some(input) = inputs.remove(&slot) else {
+            return Ok(n);
+        };
+        drop(inputs);
+        if input.paused {
+            let mut ring = self.ring.borrow_mut();
+            let _ = ring.arm_recv(conn.fd(), self.current(slot));
+            let _ = ring.submit();
+        }
+        self.keep_spare(input.bytes);
+        Ok(n)
     }
-}
 
-impl Drop for Uring {
-    fn drop(&mut self) {
-        // A send still in flight may be read by the kernel until the ring's
-        // teardown has cancelled it, after this returns: its buffer is
-        // leaked rather than freed under it (only at a core's exit).
-        for (_, buf) in self.sending.drain() {
-            std::mem::forget(buf);
+    fn keep_spare(&self, mut bytes: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < SPARES && bytes.capacity() <= SPARE_MAX {
+            bytes.clear();
+            spare.push(bytes);
         }
     }
 }
-
-/// What a receive completion with result `res` and `flags` means.
-fn recv_event(slot: u32, res: i32, flags: u32) -> Recv {
-    match (res, cqueue::buffer_select(flags)) {
-        (n, Some(buf)) if n > 0 => Recv::Data {
-            slot,
-            buf,
-            len: n as usize,
-            rearm: !cqueue::more(flags),
-        },
-        (0, _) => Recv::End { slot, error: None },
-        (e, _) if e == -libc::ENOBUFS => Recv::Rearm {
-            slot,
-            out_of_buffers: true,
-        },
-        (e, _) if e < 0 => Recv::End {
-            slot,
-            error: Some(-e),
-        },
-        _ => Recv::Rearm {
-            slot,
-            out_of_buffers: false,
-        },
-    }
-}
-
-#[cfg(test)]
-#[path = "uring_tests.rs"]
-mod tests;

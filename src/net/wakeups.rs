@@ -12,6 +12,17 @@ thread_local! {
     static RESUME: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     /// The reactor task of this thread's core, while it waits.
     static REACTOR_WAKER: Cell<Option<Waker>> = const { Cell::new(None) };
+    /// The reactor has events in hand that its descriptor will not signal
+    /// (completions a batch of sends set aside): it must dispatch again.
+    static AGAIN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks the reactor to dispatch again without waiting for its descriptor.
+pub fn request_dispatch() {
+    AGAIN.with(|a| a.set(true));
+    if let Some(w) = REACTOR_WAKER.with(Cell::take) {
+        w.wake();
+    }
 }
 
 /// Asks the reactor to spawn a task for a parked, notified connection.
@@ -27,13 +38,13 @@ pub fn take_resumes() -> Vec<u32> {
     RESUME.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
-/// Resolves when a resume was requested.
+/// Resolves when a resume or another dispatch was requested.
 pub struct ResumeRequested;
 
 impl Future for ResumeRequested {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if RESUME.with(|r| !r.borrow().is_empty()) {
+        if AGAIN.with(|a| a.replace(false)) || RESUME.with(|r| !r.borrow().is_empty()) {
             return Poll::Ready(());
         }
         REACTOR_WAKER.with(|w| w.set(Some(cx.waker().clone())));

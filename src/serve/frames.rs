@@ -14,7 +14,6 @@ use crate::proto::close::ProtocolError;
 use crate::proto::command::{self, Command, CommandError};
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
 use crate::proto::receiver::{Event, Receiver, Step};
-use crate::sys;
 use crate::sys::log::{self, Level};
 
 /// An unfinished frame up to this size is staged through the core buffer;
@@ -109,18 +108,19 @@ pub fn read_and_answer(core: &Core, ws: &mut Ws, read: bool) -> bool {
 /// One `recv` and the frames it completes. Returns true when the socket
 /// has (probably) nothing more to read right now.
 fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> bool {
-    let fd = ws.conn.fd();
     // A small unfinished frame is staged in front of the core buffer so one
     // recv completes it and fetches what follows; a frame too large for the
     // core buffer is read straight into the connection's own buffer.
     let direct = ws.inbuf.len() > STAGE_MAX || ws.need > READ_BUF_SIZE;
     let (result, want) = if direct {
         let want = ws.need.saturating_sub(ws.inbuf.len()).max(STAGE_MAX);
-        (sys::recv_append(fd, &mut ws.inbuf, want), want)
+        let got = core.reactor.recv_append(&ws.conn, &mut ws.inbuf, want);
+        (got, want)
     } else {
         let staged = ws.inbuf.len();
         rbuf[..staged].copy_from_slice(&ws.inbuf);
-        (sys::recv(fd, &mut rbuf[staged..]), READ_BUF_SIZE - staged)
+        let got = core.reactor.recv(&ws.conn, &mut rbuf[staged..]);
+        (got, READ_BUF_SIZE - staged)
     };
     let n = match result {
         Ok(n) if n > 0 => n,

@@ -1,4 +1,4 @@
-//! The task that turns a core's epoll events into work: readiness goes into
+//! The task that turns a core's io events (ring completions or epoll events) into work: readiness goes into
 //! the connections, and a parked connection with work gets served (on this
 //! task for a simple read, else with a task of its own).
 
@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::websocket;
 use crate::core::Core;
-use crate::net::epoll::{self, Wakeup};
+use crate::net::reactor::{self, Wakeup};
 use crate::sys::log::{self, Level};
 
 /// Runs the reactor of one core forever.
@@ -35,7 +35,9 @@ pub async fn run(core: Rc<Core>) {
                 }
             })
         });
-        if epoll::work(&waitable).await.is_err() {
+        core.stats
+            .set_buffers_exhausted(core.reactor.buffers_exhausted());
+        if reactor::work(&waitable).await.is_err() {
             return;
         }
     }

@@ -265,7 +265,9 @@ async fn finish(core: Rc<Core>, ws: Ws) {
     if !(complete && out.is_empty()) {
         socket::linger_close(conn.fd(), &**conn, out, core.read_buf()).await;
     }
-    // No shutdown(SHUT_RDWR) first: close(2), not a ring operation, ends it.
+    // No shutdown(SHUT_RDWR) first: close(2), not a ring operation, ends
+    // it (once the data path's own operations on it are cancelled).
+    core.reactor.remove(conn);
     core.conns.remove(conn);
     conn.close_fd();
 }

@@ -33,6 +33,23 @@ impl Driver {
     }
 }
 
+/// Which driver moves the bytes of open connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DataPath {
+    Uring,
+    Epoll,
+}
+
+impl DataPath {
+    /// The name in logs, metrics and `--io`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPath::Uring => "uring",
+            DataPath::Epoll => "epoll",
+        }
+    }
+}
+
 /// Bytes allowed in names that appear unquoted in protocol lines and logs.
 pub fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')

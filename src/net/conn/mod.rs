@@ -15,6 +15,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::deliveries::Deliveries;
@@ -35,6 +36,14 @@ pub use push::Pushed;
 pub const READ: u8 = 1;
 /// Readiness bit: the socket may take bytes.
 pub const WRITE: u8 = 2;
+
+/// What a parked connection needs from the serving layer.
+pub enum Wakeup {
+    /// Its socket became readable.
+    Readable(Rc<Conn>),
+    /// Its core notified it (output, close, cut).
+    Notified(Rc<Conn>),
+}
 
 /// An open WebSocket connection. Kept small: an idle connection is this
 /// record and nothing else.

@@ -2,6 +2,7 @@
 //! connection per flush), slow consumers, and the delivery records that say
 //! what a dropped socket lost.
 
+use std::io;
 use std::sync::Arc;
 
 use super::{Close, Conn};
@@ -94,11 +95,52 @@ impl Conn {
     /// [`Pushed::First`], as far as the socket takes it now; the connection's
     /// task is told to wait for the socket to drain the rest.
     pub fn flush_pushed(&self, now: u64) {
-        self.pushing.set(false);
-        if matches!(self.close.get(), Close::Cut(_)) {
-            return;
+        if self.end_push() {
+            let sent = self.flush_outbox();
+            self.pushed_sent(sent, now);
         }
-        if self.flush_outbox().is_err() {
+    }
+
+    /// Ends the current flush's pushing; false when the connection was cut
+    /// meanwhile (nothing more to do). Otherwise its output goes now: by
+    /// [`Conn::flush_pushed`], or, when [`Conn::sendable`], in a batch of
+    /// sends ([`Conn::pushed_output`], then [`Conn::take_sent`]; a
+    /// connection that is not sendable takes `Ok(0)`).
+    pub fn end_push(&self) -> bool {
+        self.pushing.set(false);
+        !matches!(self.close.get(), Close::Cut(_))
+    }
+
+    /// Whether output waits that may be sent now (the 101 is complete).
+    pub fn sendable(&self) -> bool {
+        !self.held.get() && self.has_output()
+    }
+
+    /// Lends the output waiting to be sent (for a batch of sends; the
+    /// borrow ends before [`Conn::take_sent`]).
+    pub fn pushed_output(&self) -> std::cell::Ref<'_, Vec<u8>> {
+        self.outbox.borrow()
+    }
+
+    /// What a batched send of [`Conn::pushed_output`]'s bytes did.
+    pub fn take_sent(&self, sent: io::Result<usize>, now: u64) {
+        let sent = match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        };
+        let sent = sent.inspect(|&n| {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.drain(..n);
+            if outbox.is_empty() {
+                *outbox = Vec::new();
+            }
+        });
+        let sent = self.count_sent(sent);
+        self.pushed_sent(sent, now);
+    }
+
+    fn pushed_sent(&self, sent: io::Result<()>, now: u64) {
+        if sent.is_err() {
             self.cut(1006);
             return;
         }

@@ -1404,7 +1404,7 @@ const USAGE: &str = "\
 usage:
   loadgen suite --wsgate BIN --tt BIN --fws BIN [--rounds 3] [--warmup 0.5] [--measure 2]
                 [--scenarios fan-in,pipelined-32,...] [--out DIR] [--server-cpu 0] [--client-cpu 1]
-                [--quiet-wait 60] [--retry-budget 300] [--with-wsgate-epoll] [--no-pin]
+                [--quiet-wait 60] [--retry-budget 300] [--with-wsgate-io-epoll] [--with-wsgate-epoll] [--no-pin]
   loadgen run --addr HOST:PORT --scenario NAME [--pid PID] [--seconds 2 | --count N] [--warmup 0.5]
   loadgen auth --wsgate BIN --tokens DIR --keys DIR [--hook BIN] [--configs none,hs256,rs256,es256,hook]
                [--idle-configs none,hs256] [--rounds 5] [--warmup 0.5] [--measure 3] [--clients 32]
@@ -1538,6 +1538,22 @@ async fn suite(args: Args) {
         },
     ];
     let mut servers = servers;
+    if args.flags.iter().any(|f| f == "with-wsgate-io-epoll") {
+        // The same wsgate binary with the epoll data path (`--io epoll`; monoio
+        // itself still on io_uring), beside its default io_uring data path.
+        let mut epoll_args = wsgate_args.clone();
+        epoll_args.extend(["--io".to_string(), "epoll".to_string()]);
+        servers.insert(
+            1,
+            ServerSpec {
+                id: "wsgate-io-epoll",
+                title: "wsgate --io epoll",
+                program: need("wsgate"),
+                args: epoll_args,
+                env: vec![],
+            },
+        );
+    }
     if args.flags.iter().any(|f| f == "with-wsgate-epoll") {
         // Informational column: the same wsgate binary on monoio's epoll driver.
         servers.insert(

@@ -16,11 +16,11 @@ fn pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
-/// Collects what arrives for slot 7 until `want` bytes or the stream ends,
+/// Collects what arrives for key 7 until `want` bytes or the stream ends,
 /// re-arming when told to; recycles each buffer only after copying it out
 /// (or, with `hold`, only when the ring ran dry). Returns the bytes, how many
 /// times the receive was armed, and whether the end was seen.
-fn collect(u: &mut Uring, fd: RawFd, want: usize, hold: bool) -> (Vec<u8>, usize, bool) {
+fn collect(u: &mut Ring, fd: RawFd, want: usize, hold: bool) -> (Vec<u8>, usize, bool) {
     let mut got = Vec::new();
     let mut arms = 1;
     let mut ended = false;
@@ -43,12 +43,12 @@ fn collect(u: &mut Uring, fd: RawFd, want: usize, hold: bool) -> (Vec<u8>, usize
         for e in events {
             match e {
                 Recv::Data {
-                    slot,
+                    key,
                     buf,
                     len,
                     rearm,
                 } => {
-                    assert_eq!(slot, 7);
+                    assert_eq!(key, 7);
                     got.extend_from_slice(u.bytes(buf, len));
                     if hold {
                         held.push(buf);
@@ -63,16 +63,16 @@ fn collect(u: &mut Uring, fd: RawFd, want: usize, hold: bool) -> (Vec<u8>, usize
                         arms += 1;
                     }
                 }
-                Recv::Rearm { slot, .. } => {
-                    assert_eq!(slot, 7);
+                Recv::Rearm { key, .. } => {
+                    assert_eq!(key, 7);
                     for b in held.drain(..) {
                         u.recycle(b);
                     }
                     u.arm_recv(fd, 7).expect("rearm");
                     arms += 1;
                 }
-                Recv::End { slot, error } => {
-                    assert_eq!((slot, error), (7, None));
+                Recv::End { key, error } => {
+                    assert_eq!((key, error), (7, None));
                     ended = true;
                 }
             }
@@ -113,7 +113,7 @@ fn one_arm_receives_many_sends_and_buffers_are_reused() {
         return; // no io_uring here: the epoll path serves (the probe test says why)
     }
     let (mut client, server) = pair();
-    let mut u = Uring::new(64, 4, 256).expect("ring");
+    let mut u = Ring::new(64, 4, 256).expect("ring");
     let data = pattern(20 * 100);
     let writer = {
         let data = data.clone();
@@ -138,7 +138,7 @@ fn a_peer_sending_one_byte_at_a_time_loses_nothing() {
         return;
     }
     let (mut client, server) = pair();
-    let mut u = Uring::new(64, 2, 64).expect("ring");
+    let mut u = Ring::new(64, 2, 64).expect("ring");
     let data = pattern(300);
     let writer = {
         let data = data.clone();
@@ -162,7 +162,7 @@ fn a_dry_buffer_ring_ends_the_receive_and_a_rearm_loses_nothing() {
     let (mut client, server) = pair();
     // Two buffers of 64 bytes, held until the ring runs dry: 64 KiB must
     // end the multishot receive (ENOBUFS) many times over.
-    let mut u = Uring::new(64, 2, 64).expect("ring");
+    let mut u = Ring::new(64, 2, 64).expect("ring");
     let data = pattern(64 * 1024);
     client.write_all(&data).expect("write");
     let (got, arms, _) = collect(&mut u, server.as_raw_fd(), data.len(), true);
@@ -178,7 +178,7 @@ fn the_end_of_the_stream_ends_the_receive() {
         return;
     }
     let (mut client, server) = pair();
-    let mut u = Uring::new(8, 2, 64).expect("ring");
+    let mut u = Ring::new(8, 2, 64).expect("ring");
     client.write_all(b"last words").expect("write");
     drop(client);
     let (got, _, ended) = collect(&mut u, server.as_raw_fd(), usize::MAX, false);
@@ -191,7 +191,7 @@ fn buffer_counts_must_be_powers_of_two() {
     if probe().is_err() {
         return;
     }
-    let Err(e) = Uring::new(8, 3, 64) else {
+    let Err(e) = Ring::new(8, 3, 64) else {
         panic!("3 buffers accepted");
     };
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
@@ -202,12 +202,12 @@ fn sends_to_many_connections_leave_in_one_enter() {
     if probe().is_err() {
         return;
     }
-    let mut u = Uring::new(128, 2, 64).expect("ring");
+    let mut u = Ring::new(128, 2, 64).expect("ring");
     let pairs: Vec<(TcpStream, TcpStream)> = (0..50).map(|_| pair()).collect();
-    for (slot, (_, server)) in pairs.iter().enumerate() {
-        let line = format!("frame for connection {slot}").into_bytes();
-        assert!(u.send(server.as_raw_fd(), slot as u32, line).is_ok());
-        assert!(u.is_sending(slot as u32));
+    for (key, (_, server)) in pairs.iter().enumerate() {
+        let line = format!("frame for connection {key}").into_bytes();
+        assert!(u.send(server.as_raw_fd(), key as u64, line).is_ok());
+        assert!(u.is_sending(key as u64));
     }
     // A second send on a busy connection is refused, its buffer returned.
     let refused = u.send(pairs[0].1.as_raw_fd(), 0, b"again".to_vec());
@@ -219,21 +219,21 @@ fn sends_to_many_connections_leave_in_one_enter() {
         assert!(Instant::now() < deadline, "{done} of 50 sends completed");
         u.submit_and_wait().expect("wait");
         u.complete(|e| {
-            let Event::Sent { slot, result, buf } = e else {
+            let Event::Sent { key, result, buf } = e else {
                 panic!("unexpected {e:?}");
             };
-            assert_eq!(buf, format!("frame for connection {slot}").into_bytes());
+            assert_eq!(buf, format!("frame for connection {key}").into_bytes());
             assert_eq!(result.expect("sent"), buf.len());
             done += 1;
         });
     }
-    for (slot, (client, _)) in pairs.iter().enumerate() {
-        let want = format!("frame for connection {slot}");
+    for (key, (client, _)) in pairs.iter().enumerate() {
+        let want = format!("frame for connection {key}");
         let mut got = vec![0u8; want.len()];
         let mut c = client;
         std::io::Read::read_exact(&mut c, &mut got).expect("read");
         assert_eq!(got, want.as_bytes());
-        assert!(!u.is_sending(slot as u32));
+        assert!(!u.is_sending(key as u64));
     }
 }
 
@@ -243,7 +243,7 @@ fn a_send_larger_than_the_socket_takes_is_completed_by_sending_the_rest() {
         return;
     }
     let (client, server) = pair();
-    let mut u = Uring::new(8, 2, 64).expect("ring");
+    let mut u = Ring::new(8, 2, 64).expect("ring");
     let data = pattern(8 << 20);
     let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
@@ -264,14 +264,14 @@ fn a_send_larger_than_the_socket_takes_is_completed_by_sending_the_rest() {
         u.submit_and_wait().expect("wait");
         u.complete(|e| {
             let Event::Sent {
-                slot,
+                key,
                 result,
                 mut buf,
             } = e
             else {
                 panic!("unexpected {e:?}");
             };
-            assert_eq!(slot, 3);
+            assert_eq!(key, 3);
             let n = result.expect("sent");
             assert!(n > 0 && n <= buf.len());
             sent += n;
@@ -293,7 +293,7 @@ fn a_multishot_accept_takes_every_connection() {
     }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
-    let mut u = Uring::new(16, 2, 64).expect("ring");
+    let mut u = Ring::new(16, 2, 64).expect("ring");
     u.accept(l.as_raw_fd()).expect("accept");
     u.submit().expect("submit");
     let clients: Vec<TcpStream> = (0..5)
@@ -331,4 +331,84 @@ fn a_multishot_accept_takes_every_connection() {
     peers.sort();
     locals.sort();
     assert_eq!(peers, locals);
+}
+
+#[test]
+fn sends_now_complete_in_one_enter_and_other_completions_wait_their_turn() {
+    if probe().is_err() {
+        return;
+    }
+    let mut u = Ring::new(64, 4, 256).expect("ring");
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..10).map(|_| pair()).collect();
+    // A receive whose completion arrives while the sends are reaped.
+    let (mut talker, listener) = pair();
+    u.arm_recv(listener.as_raw_fd(), 99).expect("arm");
+    u.submit().expect("submit");
+    talker.write_all(b"hello").expect("write");
+    std::thread::sleep(Duration::from_millis(20));
+    let lines: Vec<Vec<u8>> = (0..10).map(|i| format!("now {i}").into_bytes()).collect();
+    let sends: Vec<(RawFd, &[u8])> = (pairs.iter())
+        .zip(&lines)
+        .map(|((_, s), l)| (s.as_raw_fd(), l.as_slice()))
+        .collect();
+    let mut results = Vec::new();
+    u.send_now(&sends, &mut results);
+    assert_eq!(results.len(), 10);
+    for (r, l) in results.iter().zip(&lines) {
+        assert_eq!(*r.as_ref().expect("sent"), l.len());
+    }
+    for ((client, _), l) in pairs.iter().zip(&lines) {
+        let mut got = vec![0u8; l.len()];
+        let mut c = client;
+        std::io::Read::read_exact(&mut c, &mut got).expect("read");
+        assert_eq!(&got, l);
+    }
+    // The receive's completion was set aside, not lost.
+    let mut data = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while data.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the receive's completion was lost"
+        );
+        if !u.has_stash() {
+            u.submit_and_wait().expect("wait");
+        }
+        let mut events = Vec::new();
+        u.complete(|e| events.push(e));
+        for e in events {
+            if let Event::Recv(Recv::Data { key, buf, len, .. }) = e {
+                assert_eq!(key, 99);
+                data.extend_from_slice(u.bytes(buf, len));
+                u.recycle(buf);
+            }
+        }
+    }
+    assert_eq!(data, b"hello");
+}
+
+#[test]
+fn a_send_now_to_a_full_socket_says_would_block() {
+    if probe().is_err() {
+        return;
+    }
+    let mut u = Ring::new(64, 4, 256).expect("ring");
+    let (_client, server) = pair();
+    server.set_nonblocking(true).expect("nonblocking");
+    let big = vec![0u8; 1 << 20];
+    let mut results = Vec::new();
+    let mut total = 0;
+    // Nobody reads: the socket fills, and a send then takes nothing.
+    for _ in 0..64 {
+        u.send_now(&[(server.as_raw_fd(), &big)], &mut results);
+        match &results[0] {
+            Ok(n) => total += n,
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+                assert!(total > 0);
+                return;
+            }
+        }
+    }
+    panic!("64 MiB went into a socket nobody reads");
 }

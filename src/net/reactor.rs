@@ -1,0 +1,141 @@
+//! The data path of open connections, on one of two drivers (`--io`): a
+//! per-core io_uring ring ([`super::uring`]) or a per-core edge-triggered
+//! epoll set ([`super::epoll`]). Both are waited on by monoio as one
+//! descriptor and give the serving layer the same thing: wake-ups for
+//! parked connections, readiness bits for running ones, and `recv`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use super::conn::Conn;
+pub use super::conn::Wakeup;
+use super::registry::Registry;
+use super::wakeups::ResumeRequested;
+use super::{epoll, uring};
+use crate::config::IoChoice;
+use crate::sys;
+pub use crate::sys::DataPath;
+
+/// One core's driver.
+pub enum Reactor {
+    Uring(Box<uring::Reactor>),
+    Epoll(epoll::Reactor),
+}
+
+impl Reactor {
+    /// A driver for `path`.
+    pub fn new(path: DataPath) -> io::Result<Reactor> {
+        Ok(match path {
+            DataPath::Uring => Reactor::Uring(Box::new(uring::Reactor::new()?)),
+            DataPath::Epoll => Reactor::Epoll(epoll::Reactor::new()?),
+        })
+    }
+
+    pub fn path(&self) -> DataPath {
+        match self {
+            Reactor::Uring(_) => DataPath::Uring,
+            Reactor::Epoll(_) => DataPath::Epoll,
+        }
+    }
+
+    /// Takes on socket `fd` of the connection in registry `slot` for the
+    /// rest of its life. Bytes that arrived before are not missed.
+    pub fn add(&self, fd: RawFd, slot: u32) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.add(fd, slot),
+            Reactor::Epoll(r) => r.add(fd, slot),
+        }
+    }
+
+    /// The connection is about to close its socket (the ring's operations
+    /// on it go first: they would hold it open).
+    pub fn remove(&self, conn: &Conn) {
+        if let Reactor::Uring(r) = self {
+            r.remove(conn.fd(), conn.slot());
+        }
+    }
+
+    /// A descriptor monoio can wait on for this driver's events.
+    pub fn waitable(&self) -> io::Result<monoio::net::UnixStream> {
+        match self {
+            Reactor::Uring(r) => r.waitable(),
+            Reactor::Epoll(r) => r.waitable(),
+        }
+    }
+
+    /// Hands out every pending event and resume request; parked
+    /// connections with work go to `wake`.
+    pub fn dispatch(&self, conns: &Registry, wake: impl FnMut(Wakeup)) {
+        match self {
+            Reactor::Uring(r) => r.dispatch(conns, wake),
+            Reactor::Epoll(r) => r.dispatch(conns, wake),
+        }
+    }
+
+    /// Reads from `conn`'s stream into `buf` (`recv(2)`'s answers).
+    pub fn recv(&self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Reactor::Uring(r) => r.recv(conn, buf),
+            Reactor::Epoll(_) => sys::recv(conn.fd(), buf),
+        }
+    }
+
+    /// Appends up to `max` bytes of `conn`'s stream to `vec`.
+    pub fn recv_append(&self, conn: &Conn, vec: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        match self {
+            Reactor::Uring(r) => r.recv_append(conn, vec, max),
+            Reactor::Epoll(_) => sys::recv_append(conn.fd(), vec, max),
+        }
+    }
+
+    /// Sends the output the core pushed to `conns` in this flush: on the
+    /// ring, all in one `io_uring_enter` (true: done); on epoll, false (the
+    /// caller sends them one by one).
+    pub fn send_batch(&self, conns: &[Rc<Conn>], now: u64) -> bool {
+        match self {
+            Reactor::Uring(r) => {
+                r.send_batch(conns, now);
+                true
+            }
+            Reactor::Epoll(_) => false,
+        }
+    }
+
+    /// Receive buffer ring exhaustions so far (0 on epoll).
+    pub fn buffers_exhausted(&self) -> u64 {
+        match self {
+            Reactor::Uring(r) => r.exhausted(),
+            Reactor::Epoll(_) => 0,
+        }
+    }
+}
+
+/// Resolves when the driver (through `waitable`) or a resume request has work.
+pub async fn work(waitable: &monoio::net::UnixStream) -> io::Result<()> {
+    monoio::select! {
+        r = waitable.readable(false) => r,
+        _ = ResumeRequested => Ok(()),
+    }
+}
+
+/// Decides the data path at start: `Err` when `--io uring` cannot run
+/// here; with `auto`, the fallback and why (for the log line).
+pub fn choose(choice: IoChoice) -> Result<(DataPath, Option<String>), String> {
+    let forced_legacy = std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_some();
+    match choice {
+        IoChoice::Epoll => Ok((DataPath::Epoll, None)),
+        IoChoice::Uring => match super::ring::probe() {
+            Ok(()) => Ok((DataPath::Uring, None)),
+            Err(why) => Err(format!("--io uring: {why}")),
+        },
+        IoChoice::Auto if forced_legacy => Ok((
+            DataPath::Epoll,
+            Some("MONOIO_FORCE_LEGACY_DRIVER is set".into()),
+        )),
+        IoChoice::Auto => match super::ring::probe() {
+            Ok(()) => Ok((DataPath::Uring, None)),
+            Err(why) => Ok((DataPath::Epoll, Some(why))),
+        },
+    }
+}
