@@ -42,6 +42,13 @@ pub const DEFAULT_COOKIE_NAME: &str = "WS_SESSION_ID";
 // Gateway process
 // ---------------------------------------------------------------------------
 
+/// The environment a test's gateway does not inherit: every `WSGATE_*`
+/// setting (each flag reads one), except `WSGATE_IO`, with which the whole
+/// suite runs on one data path (`WSGATE_IO=epoll cargo test`, README).
+pub fn strip_from_gateway(var: &str) -> bool {
+    var.starts_with("WSGATE_") && var != "WSGATE_IO"
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
     /// Default environment: monoio picks io_uring.
@@ -1141,7 +1148,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("WSGATE_") {
+            if strip_from_gateway(&k.to_string_lossy()) {
                 cmd.env_remove(&k);
             }
         }
@@ -1395,7 +1402,7 @@ pub fn run_to_exit(
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("WSGATE_") {
+        if strip_from_gateway(&k.to_string_lossy()) {
             cmd.env_remove(&k);
         }
     }
