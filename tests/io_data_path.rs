@@ -1,9 +1,10 @@
-//! The data path of open connections (`--io`, issue 19) on both drivers:
-//! `for_each_driver` runs each test on io_uring (the ring: multishot
-//! receive into 4 KiB provided buffers) and on epoll. Bytes a byte at a
-//! time, frames straddling the ring's buffers, the buffer ring running dry
-//! under 2,000 busy connections, 15,000 idle connections holding no
-//! receive buffer, and the driver in the log line and `wsgate_info`.
+//! The data path of open connections (`--io`, issue 19). The edges run on
+//! both monoio drivers with the suite's `--io` (`WSGATE_IO`; epoll by
+//! default) and once more with `--io uring` (the ring: multishot receive
+//! into 4 KiB provided buffers): bytes a byte at a time, frames straddling
+//! the ring's buffers, the buffer ring running dry under 2,000 busy
+//! connections, 15,000 idle connections holding no receive buffer; and the
+//! data path in the log line and `wsgate_info`.
 
 mod common;
 use common::*;
@@ -43,21 +44,41 @@ fn logs_after_start(gw: &Gateway) -> Vec<String> {
     }
 }
 
-/// `--io` as the whole suite may set it for every gateway (`WSGATE_IO`).
-fn io_choice() -> Option<String> {
-    std::env::var("WSGATE_IO").ok().filter(|v| v != "auto")
+/// `--io` as the whole suite may set it for every gateway (`WSGATE_IO`;
+/// the default is `epoll`).
+fn io_choice() -> String {
+    std::env::var("WSGATE_IO").unwrap_or_else(|_| "epoll".into())
 }
 
 /// The data path each driver of the suite must get: with `--io auto`, the
 /// io_uring driver gets the ring and the legacy one
-/// (`MONOIO_FORCE_LEGACY_DRIVER=1`) epoll; otherwise what `WSGATE_IO` says.
+/// (`MONOIO_FORCE_LEGACY_DRIVER=1`) epoll; otherwise what `--io` says.
 fn expected_path(gw: &Gateway) -> &'static str {
-    match (io_choice().as_deref(), gw.driver) {
-        (Some("epoll"), _) => "epoll",
-        (Some("uring"), _) => "uring",
-        (_, Driver::IoUring) => "uring",
-        (_, Driver::Legacy) => "epoll",
+    if gw
+        .args
+        .windows(2)
+        .any(|w| w[0] == "--io" && w[1] == "uring")
+    {
+        return "uring";
     }
+    match (io_choice().as_str(), gw.driver) {
+        ("uring", _) => "uring",
+        ("auto", Driver::IoUring) => "uring",
+        _ => "epoll",
+    }
+}
+
+/// Runs `f` on both drivers with `--io uring` wherever monoio runs on
+/// io_uring (the edges of the ring are tested whatever the suite's
+/// `WSGATE_IO`), else with the suite's choice.
+fn for_each_path(f: impl Fn(&Gateway)) {
+    for_each_driver(&ECHO, &f);
+    let mut uring = ECHO.to_vec();
+    uring.extend(["--io", "uring"]);
+    eprintln!("=== and with --io uring on monoio's io_uring driver ===");
+    let gw = Gateway::start(Driver::IoUring, &uring);
+    f(&gw);
+    gw.assert_healthy();
 }
 
 #[test]
@@ -71,7 +92,7 @@ fn the_driver_is_logged_and_exported() {
                 .any(|l| l.contains("event=listening") && l.contains(&format!(" io={want} "))),
             "listening line names io={want}: {logs:?}"
         );
-        if gw.driver == Driver::Legacy && io_choice().is_none() {
+        if gw.driver == Driver::Legacy && io_choice() == "auto" {
             assert!(
                 logs.iter()
                     .any(|l| l.contains("event=io_uring_data_path_unavailable")
@@ -84,7 +105,7 @@ fn the_driver_is_logged_and_exported() {
 
 #[test]
 fn a_peer_sending_one_byte_at_a_time_is_understood() {
-    for_each_driver(&ECHO, |gw| {
+    for_each_path(|gw| {
         let mut c = gw.upgrade("/echo");
         let payload = b"sent one byte per TCP segment";
         let f = frame(true, OP_TEXT, payload);
@@ -103,7 +124,7 @@ fn a_peer_sending_one_byte_at_a_time_is_understood() {
 
 #[test]
 fn frames_straddling_receive_buffers_arrive_whole() {
-    for_each_driver(&ECHO, |gw| {
+    for_each_path(|gw| {
         let mut c = gw.upgrade("/echo");
         // 4 KiB receive buffers: frames across one boundary, many, and one
         // with its 2-byte length field split by a boundary.
@@ -189,7 +210,7 @@ fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 fn a_dry_buffer_ring_loses_nothing_under_2000_busy_connections() {
     let _turn = MANY_SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit(4_500);
-    for_each_driver(&ECHO, |gw| {
+    for_each_path(|gw| {
         let n = 2_000;
         let mut socks: Vec<TcpStream> = (0..n).map(|_| open_echo(gw)).collect();
         // Every connection sends 64 KiB at once (128 MiB in all, against
@@ -239,7 +260,7 @@ fn a_dry_buffer_ring_loses_nothing_under_2000_busy_connections() {
 fn idle_connections_hold_no_receive_buffer() {
     let _turn = MANY_SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit(15_500);
-    for_each_driver(&ECHO, |gw| {
+    for_each_path(|gw| {
         let n = 15_000;
         let before = gw.rss_kib();
         let mut socks = Vec::with_capacity(n);

@@ -65,11 +65,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_SESSION_TTL", default_value = "120s", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
-    /// The data path of open connections: `uring` (a per-core io_uring
-    /// ring: multishot receive into provided buffers), `epoll`, or `auto`
-    /// (io_uring where the kernel allows it, else epoll; epoll too when
-    /// MONOIO_FORCE_LEGACY_DRIVER is set).
-    #[arg(long, env = "WSGATE_IO", value_enum, default_value_t = IoChoice::Auto)]
+    /// The data path of open connections: `epoll` (a per-core epoll set),
+    /// `uring` (a per-core io_uring ring: multishot receive into provided
+    /// buffers), or `auto` (io_uring where the kernel allows it, else epoll;
+    /// epoll too when MONOIO_FORCE_LEGACY_DRIVER is set). epoll by default
+    /// until the ring measures faster (benches/README.md).
+    #[arg(long, env = "WSGATE_IO", value_enum, default_value_t = IoChoice::Epoll)]
     pub io: IoChoice,
 
     /// Messages kept per topic for replay.
