@@ -25,7 +25,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use super::conn::Wakeup;
 use super::conn::{READ, WRITE};
 use super::registry::Registry;
-use super::wakeups;
 
 /// Events taken per `epoll_wait`.
 const BATCH: usize = 256;
@@ -67,22 +66,13 @@ impl Reactor {
         Ok(())
     }
 
-    /// A descriptor monoio can wait on for this set's readiness (a
-    /// duplicate: monoio closes what it owns).
-    pub fn waitable(&self) -> io::Result<monoio::net::UnixStream> {
-        // SAFETY: dup of a valid descriptor; a non-negative result is ours.
-        let dup = unsafe { libc::fcntl(self.epfd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: dup is a fresh descriptor; only readiness polls are made on it.
-        monoio::net::UnixStream::from_std(unsafe {
-            std::os::unix::net::UnixStream::from_raw_fd(dup)
-        })
+    /// The epoll set's descriptor (monoio waits on a duplicate of it).
+    pub fn fd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
     }
 
-    /// Hands out every pending event (readiness bits into the connections)
-    /// and every resume request; parked connections with work go to `wake`.
+    /// Hands out every pending event (readiness bits into the connections);
+    /// parked connections that became readable go to `wake`.
     pub fn dispatch(&self, conns: &Registry, mut wake: impl FnMut(Wakeup)) {
         // Not zeroed: the kernel writes the entries it reports, and only
         // those are read (this runs on every wake of the reactor).
@@ -106,13 +96,6 @@ impl Reactor {
             }
             if (n as usize) < BATCH {
                 break;
-            }
-        }
-        for slot in wakeups::take_resumes() {
-            if let Some(conn) = conns.get(slot) {
-                if conn.unpark_notified() {
-                    wake(Wakeup::Notified(conn));
-                }
             }
         }
     }

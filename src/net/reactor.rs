@@ -5,13 +5,13 @@
 //! parked connections, readiness bits for running ones, and `recv`.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 
 use super::conn::Conn;
 pub use super::conn::Wakeup;
 use super::registry::Registry;
-use super::wakeups::ResumeRequested;
+use super::wakeups::{self, ResumeRequested};
 use super::{epoll, uring};
 use crate::config::IoChoice;
 use crate::sys;
@@ -56,20 +56,37 @@ impl Reactor {
         }
     }
 
-    /// A descriptor monoio can wait on for this driver's events.
+    /// A descriptor monoio can wait on for this driver's events (a
+    /// duplicate: monoio closes what it owns).
     pub fn waitable(&self) -> io::Result<monoio::net::UnixStream> {
-        match self {
-            Reactor::Uring(r) => r.waitable(),
-            Reactor::Epoll(r) => r.waitable(),
+        let fd = match self {
+            Reactor::Uring(r) => r.fd(),
+            Reactor::Epoll(r) => r.fd(),
+        };
+        // SAFETY: dup of a valid descriptor; a non-negative result is ours.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: dup is a fresh descriptor; only readiness polls are made on it.
+        monoio::net::UnixStream::from_std(unsafe {
+            std::os::unix::net::UnixStream::from_raw_fd(dup)
+        })
     }
 
     /// Hands out every pending event and resume request; parked
     /// connections with work go to `wake`.
-    pub fn dispatch(&self, conns: &Registry, wake: impl FnMut(Wakeup)) {
+    pub fn dispatch(&self, conns: &Registry, mut wake: impl FnMut(Wakeup)) {
         match self {
-            Reactor::Uring(r) => r.dispatch(conns, wake),
-            Reactor::Epoll(r) => r.dispatch(conns, wake),
+            Reactor::Uring(r) => r.dispatch(conns, &mut wake),
+            Reactor::Epoll(r) => r.dispatch(conns, &mut wake),
+        }
+        for slot in wakeups::take_resumes() {
+            if let Some(conn) = conns.get(slot) {
+                if conn.unpark_notified() {
+                    wake(Wakeup::Notified(conn));
+                }
+            }
         }
     }
 

@@ -23,7 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use super::conn::Wakeup;
@@ -141,18 +141,10 @@ impl Reactor {
         let _ = self.ring.borrow_mut().cancel_fd(fd);
     }
 
-    /// A descriptor monoio can wait on: readable while completions wait.
-    pub fn waitable(&self) -> io::Result<monoio::net::UnixStream> {
-        let fd = self.ring.borrow().fd();
-        // SAFETY: dup of a valid descriptor; a non-negative result is ours.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: dup is a fresh descriptor; only readiness polls are made on it.
-        monoio::net::UnixStream::from_std(unsafe {
-            std::os::unix::net::UnixStream::from_raw_fd(dup)
-        })
+    /// The ring's descriptor: readable while completions wait (monoio
+    /// waits on a duplicate of it).
+    pub fn fd(&self) -> RawFd {
+        self.ring.borrow().fd()
     }
 
     /// Takes every completion: bytes into the connections' input, readiness
@@ -186,13 +178,6 @@ impl Reactor {
             wake(Wakeup::Readable(conn));
         }
         *self.wakes.borrow_mut() = wakes;
-        for slot in wakeups::take_resumes() {
-            if let Some(conn) = conns.get(slot) {
-                if conn.unpark_notified() {
-                    wake(Wakeup::Notified(conn));
-                }
-            }
-        }
     }
 
     /// The connection a completion with `key` is for, if it is still the
