@@ -280,6 +280,15 @@ pub enum Event {
     },
 }
 
+impl Recv {
+    /// The connection the completion is for.
+    pub fn key(&self) -> u64 {
+        match *self {
+            Recv::Data { key, .. } | Recv::End { key, .. } | Recv::Rearm { key, .. } => key,
+        }
+    }
+}
+
 /// One core's ring (see the module documentation).
 pub struct Ring {
     // Declared first: dropped (and its operations gone) before the buffers

@@ -21,7 +21,7 @@
 //! the slot gets on each registration, so a late completion for a closed
 //! connection never reaches the one that reuses its slot.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -69,8 +69,6 @@ pub struct Reactor {
     /// The connections of a batch of sends, and what each send did.
     batch: RefCell<Vec<Rc<Conn>>>,
     results: RefCell<Vec<io::Result<usize>>>,
-    /// Buffer ring exhaustions reported so far (read by the metrics).
-    exhausted: Cell<u64>,
 }
 
 fn key(slot: u32, epoch: u32) -> u64 {
@@ -93,13 +91,12 @@ impl Reactor {
             spare: RefCell::default(),
             batch: RefCell::default(),
             results: RefCell::default(),
-            exhausted: Cell::new(0),
         })
     }
 
     /// How many times the buffer ring ran dry.
     pub fn exhausted(&self) -> u64 {
-        self.exhausted.get()
+        self.ring.borrow().exhausted()
     }
 
     /// The current key of the connection in `slot`.
@@ -190,16 +187,14 @@ impl Reactor {
     }
 
     fn on_recv(&self, ring: &mut Ring, conns: &Registry, r: Recv, wakes: &mut Vec<Rc<Conn>>) {
-        let (key, rearm) = match r {
+        let key = r.key();
+        let (slot, _) = split(key);
+        let live = self.live(conns, key);
+        let rearm = match r {
             Recv::Data {
-                key,
-                buf,
-                len,
-                rearm,
+                buf, len, rearm, ..
             } => {
-                let live = self.live(conns, key);
                 if live.is_some() {
-                    let (slot, _) = split(key);
                     let mut inputs = self.inputs.borrow_mut();
                     let input = inputs.entry(slot).or_insert_with(|| Input {
                         bytes: self.spare.borrow_mut().pop().unwrap_or_default(),
@@ -214,39 +209,26 @@ impl Reactor {
                     }
                 }
                 ring.recycle(buf);
-                (key, rearm)
+                rearm
             }
-            Recv::End { key, error } => {
+            Recv::End { error, .. } => {
                 if error == Some(libc::ECANCELED) {
                     // Our own doing: a pause (armed again once the input is
                     // read) or a close (the key is stale by now).
                     return;
                 }
-                if self.live(conns, key).is_some() {
-                    let (slot, _) = split(key);
+                if live.is_some() {
                     self.inputs.borrow_mut().entry(slot).or_default().end = true;
                 }
-                (key, false)
+                false
             }
-            Recv::Rearm {
-                key,
-                out_of_buffers,
-            } => {
-                if out_of_buffers {
-                    self.exhausted.set(self.exhausted.get() + 1);
-                }
-                (key, true)
-            }
+            Recv::Rearm { .. } => true,
         };
-        let Some(conn) = self.live(conns, key) else {
+        let Some(conn) = live else {
             return;
         };
-        if rearm {
-            let (slot, _) = split(key);
-            let paused = self.inputs.borrow().get(&slot).is_some_and(|i| i.paused);
-            if !paused {
-                let _ = ring.arm_recv(conn.fd(), key);
-            }
+        if rearm && !self.inputs.borrow().get(&slot).is_some_and(|i| i.paused) {
+            let _ = ring.arm_recv(conn.fd(), key);
         }
         if conn.on_ready(READ) {
             wakes.push(conn);
