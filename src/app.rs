@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::net::TcpListener;
 
 use crate::config::{Config, SESSION_PATH};
 use crate::core::auth::Gate;
@@ -50,10 +50,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             cpus.len()
         )));
     }
-    // Fail early and clearly on a port that is taken: our own listeners use
-    // SO_REUSEPORT and would otherwise silently share it with another process.
-    let listen = probe_bind(config.listen, "--listen")?;
-    let admin = probe_bind(config.admin_listen, "--admin-listen")?;
+    let (listeners, admin_listener) = bind_all(config.listen, config.admin_listen, cores)?;
+    let listen = local_addr(&listeners[0], "--listen")?;
+    let admin = local_addr(&admin_listener, "--admin-listen")?;
+    let mut admin_listener = Some(admin_listener);
     let (shared, mail_bells) = shared_state(config, cores, path)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(cores);
@@ -62,15 +62,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // its descriptor table waits milliseconds for the kernel to grow it (seen
     // as 8–15 ms accept stalls at 256, 512 and 1024 connections).
     sys::grow_fd_table();
-    for ((index, &cpu), mail_bell) in cpus.iter().enumerate().take(cores).zip(mail_bells) {
+    let cores_iter = cpus.iter().enumerate().take(cores).zip(mail_bells);
+    for (((index, &cpu), mail_bell), listener) in cores_iter.zip(listeners) {
         let (ring, bell) = drain::doorbell().map_err(|e| StartError(format!("doorbell: {e}")))?;
         rings.push(ring);
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let admin = (index == 0).then_some(admin);
+        let admin = admin_listener.take();
+        let sockets = Listeners { listener, admin };
         let thread = std::thread::Builder::new()
             .name(format!("wsgate-core-{index}"))
-            .spawn(move || core_main(index, cpu, listen, admin, shared, [bell, mail_bell], ready))
+            .spawn(move || core_main(index, cpu, sockets, shared, [bell, mail_bell], ready))
             .map_err(|e| StartError(format!("spawning core {index}: {e}")))?;
         threads.push(thread);
     }
@@ -183,21 +185,60 @@ impl std::fmt::Display for CpuList<'_> {
     }
 }
 
-/// Binds a plain socket (no SO_REUSEPORT) to learn the port is free and to
-/// resolve port 0; it is closed again before the real listeners bind.
-fn probe_bind(addr: SocketAddr, flag: &str) -> Result<SocketAddr, StartError> {
-    let probe =
-        std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("{flag} {addr}: {e}")))?;
-    probe
-        .local_addr()
-        .map_err(|e| StartError(format!("{flag} {addr}: {e}")))
+/// Every core's traffic listener (`SO_REUSEPORT`, one port) and the admin
+/// listener, bound before any core starts.
+fn bind_all(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    cores: usize,
+) -> Result<(Vec<std::net::TcpListener>, std::net::TcpListener), StartError> {
+    // Fail early and clearly on a port that is taken: our own listeners use
+    // SO_REUSEPORT and would otherwise silently share it with another process.
+    if listen.port() != 0 {
+        drop(
+            std::net::TcpListener::bind(listen)
+                .map_err(|e| StartError(format!("--listen {listen}: {e}")))?,
+        );
+    }
+    let bind = |addr: SocketAddr| {
+        sys::listener(addr, true, 4096).map_err(|e| StartError(format!("--listen {addr}: {e}")))
+    };
+    let first = bind(listen)?;
+    // Port 0 was resolved by the first socket, which stays bound: the
+    // others join it on that port.
+    let port = local_addr(&first, "--listen")?;
+    let mut listeners = vec![first];
+    for _ in 1..cores {
+        listeners.push(bind(port)?);
+    }
+    for l in &listeners {
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
+        // which saves a setsockopt per connection; replies are batched per
+        // read anyway.
+        sys::set_nodelay(l.as_raw_fd())
+            .map_err(|e| StartError(format!("--listen {port}: TCP_NODELAY: {e}")))?;
+    }
+    let admin = sys::listener(admin, false, 256)
+        .map_err(|e| StartError(format!("--admin-listen {admin}: {e}")))?;
+    Ok((listeners, admin))
+}
+
+fn local_addr(l: &std::net::TcpListener, flag: &str) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|e| StartError(format!("{flag}: {e}")))
+}
+
+/// The sockets a core serves: its traffic listener and, on one core, the
+/// admin listener.
+struct Listeners {
+    listener: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
 }
 
 fn core_main(
     index: usize,
     cpu: usize,
-    listen: SocketAddr,
-    admin: Option<SocketAddr>,
+    sockets: Listeners,
     shared: Arc<Shared>,
     bells: [StdUnixStream; 2],
     ready: Ready,
@@ -240,17 +281,10 @@ fn core_main(
     let core = Rc::new(Core::new(index, shared, reactor));
     match rt {
         monoio::FusionRuntime::Uring(mut rt) => {
-            rt.block_on(serve_core(
-                core,
-                Driver::IoUring,
-                listen,
-                admin,
-                bells,
-                ready,
-            ));
+            rt.block_on(serve_core(core, Driver::IoUring, sockets, bells, ready));
         }
         monoio::FusionRuntime::Legacy(mut rt) => {
-            rt.block_on(serve_core(core, Driver::Epoll, listen, admin, bells, ready));
+            rt.block_on(serve_core(core, Driver::Epoll, sockets, bells, ready));
         }
     }
 }
@@ -260,15 +294,14 @@ fn core_main(
 async fn serve_core(
     core: Rc<Core>,
     driver: Driver,
-    listen: SocketAddr,
-    admin: Option<SocketAddr>,
+    sockets: Listeners,
     bells: [StdUnixStream; 2],
     ready: Ready,
 ) {
     let [drain_bell, mail_bell] = bells;
     core.stats.set_driver(driver);
     core.stats.set_data_path(core.reactor.path());
-    let listener = match bind_listeners(&core, listen, admin) {
+    let listener = match start_listeners(&core, sockets) {
         Ok(l) => l,
         Err(msg) => {
             let _ = ready.send(Err(msg));
@@ -289,30 +322,12 @@ async fn serve_core(
     }
 }
 
-/// The traffic listener (and on the first core the admin listener, whose
-/// task is started here).
-fn bind_listeners(
-    core: &Rc<Core>,
-    listen: SocketAddr,
-    admin: Option<SocketAddr>,
-) -> Result<TcpListener, String> {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
-    let listener = TcpListener::bind_with_config(listen, &opts)
-        .map_err(|e| format!("--listen {listen}: {e}"))?;
-    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
-    // saves a setsockopt per connection; replies are batched per read anyway.
-    sys::set_nodelay(listener.as_raw_fd())
-        .map_err(|e| format!("--listen {listen}: TCP_NODELAY: {e}"))?;
-    if let Some(admin) = admin {
-        let admin_opts = ListenerOpts::new()
-            .reuse_port(false)
-            .reuse_addr(true)
-            .backlog(256);
-        let l = TcpListener::bind_with_config(admin, &admin_opts)
-            .map_err(|e| format!("--admin-listen {admin}: {e}"))?;
+/// Hands this core's listeners to its runtime (and starts the admin task on
+/// the core that holds the admin listener).
+fn start_listeners(core: &Rc<Core>, sockets: Listeners) -> Result<TcpListener, String> {
+    let listener = TcpListener::from_std(sockets.listener).map_err(|e| format!("--listen: {e}"))?;
+    if let Some(admin) = sockets.admin {
+        let l = TcpListener::from_std(admin).map_err(|e| format!("--admin-listen: {e}"))?;
         monoio::spawn(admin::serve(l, core.clone()));
     }
     Ok(listener)

@@ -86,13 +86,91 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// Sets `TCP_NODELAY` (on a listener: inherited by every accepted socket).
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    set_flag(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)
+}
+
+/// A listening TCP socket, non-blocking, `SO_REUSEADDR` and optionally
+/// `SO_REUSEPORT`, bound to `addr` (port 0 picks a free port; read it back
+/// with `local_addr`). Made here rather than by monoio so that the process
+/// can bind every core's socket before any core starts: a port resolved from
+/// port 0 is then never released and re-bound (another process could take it
+/// in between).
+pub fn listener(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain system call; the descriptor is owned right below.
+    let fd = unsafe { libc::socket(domain, flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns; the listener
+    // closes it on every path below.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+    if reuse_port {
+        set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)?;
+    }
+    // SAFETY: sockaddr_storage is plain data, large enough for both families.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: storage is large enough and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a sockaddr of `len` bytes for `fd`'s family.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain system call on a bound socket.
+    if unsafe { libc::listen(fd, backlog) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+fn set_flag(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` is a valid c_int for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
+            level,
+            name,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
