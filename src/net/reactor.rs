@@ -106,6 +106,16 @@ impl Reactor {
         }
     }
 
+    /// On the ring, lends the receive buffer `conn` holds to `parse` (to
+    /// parse in place, without a copy) and returns its length; None when
+    /// there is none (always on epoll: read with [`Reactor::recv`]).
+    pub fn lend(&self, conn: &Conn, parse: impl FnOnce(&mut [u8])) -> Option<usize> {
+        match self {
+            Reactor::Uring(r) => r.lend(conn, parse),
+            Reactor::Epoll(_) => None,
+        }
+    }
+
     /// Sends the output the core pushed to `conns` in this flush: on the
     /// ring, all in one `io_uring_enter` (true: done); on epoll, false (the
     /// caller sends them one by one).

@@ -502,6 +502,18 @@ impl Ring {
         self.bufs.bytes(buf, len)
     }
 
+    /// Where buffer `buf` (of at least `len` bytes) starts, for a caller
+    /// that holds it (named by a completion, not yet recycled).
+    pub fn buffer(&mut self, buf: u16, len: usize) -> *mut u8 {
+        let b = &self.bufs;
+        assert!(
+            buf < b.count && len <= b.size as usize,
+            "buffer out of range"
+        );
+        // SAFETY: in range (checked): within the buffers' mapping.
+        unsafe { b.bufs.add(usize::from(buf) * b.size as usize) }
+    }
+
     /// Publishes recycled buffers and hands every queued operation to the
     /// kernel: one `io_uring_enter` (none when nothing is queued).
     pub fn submit(&mut self) -> io::Result<usize> {

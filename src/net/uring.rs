@@ -36,23 +36,58 @@ use crate::sys::hash::IdMap;
 /// Input a connection may hold before its receive is paused.
 pub const INPUT_CAP: usize = 256 * 1024;
 /// Receive buffers of a core's ring, and their size.
-const BUFFERS: u16 = 512;
-const BUFFER_SIZE: u32 = 4096;
+const BUFFERS: u16 = 256;
+const BUFFER_SIZE: u32 = 16 * 1024;
 /// Submission queue entries of a core's ring.
 const ENTRIES: u32 = 1024;
-/// Spare input vectors kept for reuse (each at most [`SPARE_MAX`] bytes).
+/// Spare input vectors kept for reuse: up to [`SPARES`] of at most
+/// [`SPARE_MAX`] bytes, and [`BIG_SPARES`] of up to [`BIG_SPARE_MAX`] (a
+/// large message arriving faster than it is read fills one: regrown each
+/// time, it would be a fresh mapping and its page faults per message).
 const SPARES: usize = 64;
 const SPARE_MAX: usize = 64 * 1024;
+const BIG_SPARES: usize = 4;
+const BIG_SPARE_MAX: usize = 2 * INPUT_CAP;
 
-/// What arrived for one connection and was not read yet.
+/// No buffer held.
+const NONE: u16 = u16::MAX;
+
+/// Per registry slot: the epoch of its current registration, and the
+/// receive buffer the connection holds. A connection's first unread
+/// buffer stays lent to it (the serving layer parses it in place, see
+/// [`Reactor::lend`]); only when a second one arrives before it was read
+/// are both copied into an [`Input`] and given back.
+#[derive(Clone, Copy)]
+struct Slot {
+    epoch: u32,
+    /// The buffer held ([`NONE`]: none), read up to `off` of `len` bytes.
+    held: u16,
+    /// The peer's stream ended (or the socket failed): after the bytes,
+    /// reads return 0.
+    end: bool,
+    off: u32,
+    len: u32,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            epoch: 0,
+            held: NONE,
+            end: false,
+            off: 0,
+            len: 0,
+        }
+    }
+}
+
+/// What arrived for one connection beyond its held buffer and was not
+/// read yet.
 #[derive(Default)]
 struct Input {
     bytes: Vec<u8>,
     /// Read up to here.
     off: usize,
-    /// The peer's stream ended (or the socket failed): after the bytes,
-    /// reads return 0.
-    end: bool,
     /// The receive was cancelled for [`INPUT_CAP`]; armed again once read.
     paused: bool,
 }
@@ -61,11 +96,11 @@ struct Input {
 pub struct Reactor {
     ring: RefCell<Ring>,
     inputs: RefCell<IdMap<u32, Input>>,
-    /// Per registry slot: the epoch of its current registration.
-    epochs: RefCell<Vec<u32>>,
+    slots: RefCell<Vec<Slot>>,
     events: RefCell<Vec<Event>>,
     wakes: RefCell<Vec<Rc<Conn>>>,
     spare: RefCell<Vec<Vec<u8>>>,
+    big_spare: RefCell<Vec<Vec<u8>>>,
     /// The connections of a batch of sends, and what each send did.
     batch: RefCell<Vec<Rc<Conn>>>,
     results: RefCell<Vec<io::Result<usize>>>,
@@ -85,10 +120,11 @@ impl Reactor {
         Ok(Reactor {
             ring: RefCell::new(Ring::new(ENTRIES, BUFFERS, BUFFER_SIZE)?),
             inputs: RefCell::default(),
-            epochs: RefCell::default(),
+            slots: RefCell::default(),
             events: RefCell::default(),
             wakes: RefCell::default(),
             spare: RefCell::default(),
+            big_spare: RefCell::default(),
             batch: RefCell::default(),
             results: RefCell::default(),
         })
@@ -101,21 +137,25 @@ impl Reactor {
 
     /// The current key of the connection in `slot`.
     fn current(&self, slot: u32) -> u64 {
-        let epochs = self.epochs.borrow();
-        key(slot, epochs.get(slot as usize).copied().unwrap_or(0))
+        let slots = self.slots.borrow();
+        key(slot, slots.get(slot as usize).map_or(0, |s| s.epoch))
     }
 
     /// Starts receiving on (and watching the writability of) socket `fd`
     /// of the connection in registry `slot`, for the rest of its life.
     pub fn add(&self, fd: RawFd, slot: u32) -> io::Result<()> {
         let key = {
-            let mut epochs = self.epochs.borrow_mut();
-            if epochs.len() <= slot as usize {
-                epochs.resize(slot as usize + 1, 0);
+            let mut slots = self.slots.borrow_mut();
+            if slots.len() <= slot as usize {
+                slots.resize(slot as usize + 1, Slot::default());
             }
-            let e = &mut epochs[slot as usize];
-            *e = e.wrapping_add(1) & 0x00ff_ffff;
-            key(slot, *e)
+            let s = &mut slots[slot as usize];
+            let epoch = s.epoch.wrapping_add(1) & 0x00ff_ffff;
+            *s = Slot {
+                epoch,
+                ..Slot::default()
+            };
+            key(slot, epoch)
         };
         self.inputs.borrow_mut().remove(&slot);
         let mut ring = self.ring.borrow_mut();
@@ -129,13 +169,20 @@ impl Reactor {
     /// (they hold the socket open otherwise) and its input is dropped.
     /// Call right before closing the socket.
     pub fn remove(&self, fd: RawFd, slot: u32) {
-        if let Some(e) = self.epochs.borrow_mut().get_mut(slot as usize) {
-            *e = e.wrapping_add(1) & 0x00ff_ffff; // late completions are ignored
+        let mut ring = self.ring.borrow_mut();
+        if let Some(s) = self.slots.borrow_mut().get_mut(slot as usize) {
+            if s.held != NONE {
+                ring.recycle(s.held);
+            }
+            *s = Slot {
+                epoch: s.epoch.wrapping_add(1) & 0x00ff_ffff, // late completions are ignored
+                ..Slot::default()
+            };
         }
         if let Some(input) = self.inputs.borrow_mut().remove(&slot) {
             self.keep_spare(input.bytes);
         }
-        let _ = self.ring.borrow_mut().cancel_fd(fd);
+        let _ = ring.cancel_fd(fd);
     }
 
     /// The ring's descriptor: readable while completions wait (monoio
@@ -195,20 +242,10 @@ impl Reactor {
                 buf, len, rearm, ..
             } => {
                 if live.is_some() {
-                    let mut inputs = self.inputs.borrow_mut();
-                    let input = inputs.entry(slot).or_insert_with(|| Input {
-                        bytes: self.spare.borrow_mut().pop().unwrap_or_default(),
-                        ..Input::default()
-                    });
-                    input.bytes.extend_from_slice(ring.bytes(buf, len));
-                    if input.bytes.len() - input.off > INPUT_CAP && !input.paused {
-                        input.paused = true;
-                        if !rearm {
-                            let _ = ring.cancel_recv(key);
-                        }
-                    }
+                    self.on_data(ring, slot, key, buf, len, rearm);
+                } else {
+                    ring.recycle(buf);
                 }
-                ring.recycle(buf);
                 rearm
             }
             Recv::End { error, .. } => {
@@ -218,7 +255,9 @@ impl Reactor {
                     return;
                 }
                 if live.is_some() {
-                    self.inputs.borrow_mut().entry(slot).or_default().end = true;
+                    if let Some(s) = self.slots.borrow_mut().get_mut(slot as usize) {
+                        s.end = true;
+                    }
                 }
                 false
             }
@@ -233,6 +272,81 @@ impl Reactor {
         if conn.on_ready(READ) {
             wakes.push(conn);
         }
+    }
+
+    /// `len` bytes for the live connection in `slot` arrived in `buf`: lent
+    /// to it if it holds nothing yet, else appended to its input.
+    fn on_data(&self, ring: &mut Ring, slot: u32, key: u64, buf: u16, len: usize, rearm: bool) {
+        let mut slots = self.slots.borrow_mut();
+        let Some(s) = slots.get_mut(slot as usize) else {
+            ring.recycle(buf);
+            return;
+        };
+        let mut inputs = self.inputs.borrow_mut();
+        let input = match inputs.get_mut(&slot) {
+            Some(input) => input,
+            None if s.held == NONE => {
+                (s.held, s.off, s.len) = (buf, 0, len as u32);
+                return;
+            }
+            None => {
+                let mut input = Input {
+                    bytes: self.spare_vec(),
+                    ..Input::default()
+                };
+                let held = ring.bytes(s.held, s.len as usize);
+                input.bytes.extend_from_slice(&held[s.off as usize..]);
+                ring.recycle(s.held);
+                s.held = NONE;
+                inputs.entry(slot).or_insert(input)
+            }
+        };
+        input.bytes.extend_from_slice(ring.bytes(buf, len));
+        ring.recycle(buf);
+        if input.bytes.len() - input.off > INPUT_CAP && !input.paused {
+            input.paused = true;
+            if !rearm {
+                let _ = ring.cancel_recv(key);
+            }
+        }
+    }
+
+    /// Lends the receive buffer `conn` holds to `parse` (which may write
+    /// to it: frames are unmasked in place), then gives it back to the
+    /// ring. None when the connection holds no buffer (its bytes, if any,
+    /// are read with [`Reactor::recv`]). `parse` must take what it needs
+    /// out of the slice: the buffer is the kernel's again afterwards.
+    pub fn lend(&self, conn: &Conn, parse: impl FnOnce(&mut [u8])) -> Option<usize> {
+        let (buf, off, len) = {
+            let mut slots = self.slots.borrow_mut();
+            let s = slots.get_mut(conn.slot() as usize)?;
+            if s.held == NONE {
+                return None;
+            }
+            let held = (s.held, s.off as usize, s.len as usize);
+            s.held = NONE;
+            held
+        };
+        let ptr = self.ring.borrow_mut().buffer(buf, len);
+        // SAFETY: the buffer was filled by the kernel before its completion
+        // and is not in the buffer ring (no receive writes to it) until it is
+        // recycled below; the slot no longer names it, so nothing else reads
+        // or recycles it meanwhile; no RefCell borrow covers it, so `parse`
+        // may use the reactor.
+        let data = unsafe { std::slice::from_raw_parts_mut(ptr.add(off), len - off) };
+        parse(data);
+        self.ring.borrow_mut().recycle(buf);
+        Some(len - off)
+    }
+
+    /// The stream of `conn` ended and every byte of it was read.
+    pub fn at_end(&self, conn: &Conn) -> bool {
+        let slot = conn.slot();
+        let slots = self.slots.borrow();
+        slots
+            .get(slot as usize)
+            .is_some_and(|s| s.end && s.held == NONE)
+            && !self.inputs.borrow().contains_key(&slot)
     }
 
     /// Sends what the core pushed to each of `conns` in this flush, in one
@@ -286,27 +400,46 @@ impl Reactor {
     /// Appends up to `max` bytes of what arrived for `conn` to `vec`, as
     /// [`crate::sys::recv_append`] would.
     pub fn recv_append(&self, conn: &Conn, vec: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        // Room for all of `max` at once, as for `recv(2)`: a large frame
+        // read in buffer-sized steps would otherwise regrow the vector
+        // (past glibc's mmap threshold: a fresh mapping, page faults).
+        vec.reserve(max);
         self.take(conn, max, |bytes| vec.extend_from_slice(bytes))
     }
 
     fn take(&self, conn: &Conn, max: usize, put: impl FnOnce(&[u8])) -> io::Result<usize> {
         let slot = conn.slot();
-        let mut inputs = self.inputs.borrow_mut();
-        let Some(input) = inputs.get_mut(&slot) else {
+        let mut slots = self.slots.borrow_mut();
+        let Some(s) = slots.get_mut(slot as usize) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
-        let avail = &input.bytes[input.off..];
-        if avail.is_empty() {
-            return if input.end {
+        if s.held != NONE {
+            let mut ring = self.ring.borrow_mut();
+            let avail = &ring.bytes(s.held, s.len as usize)[s.off as usize..];
+            let n = avail.len().min(max);
+            put(&avail[..n]);
+            s.off += n as u32;
+            if s.off == s.len {
+                ring.recycle(s.held);
+                s.held = NONE;
+            }
+            return Ok(n);
+        }
+        let end = s.end;
+        drop(slots);
+        let mut inputs = self.inputs.borrow_mut();
+        let Some(input) = inputs.get_mut(&slot) else {
+            return if end {
                 Ok(0)
             } else {
                 Err(io::ErrorKind::WouldBlock.into())
             };
-        }
+        };
+        let avail = &input.bytes[input.off..];
         let n = avail.len().min(max);
         put(&avail[..n]);
         input.off += n;
-        if input.off < input.bytes.len() || input.end {
+        if input.off < input.bytes.len() {
             return Ok(n);
         }
         // All read: the input goes (its vector kept for reuse), and a
@@ -325,10 +458,25 @@ impl Reactor {
     }
 
     fn keep_spare(&self, mut bytes: Vec<u8>) {
-        let mut spare = self.spare.borrow_mut();
-        if spare.len() < SPARES && bytes.capacity() <= SPARE_MAX {
-            bytes.clear();
-            spare.push(bytes);
+        bytes.clear();
+        if bytes.capacity() <= SPARE_MAX {
+            let mut spare = self.spare.borrow_mut();
+            if spare.len() < SPARES {
+                spare.push(bytes);
+            }
+        } else if bytes.capacity() <= BIG_SPARE_MAX {
+            let mut big = self.big_spare.borrow_mut();
+            if big.len() < BIG_SPARES {
+                big.push(bytes);
+            }
         }
+    }
+
+    /// A vector for a new input (a big one first, while there are any:
+    /// an input that needs one is the kind that outgrows the rest).
+    fn spare_vec(&self) -> Vec<u8> {
+        (self.big_spare.borrow_mut().pop())
+            .or_else(|| self.spare.borrow_mut().pop())
+            .unwrap_or_default()
     }
 }

@@ -112,6 +112,22 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
     // recv completes it and fetches what follows; a frame too large for the
     // core buffer is read straight into the connection's own buffer.
     let direct = ws.inbuf.len() > STAGE_MAX || ws.need > READ_BUF_SIZE;
+    if ws.inbuf.is_empty() && !direct {
+        // On the ring: the bytes are parsed where the kernel put them.
+        let conn = ws.conn.clone();
+        let lent = core.reactor.lend(&conn, |data| {
+            let used = parse_and_answer(core, ws, data, wbuf);
+            if used < data.len() {
+                ws.inbuf.extend_from_slice(&data[used..]);
+            }
+        });
+        if lent.is_some() {
+            ws.conn.heard_from(core.now());
+            // More may have arrived behind it (or the stream's end): the
+            // next read says.
+            return false;
+        }
+    }
     let (result, want) = if direct {
         let want = ws.need.saturating_sub(ws.inbuf.len()).max(STAGE_MAX);
         let got = core.reactor.recv_append(&ws.conn, &mut ws.inbuf, want);
