@@ -27,6 +27,8 @@ pub struct CoreStats {
     data_path: AtomicU8,
     /// Times this core's receive buffer ring ran dry (io_uring data path).
     buffers_exhausted: AtomicU64,
+    /// Receive buffers in circulation on this core's ring.
+    buffers: AtomicU64,
     /// 0: no `--redis`; 1: this core's Redis connection is down; 2: up.
     redis: AtomicU8,
     redis_failures: AtomicU64,
@@ -68,9 +70,11 @@ impl CoreStats {
         self.data_path.store(path as u8 + 1, Relaxed);
     }
 
-    /// The receive buffer ring's exhaustions so far (the reactor's count).
-    pub fn set_buffers_exhausted(&self, n: u64) {
-        self.buffers_exhausted.store(n, Relaxed);
+    /// The receive buffer ring's exhaustions so far (the reactor's count)
+    /// and the buffers in circulation now.
+    pub fn set_ring_buffers(&self, exhausted: u64, live: u16) {
+        self.buffers_exhausted.store(exhausted, Relaxed);
+        self.buffers.store(u64::from(live), Relaxed);
     }
 
     /// An upgrade was answered with 101.

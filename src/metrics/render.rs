@@ -238,6 +238,14 @@ impl Metrics {
             "Times a core's io_uring receive buffer ring ran dry (receives re-armed, no data lost).",
             &[(String::new(), exhausted)],
         );
+        let buffers = (self.cores.iter()).map(|c| c.buffers.load(Relaxed)).sum();
+        family(
+            o,
+            "wsgate_uring_buffers",
+            "gauge",
+            "16 KiB receive buffers circulating in the cores' io_uring buffer rings (doubled when dry, halved after 10 s without).",
+        );
+        sample(o, "wsgate_uring_buffers", "", buffers);
     }
 }
 

@@ -129,6 +129,22 @@ impl Reactor {
         }
     }
 
+    /// Receive buffers in circulation (0 on epoll).
+    pub fn buffers(&self) -> u16 {
+        match self {
+            Reactor::Uring(r) => r.buffers(),
+            Reactor::Epoll(_) => 0,
+        }
+    }
+
+    /// About once a second: the ring gives back buffers a quiet core no
+    /// longer needs (nothing on epoll).
+    pub fn tune(&self, now: u64) {
+        if let Reactor::Uring(r) = self {
+            r.tune(now);
+        }
+    }
+
     /// Receive buffer ring exhaustions so far (0 on epoll).
     pub fn buffers_exhausted(&self) -> u64 {
         match self {

@@ -71,7 +71,7 @@ pub fn probe() -> Result<(), String> {
             return Err(format!("{name} not supported"));
         }
     }
-    BufRing::new(&ring, 2, 64).map_err(|e| format!("IORING_REGISTER_PBUF_RING: {e}"))?;
+    BufRing::new(&ring, 2, 64, 2).map_err(|e| format!("IORING_REGISTER_PBUF_RING: {e}"))?;
     Ok(())
 }
 
@@ -108,6 +108,12 @@ struct BufRing {
     bufs_len: usize,
     count: u16,
     size: u32,
+    /// Buffers in circulation: ids below this go back to the kernel when
+    /// recycled; ids at or above it are retired (their pages released).
+    live: u16,
+    /// Per buffer id: in the kernel's ring or lent to a reader (not ours
+    /// to push again until it is recycled).
+    out: Vec<bool>,
     /// Our copy of the ring's tail (published to the kernel on
     /// [`BufRing::publish`]).
     tail: u16,
@@ -134,8 +140,10 @@ fn map_anonymous(len: usize) -> io::Result<*mut u8> {
 }
 
 impl BufRing {
-    /// Registers `count` (a power of two) buffers of `size` bytes with `ring`.
-    fn new(ring: &IoUring, count: u16, size: u32) -> io::Result<BufRing> {
+    /// Registers room for `count` (a power of two) buffers of `size` bytes
+    /// with `ring`, the first `live` of them in circulation (the others'
+    /// memory is reserved, not touched, until [`BufRing::grow`]).
+    fn new(ring: &IoUring, count: u16, size: u32, live: u16) -> io::Result<BufRing> {
         if !count.is_power_of_two() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -160,6 +168,8 @@ impl BufRing {
             bufs_len,
             count,
             size,
+            live: live.clamp(1, count),
+            out: vec![false; usize::from(count)],
             tail: 0,
             unpublished: false,
         };
@@ -169,7 +179,7 @@ impl BufRing {
             ring.submitter()
                 .register_buf_ring(entries as u64, count, BGID)?;
         }
-        for bid in 0..count {
+        for bid in 0..br.live {
             br.push(bid);
         }
         br.publish();
@@ -188,8 +198,51 @@ impl BufRing {
         entry.set_addr(addr as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);
+        self.out[usize::from(bid)] = true;
         self.tail = self.tail.wrapping_add(1);
         self.unpublished = true;
+    }
+
+    /// Buffer `bid` is back from its reader: into the kernel's ring again,
+    /// or retired (pages released) if the ring shrank meanwhile.
+    fn recycle(&mut self, bid: u16) {
+        if bid < self.live {
+            self.push(bid);
+            return;
+        }
+        self.out[usize::from(bid)] = false;
+        // SAFETY: bid < count: a page-aligned range within the mapping
+        // that neither the kernel (not in its ring) nor a reader uses.
+        unsafe {
+            libc::madvise(
+                self.bufs.add(usize::from(bid) * self.size as usize).cast(),
+                self.size as usize,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+
+    /// Doubles the buffers in circulation (up to the room registered);
+    /// false when there is no more room.
+    fn grow(&mut self) -> bool {
+        if self.live >= self.count {
+            return false;
+        }
+        let next = self.live.saturating_mul(2).min(self.count);
+        for bid in self.live..next {
+            // A retired buffer still out comes back through `recycle`.
+            if !self.out[usize::from(bid)] {
+                self.push(bid);
+            }
+        }
+        self.live = next;
+        true
+    }
+
+    /// Halves the buffers in circulation (not below `min`): those above
+    /// are retired as they come back.
+    fn shrink(&mut self, min: u16) {
+        self.live = (self.live / 2).max(min).min(self.live);
     }
 
     /// Makes the buffers pushed so far visible to the kernel.
@@ -303,26 +356,45 @@ pub struct Ring {
     sending: HashMap<u64, Vec<u8>>,
     /// Buffer ring exhaustions (`ENOBUFS`) so far.
     exhausted: u64,
+    /// The fewest buffers in circulation, and when (caller's ms) they last
+    /// ran dry or were last halved.
+    min_buffers: u16,
+    last_dry: u64,
+    exhausted_since_tune: bool,
 }
 
 impl Ring {
     /// A ring of `entries` submission slots and `buffers` (a power of two)
-    /// receive buffers of `buf_size` bytes.
+    /// receive buffers of `buf_size` bytes, all in circulation.
     pub fn new(entries: u32, buffers: u16, buf_size: u32) -> io::Result<Ring> {
+        Ring::sized(entries, buffers, buf_size, buffers)
+    }
+
+    /// A ring with room for `max` receive buffers of which `min` circulate
+    /// at first: each time the buffers run dry their number doubles, and
+    /// [`Ring::tune`] halves it again after a quiet while.
+    pub fn sized(entries: u32, max: u16, buf_size: u32, min: u16) -> io::Result<Ring> {
         // Completions are posted when the core thread next enters the
         // kernel, not by interrupting it (as for monoio's own ring: the
-        // default costs up to 2.8x CPU, benches/README.md).
+        // default costs up to 2.8x CPU, benches/README.md). Deferred task
+        // work (DEFER_TASKRUN) would batch receives further, but only the
+        // ring's own waiter is woken for it: its eventfd signal arrived
+        // 14-19 ms late here (benches/README.md), and monoio waits on its own
+        // ring, not this one.
         let ring = IoUring::builder()
             .setup_coop_taskrun()
             .build(entries)
             .or_else(|_| IoUring::builder().build(entries))?;
-        let bufs = BufRing::new(&ring, buffers, buf_size)?;
+        let bufs = BufRing::new(&ring, max, buf_size, min)?;
         Ok(Ring {
             ring,
             bufs,
             stash: Vec::new(),
             sending: HashMap::new(),
             exhausted: 0,
+            min_buffers: min.clamp(1, max),
+            last_dry: 0,
+            exhausted_since_tune: false,
         })
     }
 
@@ -494,7 +566,27 @@ impl Ring {
 
     /// Gives buffer `buf` back to the kernel (after its bytes were used).
     pub fn recycle(&mut self, buf: u16) {
-        self.bufs.push(buf);
+        self.bufs.recycle(buf);
+    }
+
+    /// Receive buffers in circulation now.
+    pub fn buffers(&self) -> u16 {
+        self.bufs.live
+    }
+
+    /// Called about once a second with the time in ms: after `quiet` ms
+    /// without running dry, the buffers in circulation are halved (not
+    /// below the minimum), and their pages released as they come back.
+    pub fn tune(&mut self, now: u64, quiet: u64) {
+        if self.last_dry == 0 || self.exhausted_since_tune {
+            self.last_dry = now;
+            self.exhausted_since_tune = false;
+            return;
+        }
+        if now.saturating_sub(self.last_dry) >= quiet && self.bufs.live > self.min_buffers {
+            self.bufs.shrink(self.min_buffers);
+            self.last_dry = now;
+        }
     }
 
     /// The bytes a [`Recv::Data`] names.
@@ -580,6 +672,13 @@ impl Ring {
             each(event);
         }
         self.exhausted += exhausted;
+        if exhausted > 0 {
+            // Dry: more connections are busy at once than there are
+            // buffers. Double them (published by the next submit, before
+            // the receives are armed again).
+            self.bufs.grow();
+            self.exhausted_since_tune = true;
+        }
         self.stash = all; // empty; its capacity kept
     }
 }

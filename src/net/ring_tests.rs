@@ -412,3 +412,42 @@ fn a_send_now_to_a_full_socket_says_would_block() {
     }
     panic!("64 MiB went into a socket nobody reads");
 }
+
+#[test]
+fn the_buffers_grow_when_dry_and_shrink_when_quiet() {
+    if probe().is_err() {
+        return;
+    }
+    let (mut client, server) = pair();
+    let mut u = Ring::sized(64, 8, 64, 2).expect("ring");
+    assert_eq!(u.buffers(), 2);
+    let data: Vec<u8> = (0..2048).map(|i| (i % 251) as u8).collect();
+    client.write_all(&data).expect("write");
+    // Holding every buffer until the receive ends runs the ring dry.
+    let (got, arms, _) = collect(&mut u, server.as_raw_fd(), data.len(), true);
+    assert_eq!(got, data);
+    assert!(u.exhausted() > 0 && arms > 1, "never ran dry");
+    assert_eq!(u.buffers(), 8, "doubled up to the room registered");
+    u.tune(1_000, 10_000); // the first look after running dry starts the quiet
+    u.tune(5_000, 10_000);
+    assert_eq!(u.buffers(), 8, "not quiet for long enough yet");
+    u.tune(11_000, 10_000);
+    assert_eq!(u.buffers(), 4);
+    // Buffers above the new count still in the kernel's ring are retired
+    // as they come back; the stream is whole.
+    client.write_all(&data).expect("write");
+    let (got, _, _) = collect(&mut u, server.as_raw_fd(), data.len(), false);
+    assert_eq!(got, data);
+    // (that receive may have run the four dry again: quiet is counted anew)
+    for now in [21_000, 32_000, 43_000, 54_000, 65_000] {
+        u.tune(now, 10_000);
+    }
+    assert_eq!(u.buffers(), 2, "never below the minimum");
+    // Growing again brings retired buffers back once each: running dry
+    // while holding them all must still give every byte once, in order.
+    let more: Vec<u8> = (0..2048).map(|i| (i % 241) as u8).collect();
+    client.write_all(&more).expect("write");
+    let (got, _, _) = collect(&mut u, server.as_raw_fd(), more.len(), true);
+    assert_eq!(got, more);
+    assert_eq!(u.buffers(), 8);
+}

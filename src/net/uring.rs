@@ -35,9 +35,13 @@ use crate::sys::hash::IdMap;
 
 /// Input a connection may hold before its receive is paused.
 pub const INPUT_CAP: usize = 256 * 1024;
-/// Receive buffers of a core's ring, and their size.
-const BUFFERS: u16 = 256;
+/// Receive buffers of a core's ring: how many circulate at first and at
+/// most (sized by demand: doubled each time they run dry, halved after
+/// [`SHRINK_AFTER_MS`] without), and their size.
+const MIN_BUFFERS: u16 = 64;
+const MAX_BUFFERS: u16 = 2048;
 const BUFFER_SIZE: u32 = 16 * 1024;
+const SHRINK_AFTER_MS: u64 = 10_000;
 /// Submission queue entries of a core's ring.
 const ENTRIES: u32 = 1024;
 /// Spare input vectors kept for reuse: up to [`SPARES`] of at most
@@ -118,7 +122,7 @@ impl Reactor {
     /// A new ring with its buffer ring registered.
     pub fn new() -> io::Result<Reactor> {
         Ok(Reactor {
-            ring: RefCell::new(Ring::new(ENTRIES, BUFFERS, BUFFER_SIZE)?),
+            ring: RefCell::new(Ring::sized(ENTRIES, MAX_BUFFERS, BUFFER_SIZE, MIN_BUFFERS)?),
             inputs: RefCell::default(),
             slots: RefCell::default(),
             events: RefCell::default(),
@@ -133,6 +137,17 @@ impl Reactor {
     /// How many times the buffer ring ran dry.
     pub fn exhausted(&self) -> u64 {
         self.ring.borrow().exhausted()
+    }
+
+    /// Receive buffers in circulation now.
+    pub fn buffers(&self) -> u16 {
+        self.ring.borrow().buffers()
+    }
+
+    /// About once a second (`now` in ms): buffers a quiet core no longer
+    /// needs are given back.
+    pub fn tune(&self, now: u64) {
+        self.ring.borrow_mut().tune(now, SHRINK_AFTER_MS);
     }
 
     /// The current key of the connection in `slot`.

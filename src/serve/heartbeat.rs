@@ -105,6 +105,8 @@ pub async fn run(core: Rc<Core>) {
             if let Some(auth) = &core.auth {
                 auth.reload(core.index);
             }
+            // Receive buffers a quiet core no longer needs go back.
+            core.reactor.tune(now);
             // Whatever a burst left free (a subscribe storm's presence lines,
             // say) goes back, once there is enough of it to matter.
             crate::sys::trim_heap_if_slack();

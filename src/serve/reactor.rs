@@ -35,8 +35,7 @@ pub async fn run(core: Rc<Core>) {
                 }
             })
         });
-        core.stats
-            .set_buffers_exhausted(core.reactor.buffers_exhausted());
+        (core.stats).set_ring_buffers(core.reactor.buffers_exhausted(), core.reactor.buffers());
         if reactor::work(&waitable).await.is_err() {
             return;
         }
