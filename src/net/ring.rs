@@ -381,10 +381,15 @@ impl Ring {
         // ring's own waiter is woken for it: its eventfd signal arrived
         // 14-19 ms late here (benches/README.md), and monoio waits on its own
         // ring, not this one.
+        // Completions are room for a burst of every connection's receive
+        // (more than the kernel's default of twice the entries): past it
+        // they wait in the kernel's overflow list, flushed by `complete`.
+        let cq = entries.saturating_mul(8);
         let ring = IoUring::builder()
             .setup_coop_taskrun()
+            .setup_cqsize(cq)
             .build(entries)
-            .or_else(|_| IoUring::builder().build(entries))?;
+            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))?;
         let bufs = BufRing::new(&ring, max, buf_size, min)?;
         Ok(Ring {
             ring,
@@ -627,7 +632,19 @@ impl Ring {
         let mut exhausted = 0;
         // What `send_now` set aside first (it came first), then the rest.
         let mut all = std::mem::take(&mut self.stash);
-        all.extend((self.ring.completion()).map(|c| (c.user_data(), c.result(), c.flags())));
+        loop {
+            all.extend((self.ring.completion()).map(|c| (c.user_data(), c.result(), c.flags())));
+            if !self.ring.submission().cq_overflow() {
+                break;
+            }
+            // Completions the full queue could not take wait in the kernel
+            // (receives that ended among them): an enter with GETEVENTS
+            // moves them in, after the ones just read. Without it they
+            // would never come, and the ring's descriptor stay readable.
+            if self.ring.submit().is_err() {
+                break;
+            }
+        }
         for (data, res, flags) in all.drain(..) {
             let key = data & !OP_MASK;
             let event = match data & OP_MASK {

@@ -22,6 +22,7 @@
 //! connection never reaches the one that reuses its slot.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -55,12 +56,16 @@ const BIG_SPARE_MAX: usize = 2 * INPUT_CAP;
 
 /// No buffer held.
 const NONE: u16 = u16::MAX;
+/// Receive buffers a connection may hold unread behind the one it is lent;
+/// what arrives beyond them is copied into its input. When the ring runs
+/// dry, every connection's buffers are copied out and given back.
+const QUEUE_MAX: usize = 8;
 
 /// Per registry slot: the epoch of its current registration, and the
-/// receive buffer the connection holds. A connection's first unread
-/// buffer stays lent to it (the serving layer parses it in place, see
-/// [`Reactor::lend`]); only when a second one arrives before it was read
-/// are both copied into an [`Input`] and given back.
+/// receive buffer the connection holds. A connection's unread bytes stay
+/// in the ring's buffers, lent to it (the serving layer parses the first
+/// in place, see [`Reactor::lend`], and copies the rest out as it reads
+/// them): a byte is copied once in user space, as after `recv(2)`.
 #[derive(Clone, Copy)]
 struct Slot {
     epoch: u32,
@@ -86,14 +91,23 @@ impl Default for Slot {
 }
 
 /// What arrived for one connection beyond its held buffer and was not
-/// read yet.
+/// read yet: more buffers, then bytes copied out of buffers.
 #[derive(Default)]
 struct Input {
+    /// Buffers after the held one, in order (id, length), ahead of `bytes`.
+    queued: VecDeque<(u16, u32)>,
+    queued_bytes: usize,
     bytes: Vec<u8>,
     /// Read up to here.
     off: usize,
     /// The receive was cancelled for [`INPUT_CAP`]; armed again once read.
     paused: bool,
+}
+
+impl Input {
+    fn unread(&self) -> usize {
+        self.queued_bytes + self.bytes.len() - self.off
+    }
 }
 
 /// One core's ring and the input of its connections.
@@ -195,6 +209,9 @@ impl Reactor {
             };
         }
         if let Some(input) = self.inputs.borrow_mut().remove(&slot) {
+            for (buf, _) in input.queued {
+                ring.recycle(buf);
+            }
             self.keep_spare(input.bytes);
         }
         let _ = ring.cancel_fd(fd);
@@ -215,9 +232,19 @@ impl Reactor {
         {
             let mut ring = self.ring.borrow_mut();
             ring.complete(|e| events.push(e));
+            let mut dry = false;
             for event in events.drain(..) {
                 match event {
-                    Event::Recv(r) => self.on_recv(&mut ring, conns, r, &mut wakes),
+                    Event::Recv(r) => {
+                        dry |= matches!(
+                            r,
+                            Recv::Rearm {
+                                out_of_buffers: true,
+                                ..
+                            }
+                        );
+                        self.on_recv(&mut ring, conns, r, &mut wakes);
+                    }
                     Event::Writable { key, rearm } => {
                         let Some(conn) = self.live(conns, key) else {
                             continue;
@@ -229,6 +256,10 @@ impl Reactor {
                     }
                     Event::Sent { .. } | Event::Accepted { .. } => {}
                 }
+            }
+            if dry {
+                // Connections hold what ran the ring dry: copy it out.
+                self.unpin(&mut ring);
             }
             let _ = ring.submit();
         }
@@ -289,8 +320,9 @@ impl Reactor {
         }
     }
 
-    /// `len` bytes for the live connection in `slot` arrived in `buf`: lent
-    /// to it if it holds nothing yet, else appended to its input.
+    /// `len` bytes for the live connection in `slot` arrived in `buf`: held
+    /// (lent to the connection) while it has few unread, else copied into
+    /// its input.
     fn on_data(&self, ring: &mut Ring, slot: u32, key: u64, buf: u16, len: usize, rearm: bool) {
         let mut slots = self.slots.borrow_mut();
         let Some(s) = slots.get_mut(slot as usize) else {
@@ -298,32 +330,97 @@ impl Reactor {
             return;
         };
         let mut inputs = self.inputs.borrow_mut();
-        let input = match inputs.get_mut(&slot) {
-            Some(input) => input,
-            None if s.held == NONE => {
-                (s.held, s.off, s.len) = (buf, 0, len as u32);
-                return;
+        let unread = inputs.get(&slot).map_or(0, Input::unread);
+        if s.held == NONE && unread == 0 {
+            (s.held, s.off, s.len) = (buf, 0, len as u32);
+            return;
+        }
+        let input = inputs.entry(slot).or_default();
+        if input.off == input.bytes.len() {
+            input.bytes.clear();
+            input.off = 0;
+        }
+        if input.bytes.is_empty() && input.queued.len() < QUEUE_MAX {
+            input.queued.push_back((buf, len as u32));
+            input.queued_bytes += len;
+        } else {
+            if input.bytes.capacity() == 0 {
+                input.bytes = self.spare_vec();
             }
-            None => {
-                let mut input = Input {
-                    bytes: self.spare_vec(),
-                    ..Input::default()
-                };
-                let held = ring.bytes(s.held, s.len as usize);
-                input.bytes.extend_from_slice(&held[s.off as usize..]);
-                ring.recycle(s.held);
-                s.held = NONE;
-                inputs.entry(slot).or_insert(input)
-            }
-        };
-        input.bytes.extend_from_slice(ring.bytes(buf, len));
-        ring.recycle(buf);
-        if input.bytes.len() - input.off > INPUT_CAP && !input.paused {
+            input.bytes.extend_from_slice(ring.bytes(buf, len));
+            ring.recycle(buf);
+        }
+        if input.unread() > INPUT_CAP && !input.paused {
             input.paused = true;
             if !rearm {
                 let _ = ring.cancel_recv(key);
             }
         }
+    }
+
+    /// The ring ran dry: every buffer a connection holds is copied into
+    /// its input and given back (the receives re-armed by this dispatch
+    /// then find buffers again).
+    fn unpin(&self, ring: &mut Ring) {
+        let mut slots = self.slots.borrow_mut();
+        let mut inputs = self.inputs.borrow_mut();
+        for (i, s) in slots.iter_mut().enumerate() {
+            let slot = i as u32;
+            let queued = inputs.get(&slot).is_some_and(|inp| !inp.queued.is_empty());
+            if s.held == NONE && !queued {
+                continue;
+            }
+            let mut bytes = self.spare_vec();
+            if s.held != NONE {
+                bytes.extend_from_slice(&ring.bytes(s.held, s.len as usize)[s.off as usize..]);
+                ring.recycle(s.held);
+                s.held = NONE;
+            }
+            let input = inputs.entry(slot).or_default();
+            for (buf, len) in input.queued.drain(..) {
+                bytes.extend_from_slice(ring.bytes(buf, len as usize));
+                ring.recycle(buf);
+            }
+            input.queued_bytes = 0;
+            bytes.extend_from_slice(&input.bytes[input.off..]);
+            let old = std::mem::replace(&mut input.bytes, bytes);
+            input.off = 0;
+            self.keep_spare(old);
+        }
+    }
+
+    /// After the held buffer of `slot` was read: the next queued one is
+    /// held; an input with nothing left goes (and a paused receive is
+    /// armed again).
+    fn settle(&self, conn: &Conn) {
+        let slot = conn.slot();
+        let mut slots = self.slots.borrow_mut();
+        let Some(s) = slots.get_mut(slot as usize) else {
+            return;
+        };
+        let mut inputs = self.inputs.borrow_mut();
+        let Some(input) = inputs.get_mut(&slot) else {
+            return;
+        };
+        if s.held == NONE {
+            if let Some((buf, len)) = input.queued.pop_front() {
+                (s.held, s.off, s.len) = (buf, 0, len);
+                input.queued_bytes -= len as usize;
+            }
+        }
+        if s.held != NONE || input.unread() > 0 {
+            return;
+        }
+        let Some(input) = inputs.remove(&slot) else {
+            return;
+        };
+        drop((slots, inputs));
+        if input.paused {
+            let mut ring = self.ring.borrow_mut();
+            let _ = ring.arm_recv(conn.fd(), self.current(slot));
+            let _ = ring.submit();
+        }
+        self.keep_spare(input.bytes);
     }
 
     /// Lends the receive buffer `conn` holds to `parse` (which may write
@@ -351,17 +448,8 @@ impl Reactor {
         let data = unsafe { std::slice::from_raw_parts_mut(ptr.add(off), len - off) };
         parse(data);
         self.ring.borrow_mut().recycle(buf);
+        self.settle(conn);
         Some(len - off)
-    }
-
-    /// The stream of `conn` ended and every byte of it was read.
-    pub fn at_end(&self, conn: &Conn) -> bool {
-        let slot = conn.slot();
-        let slots = self.slots.borrow();
-        slots
-            .get(slot as usize)
-            .is_some_and(|s| s.end && s.held == NONE)
-            && !self.inputs.borrow().contains_key(&slot)
     }
 
     /// Sends what the core pushed to each of `conns` in this flush, in one
@@ -407,8 +495,10 @@ impl Reactor {
     /// byte count, 0 at the end of the stream, `WouldBlock` when nothing
     /// is there.
     pub fn recv(&self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+        let mut at = 0;
         self.take(conn, buf.len(), |bytes| {
-            buf[..bytes.len()].copy_from_slice(bytes)
+            buf[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
         })
     }
 
@@ -422,54 +512,56 @@ impl Reactor {
         self.take(conn, max, |bytes| vec.extend_from_slice(bytes))
     }
 
-    fn take(&self, conn: &Conn, max: usize, put: impl FnOnce(&[u8])) -> io::Result<usize> {
+    /// Hands up to `max` unread bytes of `conn` to `put`, in order (held
+    /// buffer, queued buffers, copied bytes), giving back each buffer read.
+    fn take(&self, conn: &Conn, max: usize, mut put: impl FnMut(&[u8])) -> io::Result<usize> {
         let slot = conn.slot();
-        let mut slots = self.slots.borrow_mut();
-        let Some(s) = slots.get_mut(slot as usize) else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        if s.held != NONE {
-            let mut ring = self.ring.borrow_mut();
-            let avail = &ring.bytes(s.held, s.len as usize)[s.off as usize..];
-            let n = avail.len().min(max);
-            put(&avail[..n]);
-            s.off += n as u32;
-            if s.off == s.len {
-                ring.recycle(s.held);
-                s.held = NONE;
-            }
-            return Ok(n);
-        }
-        let end = s.end;
-        drop(slots);
-        let mut inputs = self.inputs.borrow_mut();
-        let Some(input) = inputs.get_mut(&slot) else {
-            return if end {
-                Ok(0)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
+        let mut n = 0;
+        let end = loop {
+            let mut slots = self.slots.borrow_mut();
+            let Some(s) = slots.get_mut(slot as usize) else {
+                return Err(io::ErrorKind::WouldBlock.into());
             };
+            if n == max {
+                break false;
+            }
+            if s.held != NONE {
+                let mut ring = self.ring.borrow_mut();
+                let avail = &ring.bytes(s.held, s.len as usize)[s.off as usize..];
+                let k = avail.len().min(max - n);
+                put(&avail[..k]);
+                n += k;
+                s.off += k as u32;
+                if s.off == s.len {
+                    ring.recycle(s.held);
+                    s.held = NONE;
+                    drop((ring, slots));
+                    self.settle(conn);
+                }
+                continue;
+            }
+            let end = s.end;
+            drop(slots);
+            let mut inputs = self.inputs.borrow_mut();
+            let Some(input) = inputs.get_mut(&slot) else {
+                break end;
+            };
+            let avail = &input.bytes[input.off..];
+            if avail.is_empty() {
+                break end;
+            }
+            let k = avail.len().min(max - n);
+            put(&avail[..k]);
+            n += k;
+            input.off += k;
+            drop(inputs);
+            self.settle(conn);
         };
-        let avail = &input.bytes[input.off..];
-        let n = avail.len().min(max);
-        put(&avail[..n]);
-        input.off += n;
-        if input.off < input.bytes.len() {
-            return Ok(n);
+        match n {
+            0 if end => Ok(0),
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         }
-        // All read: the input goes (its vector kept for reuse), and a
-        // paused receive starts again.
-        let Some(input) = inputs.remove(&slot) else {
-            return Ok(n);
-        };
-        drop(inputs);
-        if input.paused {
-            let mut ring = self.ring.borrow_mut();
-            let _ = ring.arm_recv(conn.fd(), self.current(slot));
-            let _ = ring.submit();
-        }
-        self.keep_spare(input.bytes);
-        Ok(n)
     }
 
     fn keep_spare(&self, mut bytes: Vec<u8>) {
