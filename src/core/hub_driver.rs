@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::Core;
-use crate::hub::{ConnId, EngineReply, Hub, Output};
+use crate::hub::{ConnId, DirectCount, DirectTarget, EngineReply, Hub, Output};
 use crate::net::conn::{Conn, Pushed};
 use crate::net::mailbox::CoreMsg;
 use crate::proto::handshake::{finish_101, HEAD_101_LEN};
@@ -28,6 +28,8 @@ pub struct HubDriver {
     batch: Cell<u32>,
     /// Publish-API requests waiting for their sequence number.
     admin_waiters: RefCell<HashMap<u64, Rc<AdminWaiter>>>,
+    /// Direct-message requests waiting for every core's count.
+    direct_waiters: RefCell<HashMap<u64, Rc<DirectWaiter>>>,
 }
 
 impl HubDriver {
@@ -38,6 +40,7 @@ impl HubDriver {
             pushed: RefCell::default(),
             batch: Cell::new(0),
             admin_waiters: RefCell::default(),
+            direct_waiters: RefCell::default(),
         }
     }
 }
@@ -120,6 +123,14 @@ impl Core {
                         waiter.complete(seq);
                     }
                 }
+                Output::AdminDirect { request, count } => {
+                    let mut waiters = self.hub.direct_waiters.borrow_mut();
+                    if let Some(waiter) = waiters.get(&request) {
+                        if waiter.add(count) {
+                            waiters.remove(&request);
+                        }
+                    }
+                }
                 Output::Engine { id, op } => {
                     let sent = (self.engine()).is_some_and(|e| e.submit(id, &op, self.tick()));
                     if !sent {
@@ -185,6 +196,66 @@ impl Core {
         waiters.borrow_mut().insert(request, waiter.clone());
         self.with_hub(|hub| hub.publish_api(request, topic, payload, binary));
         Published(waiter)
+    }
+
+    /// Sends a direct message from the admin API on this core; resolves to
+    /// the sum of the counts of the cores that hold `target`'s sessions.
+    pub fn admin_direct(&self, target: DirectTarget, payload: &[u8], binary: bool) -> DirectSent {
+        let request = self.next_id();
+        let waiter = Rc::new(DirectWaiter::default());
+        // Counted before the hub runs: a local core answers within the call.
+        waiter.remaining.set(usize::MAX);
+        let waiters = &self.hub.direct_waiters;
+        waiters.borrow_mut().insert(request, waiter.clone());
+        let asked = self.with_hub(|hub| hub.direct_api(request, target, payload, binary));
+        // `remaining` went down once per answer already in: set the rest.
+        let answered = usize::MAX - waiter.remaining.get();
+        waiter.remaining.set(asked.saturating_sub(answered));
+        if waiter.remaining.get() == 0 {
+            waiters.borrow_mut().remove(&request);
+        }
+        DirectSent(waiter)
+    }
+}
+
+/// A direct-message request waiting for the counts of the cores it asked.
+#[derive(Default)]
+pub struct DirectWaiter {
+    remaining: Cell<usize>,
+    count: Cell<DirectCount>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl DirectWaiter {
+    /// One core's count; true when it was the last one.
+    fn add(&self, c: DirectCount) -> bool {
+        let mut sum = self.count.get();
+        sum.delivered += c.delivered;
+        sum.held += c.held;
+        self.count.set(sum);
+        self.remaining.set(self.remaining.get().saturating_sub(1));
+        let done = self.remaining.get() == 0;
+        if done {
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+        done
+    }
+}
+
+/// Resolves to how many sessions a direct message reached, and how many
+/// keep it for their resume.
+pub struct DirectSent(Rc<DirectWaiter>);
+
+impl Future for DirectSent {
+    type Output = DirectCount;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DirectCount> {
+        if self.0.remaining.get() == 0 {
+            return Poll::Ready(self.0.count.get());
+        }
+        self.0.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
     }
 }
 

@@ -70,6 +70,13 @@ impl Hub {
                 members,
             } => self.on_members(&topic, session, count, &members),
             Msg::Published { topic, seq, reply } => self.on_published(&topic, seq, reply),
+            Msg::Direct {
+                target,
+                payload,
+                binary,
+                reply,
+            } => self.on_direct(target, payload, binary, reply),
+            Msg::DirectDone { request, count } => self.on_direct_done(request, count),
         }
     }
 
@@ -204,6 +211,7 @@ impl Hub {
                 None => self.send(conn, frame),
             }
         }
+        self.replay_done(session, conn);
     }
 }
 

@@ -283,7 +283,7 @@ impl Fleet {
                             }
                             Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                             Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
-                            Output::AdminPublished { .. } => {}
+                            Output::AdminPublished { .. } | Output::AdminDirect { .. } => {}
                             Output::Engine { id, op } => {
                                 if self.up[node] {
                                     match &op {

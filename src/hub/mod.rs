@@ -108,6 +108,17 @@ pub enum Msg {
         seq: u64,
         reply: Reply,
     },
+    /// A direct message from the backend, for the sessions of `target` the
+    /// receiving core holds; answered with `DirectDone` to `reply` (core,
+    /// request).
+    Direct {
+        target: DirectTarget,
+        payload: Arc<[u8]>,
+        binary: bool,
+        reply: (usize, u64),
+    },
+    /// What one core did with a `Direct`.
+    DirectDone { request: u64, count: DirectCount },
 }
 
 /// A message kept in a topic's history.
@@ -150,6 +161,9 @@ pub enum Output {
     Mail { core: usize, msg: Msg },
     /// A publish-API request on this core got its sequence number.
     AdminPublished { request: u64, seq: u64 },
+    /// One core's answer to a direct-message request of this core (as many
+    /// come as [`Hub::direct_api`] said).
+    AdminDirect { request: u64, count: DirectCount },
     /// A request to the shared engine (`--redis`), answered with
     /// [`Hub::engine_reply`] under the same `id`.
     Engine { id: u64, op: EngineOp },
@@ -304,6 +318,10 @@ pub struct Hub {
     topic_expiries: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     /// Topics forgotten since the I/O layer last asked (to give memory back).
     topics_freed: usize,
+    /// Direct messages of the sessions that got one (most have none).
+    directs: IdMap<SessionId, Box<direct::Directs>>,
+    /// [`DIRECT_TAG`], shared by the delivery records of direct messages.
+    direct_tag: Arc<str>,
     /// Lifetime counters.
     pub stats: HubStats,
 }
@@ -343,6 +361,8 @@ impl Hub {
             expiries: BinaryHeap::new(),
             topic_expiries: BinaryHeap::new(),
             topics_freed: 0,
+            directs: IdMap::default(),
+            direct_tag: DIRECT_TAG.into(),
             stats: HubStats::default(),
         }
     }
@@ -415,11 +435,17 @@ impl Hub {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
+        let mut direct = None;
         for (topic, seq) in lost {
-            if let Some(sub) = s.subs.get_mut(topic) {
+            if **topic == *DIRECT_TAG {
+                direct = Some(*seq);
+            } else if let Some(sub) = s.subs.get_mut(topic) {
                 sub.last = sub.last.min(seq.saturating_sub(1));
                 s.dirty = true;
             }
+        }
+        if let Some(seq) = direct {
+            self.rewind_directs(session, seq);
         }
     }
 
@@ -440,11 +466,13 @@ impl Hub {
 
 mod commands;
 mod deliver;
+mod direct;
 mod engine;
 mod session;
 mod subs;
 mod topic;
 
+pub use direct::{DirectCount, DirectTarget, DIRECT_TAG};
 pub use engine::{Claimed, EngineEvent, EngineOp, EngineReply, CHECKPOINT_MS};
 use engine::{Queued, Wait};
 use subs::Subs;

@@ -152,6 +152,8 @@ impl Hub {
         } else {
             self.stats.sessions_new += 1;
         }
+        // Direct messages it missed follow the topics' replay.
+        self.resume_directs(session, conn);
         if self.cfg.engine {
             // Persisted from the first moment, so any node can resume it.
             self.save(session, None, now);
@@ -280,6 +282,7 @@ impl Hub {
         if let Some(conn) = s.conn {
             self.conns.remove(&conn);
         }
+        self.directs.remove(&session);
         self.stats.sessions_ended += 1;
         let from = self.cfg.core;
         let member = s.member();

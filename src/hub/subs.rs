@@ -120,6 +120,11 @@ impl Subs {
         entries.into_iter()
     }
 
+    /// Whether any topic waits for its owner's `Subscribed`.
+    pub(super) fn any_pending(&self) -> bool {
+        self.iter().any(|(_, sub)| sub.pending)
+    }
+
     pub(super) fn iter(&self) -> Iter<'_> {
         match self {
             Subs::Few(v) => Iter::Few(v.iter()),

@@ -13,6 +13,8 @@ struct Cluster {
     accepted: HashMap<ConnId, SessionId>,
     closed: Vec<(ConnId, u16)>,
     admin: Vec<(u64, u64)>,
+    /// Direct-message answers: (request, count), one per core asked.
+    directs: Vec<(u64, DirectCount)>,
     next_conn: ConnId,
     /// conn → core
     conn_core: HashMap<ConnId, usize>,
@@ -61,6 +63,7 @@ impl Cluster {
             accepted: HashMap::new(),
             closed: Vec::new(),
             admin: Vec::new(),
+            directs: Vec::new(),
             next_conn: 1,
             conn_core: HashMap::new(),
             session_ids: Vec::new(),
@@ -102,6 +105,9 @@ impl Cluster {
                         Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                         Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
                         Output::AdminPublished { request, seq } => self.admin.push((request, seq)),
+                        Output::AdminDirect { request, count } => {
+                            self.directs.push((request, count))
+                        }
                         Output::Engine { .. } => unreachable!("no engine configured"),
                     }
                 }
@@ -129,6 +135,39 @@ impl Cluster {
         self.hubs[core].attach(conn, session, true, None, now);
         self.settle();
         conn
+    }
+
+    /// A connection of `user`'s session.
+    fn connect_as(&mut self, session: SessionId, user: &str, now: u64) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let core = session.owner(self.hubs.len());
+        self.conn_core.insert(conn, core);
+        self.session_ids.push(session.to_string());
+        let who = Identity {
+            user: user.into(),
+            grants: None,
+        };
+        self.hubs[core].attach(conn, session, true, Some(who), now);
+        self.settle();
+        conn
+    }
+
+    /// A direct message through the admin API of core 0: the summed count
+    /// of the cores' answers.
+    fn direct(&mut self, target: DirectTarget, text: &str) -> DirectCount {
+        self.directs.clear();
+        let asked = self.hubs[0].direct_api(7, target, text.as_bytes(), false);
+        self.settle();
+        assert_eq!(self.directs.len(), asked, "one answer per core asked");
+        self.directs
+            .iter()
+            .fold(DirectCount::default(), |mut sum, (r, c)| {
+                assert_eq!(*r, 7);
+                sum.delivered += c.delivered;
+                sum.held += c.held;
+                sum
+            })
     }
 
     fn cmd(&mut self, conn: ConnId, text: &str) {
@@ -576,4 +615,129 @@ fn a_session_stays_small() {
     assert!(std::mem::size_of::<super::Sub>() <= 16);
     // One topic is a vector of one: no hash table per session.
     assert!(std::mem::size_of::<super::Subs>() <= 24);
+}
+
+fn count(delivered: u64, held: u64) -> DirectCount {
+    DirectCount { delivered, held }
+}
+
+#[test]
+fn a_direct_message_reaches_its_session_only() {
+    let mut c = Cluster::new(3, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let cb = c.connect(b, 0);
+    c.lines(ca);
+    c.lines(cb);
+    assert_eq!(c.direct(DirectTarget::Session(a), "hi a"), count(1, 0));
+    assert_eq!(c.lines(ca), ["direct hi a"]);
+    assert!(c.lines(cb).is_empty());
+    // A session nobody holds: no one reached, nothing kept.
+    assert_eq!(c.direct(DirectTarget::Session(sid()), "x"), count(0, 0));
+}
+
+#[test]
+fn every_session_of_a_user_gets_it_on_every_core() {
+    let mut c = Cluster::new(3, 16);
+    // Two tabs of user 42 (sessions most likely on two cores), one of 7.
+    let (t1, t2, other) = (sid(), sid(), sid());
+    let c1 = c.connect_as(t1, "42", 0);
+    let c2 = c.connect_as(t2, "42", 0);
+    let c3 = c.connect_as(other, "7", 0);
+    for conn in [c1, c2, c3] {
+        c.lines(conn);
+    }
+    assert_eq!(
+        c.direct(DirectTarget::User("42".into()), "ping"),
+        count(2, 0)
+    );
+    assert_eq!(c.lines(c1), ["direct ping"]);
+    assert_eq!(c.lines(c2), ["direct ping"]);
+    assert!(c.lines(c3).is_empty());
+    assert_eq!(
+        c.direct(DirectTarget::User("nobody".into()), "x"),
+        count(0, 0)
+    );
+}
+
+#[test]
+fn a_resume_gets_the_direct_messages_it_missed_after_its_topics_replay() {
+    let mut c = Cluster::new(2, 16);
+    let (a, b) = (sid(), sid());
+    let ca = c.connect(a, 0);
+    let pa = c.peer(a);
+    let cb = c.connect(b, 0);
+    c.cmd(ca, "sub t");
+    c.cmd(ca, "sub u");
+    c.lines(ca);
+    assert_eq!(c.direct(DirectTarget::Session(a), "d1"), count(1, 0));
+    c.drop_conn(ca, 10, false);
+    c.cmd(cb, "pub t m1");
+    c.cmd(cb, "pub u m2");
+    assert_eq!(c.direct(DirectTarget::Session(a), "d2"), count(0, 1));
+    assert_eq!(c.direct(DirectTarget::Session(a), "d3"), count(0, 1));
+    let ca2 = c.connect(a, 20);
+    let lines = c.lines(ca2);
+    assert_eq!(lines[0], format!("hello {pa} resumed n1"));
+    // The topics' replay (in whatever order their owners answer), then the
+    // direct messages it missed, in order, once.
+    let mut topics = lines[1..3].to_vec();
+    topics.sort();
+    assert_eq!(topics, ["msg t 1 m1", "msg u 1 m2"]);
+    assert_eq!(lines[3..], ["direct d2", "direct d3"]);
+    // Live again: delivered at once, and nothing replayed twice.
+    assert_eq!(c.direct(DirectTarget::Session(a), "d4"), count(1, 0));
+    assert_eq!(c.lines(ca2), ["direct d4"]);
+}
+
+#[test]
+fn direct_messages_past_the_history_are_a_gap() {
+    let mut c = Cluster::new(1, 3);
+    let a = sid();
+    let ca = c.connect(a, 0);
+    c.lines(ca);
+    c.drop_conn(ca, 10, false);
+    for i in 1..=5 {
+        assert_eq!(
+            c.direct(DirectTarget::Session(a), &format!("d{i}")),
+            count(0, 1)
+        );
+    }
+    let ca2 = c.connect(a, 20);
+    let lines = c.lines(ca2);
+    assert_eq!(
+        lines[1..],
+        ["gap direct 1 2", "direct d3", "direct d4", "direct d5"]
+    );
+}
+
+#[test]
+fn a_direct_message_the_socket_lost_comes_again_on_resume() {
+    let mut c = Cluster::new(1, 16);
+    let a = sid();
+    let ca = c.connect(a, 0);
+    c.lines(ca);
+    for i in 1..=3 {
+        c.direct(DirectTarget::Session(a), &format!("d{i}"));
+    }
+    assert_eq!(c.lines(ca), ["direct d1", "direct d2", "direct d3"]);
+    // The socket died with d2 and d3 unacknowledged.
+    c.hubs[0].detach(ca, 10, false, &[(DIRECT_TAG.into(), 2)]);
+    c.settle();
+    let ca2 = c.connect(a, 20);
+    assert_eq!(c.lines(ca2)[1..], ["direct d2", "direct d3"]);
+}
+
+#[test]
+fn an_ended_session_forgets_its_direct_messages() {
+    let mut c = Cluster::new(1, 16);
+    let a = sid();
+    let ca = c.connect(a, 0);
+    c.drop_conn(ca, 10, false);
+    assert_eq!(c.direct(DirectTarget::Session(a), "kept"), count(0, 1));
+    c.tick(10 + 10_000 + 1); // past --session-ttl
+    assert_eq!(c.direct(DirectTarget::Session(a), "late"), count(0, 0));
+    let ca2 = c.connect(a, 20_000);
+    assert!(c.lines(ca2)[0].ends_with(" new n1"));
+    assert_eq!(c.lines(ca2).len(), 0);
 }

@@ -43,6 +43,11 @@ pub struct CoreStats {
     sticky_hits: AtomicU64,
     sticky_misses: AtomicU64,
     slow_consumer_closes: AtomicU64,
+    /// Direct messages (admin API): sessions reached, sessions that keep
+    /// it for a resume, requests that reached nobody.
+    direct_delivered: AtomicU64,
+    direct_held: AtomicU64,
+    direct_none: AtomicU64,
     heartbeat_timeouts: AtomicU64,
     sessions_new: AtomicU64,
     sessions_resumed: AtomicU64,
@@ -99,6 +104,16 @@ impl CoreStats {
     pub fn rejected(&self, status: u16) {
         if let Some(i) = REJECT_STATUSES.iter().position(|&s| s == status) {
             bump(&self.rejects[i], 1);
+        }
+    }
+
+    /// One direct-message request: sessions it reached and sessions that
+    /// keep it (neither: it reached nobody).
+    pub fn direct(&self, delivered: u64, held: u64) {
+        bump(&self.direct_delivered, delivered);
+        bump(&self.direct_held, held);
+        if delivered == 0 && held == 0 {
+            bump(&self.direct_none, 1);
         }
     }
 

@@ -147,6 +147,19 @@ impl Metrics {
             "Ended WebSocket connections by close code (1006: no close frame).",
             &closes,
         );
+        counter(
+            o,
+            "wsgate_direct_total",
+            "Direct messages of the admin API: sessions reached (delivered), kept for a disconnected session's resume (held), requests that found no session (none).",
+            &[
+                (
+                    "result=\"delivered\"".into(),
+                    self.sum(|c| &c.direct_delivered),
+                ),
+                ("result=\"held\"".into(), self.sum(|c| &c.direct_held)),
+                ("result=\"none\"".into(), self.sum(|c| &c.direct_none)),
+            ],
+        );
         let slow = self.sum(|c| &c.slow_consumer_closes);
         counter(
             o,

@@ -272,7 +272,8 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// Appends a complete plain-text response that ends the connection.
+/// Appends a complete response that ends the connection (plain text
+/// unless `extra_headers` names another `Content-Type`).
 pub fn write_response(out: &mut Vec<u8>, status: u16, extra_headers: &[(&str, &str)], body: &str) {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
@@ -280,11 +281,11 @@ pub fn write_response(out: &mut Vec<u8>, status: u16, extra_headers: &[(&str, &s
         let _ = write!(out, "{name}: {value}\r\n");
     }
     if status != 204 {
-        let _ = write!(
-            out,
-            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        let typed = (extra_headers.iter()).any(|(n, _)| n.eq_ignore_ascii_case("Content-Type"));
+        if !typed {
+            out.extend_from_slice(b"Content-Type: text/plain\r\n");
+        }
+        let _ = write!(out, "Content-Length: {}\r\n", body.len());
     }
     out.extend_from_slice(b"Cache-Control: no-store\r\nConnection: close\r\n\r\n");
     if status != 204 {

@@ -1,6 +1,7 @@
-//! The admin listener (`--admin-listen`): Prometheus metrics and the publish
-//! API. It is never exposed to the load balancer; requests are small and
-//! rare, so each is served with a plain read loop and closed.
+//! The admin listener (`--admin-listen`): Prometheus metrics, the publish
+//! API and direct messages to a session or a user (DESIGN §12). It is never
+//! exposed to the load balancer; requests are small and rare, so each is
+//! served with a plain read loop and closed.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -8,13 +9,18 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::auth::is_valid_user;
 use crate::core::Core;
+use crate::hub::{DirectCount, DirectTarget};
 use crate::proto::command::is_valid_topic;
+use crate::proto::cookie::SessionId;
 use crate::proto::http::{parse_request, write_response, HeadError, Request, MAX_HEAD};
 use crate::sys::log::{self, Level};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PUBLISH_PREFIX: &str = "/publish/";
+const SEND_SESSION_PREFIX: &str = "/send/session/";
+const SEND_USER_PREFIX: &str = "/send/user/";
 
 /// Accepts admin connections forever.
 pub async fn serve(listener: TcpListener, core: Rc<Core>) {
@@ -104,10 +110,78 @@ async fn route(
         let body = shared.metrics.render(&shared.node_id, shared.is_draining());
         return respond(200, &body, &[]);
     }
-    let Some(topic) = head.path.strip_prefix(PUBLISH_PREFIX) else {
-        return respond(404, "not found\n", &[]);
+    if let Some(topic) = head.path.strip_prefix(PUBLISH_PREFIX) {
+        let topic = topic.to_string();
+        return publish(&head, &topic, head_len, buf, stream, core).await;
+    }
+    if let Some(id) = head.path.strip_prefix(SEND_SESSION_PREFIX) {
+        // A session id is a secret: only its shape is checked here, and it
+        // is never logged.
+        let target = SessionId::parse(id.as_bytes()).map(DirectTarget::Session);
+        let bad = "invalid session id (a UUID, as in the cookie)\n";
+        return send(&head, target, bad, head_len, buf, stream, core).await;
+    }
+    if let Some(user) = head.path.strip_prefix(SEND_USER_PREFIX) {
+        let target = (is_valid_user(user.as_bytes())).then(|| DirectTarget::User(user.into()));
+        let bad = "invalid user: 1-128 bytes of [A-Za-z0-9._:@-]\n";
+        return send(&head, target, bad, head_len, buf, stream, core).await;
+    }
+    respond(404, "not found\n", &[])
+}
+
+/// Checks what every write request of the admin API needs (the token, the
+/// method, a body within `--max-message-size`, UTF-8 unless binary) and
+/// reads the body: `Ok(body range)` or the refusal to answer. `valid`: the
+/// path's own check (topic, session, user), answered 400 with `bad`.
+async fn admin_body(
+    head: &Head,
+    valid: bool,
+    bad: &str,
+    head_len: usize,
+    buf: &mut Vec<u8>,
+    stream: &mut TcpStream,
+    core: &Core,
+) -> Result<std::ops::Range<usize>, Vec<u8>> {
+    let shared = &core.shared;
+    let Some(token) = shared.config.publish_token.as_deref() else {
+        return Err(respond(
+            404,
+            "publish API is off (no --publish-token)\n",
+            &[],
+        ));
     };
-    publish(&head, topic, head_len, buf, stream, core).await
+    if head.method != "POST" {
+        return Err(respond(405, "method not allowed\n", &[("Allow", "POST")]));
+    }
+    check_bearer(head, token)?;
+    if !valid {
+        return Err(respond(400, bad, &[]));
+    }
+    if head.chunked {
+        return Err(respond(411, "send the body with Content-Length\n", &[]));
+    }
+    let len = match head.content_length {
+        None => return Err(respond(411, "Content-Length required\n", &[])),
+        Some(None) => return Err(respond(400, "invalid Content-Length\n", &[])),
+        Some(Some(len)) => len,
+    };
+    if len > shared.config.max_message_size {
+        return Err(respond(413, "body exceeds --max-message-size\n", &[]));
+    }
+    while buf.len() < head_len + len {
+        if !read_more(stream, buf).await {
+            return Err(respond(400, "incomplete body\n", &[]));
+        }
+    }
+    let body = head_len..head_len + len;
+    if !head.binary && std::str::from_utf8(&buf[body.clone()]).is_err() {
+        return Err(respond(
+            400,
+            "text body must be UTF-8 (or send application/octet-stream)\n",
+            &[],
+        ));
+    }
+    Ok(body)
 }
 
 /// `POST /publish/<topic>`: checks the token, the topic and the body, then
@@ -120,44 +194,13 @@ async fn publish(
     stream: &mut TcpStream,
     core: &Core,
 ) -> Vec<u8> {
-    let shared = &core.shared;
-    let Some(token) = shared.config.publish_token.as_deref() else {
-        return respond(404, "publish API is off (no --publish-token)\n", &[]);
+    let valid = is_valid_topic(topic.as_bytes());
+    let bad = "invalid topic: 1-128 bytes of [A-Za-z0-9._:-]\n";
+    let body = match admin_body(head, valid, bad, head_len, buf, stream, core).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
-    if head.method != "POST" {
-        return respond(405, "method not allowed\n", &[("Allow", "POST")]);
-    }
-    if let Err(refusal) = check_bearer(head, token) {
-        return refusal;
-    }
-    if !is_valid_topic(topic.as_bytes()) {
-        return respond(400, "invalid topic: 1-128 bytes of [A-Za-z0-9._:-]\n", &[]);
-    }
-    if head.chunked {
-        return respond(411, "send the body with Content-Length\n", &[]);
-    }
-    let len = match head.content_length {
-        None => return respond(411, "Content-Length required\n", &[]),
-        Some(None) => return respond(400, "invalid Content-Length\n", &[]),
-        Some(Some(len)) => len,
-    };
-    if len > shared.config.max_message_size {
-        return respond(413, "body exceeds --max-message-size\n", &[]);
-    }
-    while buf.len() < head_len + len {
-        if !read_more(stream, buf).await {
-            return respond(400, "incomplete body\n", &[]);
-        }
-    }
-    let body = &buf[head_len..head_len + len];
-    if !head.binary && std::str::from_utf8(body).is_err() {
-        return respond(
-            400,
-            "text body must be UTF-8 (or send application/octet-stream)\n",
-            &[],
-        );
-    }
-    let published = core.admin_publish(topic, body, head.binary);
+    let published = core.admin_publish(topic, &buf[body], head.binary);
     match monoio::time::timeout(ADMIN_TIMEOUT, published).await {
         Ok(seq) => {
             log::emit(
@@ -168,6 +211,40 @@ async fn publish(
             respond(200, &format!("{seq}\n"), &[])
         }
         Err(_) => respond(503, "publish timed out\n", &[]),
+    }
+}
+
+/// `POST /send/session/<id>` and `POST /send/user/<user>`: a `direct`
+/// message to that session or to every session of that user on this node.
+/// `200 {"delivered":n,"held":m}` when a connected client got it; `404`
+/// (same body, `delivered` 0) when none did (`held`: disconnected sessions
+/// that get it if they resume).
+async fn send(
+    head: &Head,
+    target: Option<DirectTarget>,
+    bad: &str,
+    head_len: usize,
+    buf: &mut Vec<u8>,
+    stream: &mut TcpStream,
+    core: &Core,
+) -> Vec<u8> {
+    let valid = target.is_some();
+    let body = match admin_body(head, valid, bad, head_len, buf, stream, core).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    let Some(target) = target else {
+        return respond(400, bad, &[]);
+    };
+    let sent = core.admin_direct(target, &buf[body], head.binary);
+    match monoio::time::timeout(ADMIN_TIMEOUT, sent).await {
+        Ok(DirectCount { delivered, held }) => {
+            core.stats.direct(delivered, held);
+            let status = if delivered > 0 { 200 } else { 404 };
+            let body = format!("{{\"delivered\":{delivered},\"held\":{held}}}\n");
+            respond_json(status, &body)
+        }
+        Err(_) => respond(503, "send timed out\n", &[]),
     }
 }
 
@@ -187,6 +264,10 @@ fn check_bearer(head: &Head, token: &str) -> Result<(), Vec<u8>> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn respond_json(status: u16, body: &str) -> Vec<u8> {
+    respond(status, body, &[("Content-Type", "application/json")])
 }
 
 fn respond(status: u16, body: &str, headers: &[(&str, &str)]) -> Vec<u8> {
