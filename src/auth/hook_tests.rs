@@ -2,6 +2,7 @@
 //! response shape (split at every point), the limits, and the verdicts.
 
 use super::*;
+use crate::proto::http_client::{MAX_BODY, MAX_CHUNK_OVERHEAD, MAX_HEAD, MAX_HEADERS};
 use serde_json::{json, Value};
 
 fn target(url: &str) -> HookTarget {

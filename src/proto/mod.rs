@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod frame;
 pub mod handshake;
 pub mod http;
+pub mod http_client;
 pub mod mask;
 pub mod peer;
 pub mod receiver;
