@@ -1,7 +1,9 @@
-//! The auth hook's client, one per core (`--auth-hook`, DESIGN.md §11).
+//! The backend hooks' HTTP/1.1 client, one per core and hook: the auth
+//! hook (`--auth-hook`, DESIGN.md §11) and the events hook
+//! (`--events-hook`, §12).
 //!
-//! The wire format is sans-IO in `auth/hook.rs`; this module only moves its
-//! bytes. Keep-alive connections are reused (at most `concurrency` kept
+//! The wire format is sans-IO in `proto/http_client.rs` (and the auth
+//! hook's messages in `auth/hook.rs`); this module only moves its bytes. Keep-alive connections are reused (at most `concurrency` kept
 //! idle); at most `concurrency` calls are in flight per core and the others
 //! wait their turn, oldest first. The whole call (waiting for a turn,
 //! connecting, writing, reading) is bounded by the timeout, after which the
@@ -20,48 +22,57 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+#[cfg(feature = "auth")]
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "auth")]
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 
-use crate::auth::{
-    parse_response, parse_response_at_eof, verdict, write_request, HookRequest, HookTarget,
-    HookVerdict,
-};
+#[cfg(feature = "auth")]
+use crate::auth::{verdict, write_request, HookRequest, HookVerdict};
+#[cfg(feature = "auth")]
 use crate::metrics::hook::{HookResult, HookStats};
 use crate::net::socket::{self, would_block};
+use crate::proto::http_client::{parse_response, parse_response_at_eof, write_post, HookTarget};
 use crate::sys;
 
 /// Bytes asked of the kernel per `recv` (a hook answer is usually one read).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A core's client of the auth hook. Core-local (`!Send`): share it on its
-/// core as `Rc<HookClient>`; every method takes `&self`.
+/// A core's client of one hook. Core-local (`!Send`): share it on its core
+/// as `Rc<HookClient>`; every method takes `&self`.
 pub struct HookClient {
     target: HookTarget,
     addr: SocketAddr,
     timeout: Duration,
-    stats: Arc<HookStats>,
+    #[cfg(feature = "auth")]
+    stats: Option<Arc<HookStats>>,
     /// Keep-alive connections between calls, most recently used last.
     idle: RefCell<Vec<TcpStream>>,
     max_idle: usize,
     turns: Turns,
 }
 
+/// A complete answer (status and body), or why there is none: a fixed
+/// word (`timeout`, `connect`, `closed`, or a response parse error's).
+pub type Answer = Result<(u16, Vec<u8>), &'static str>;
+
 /// How one attempt on one connection ended.
 enum Trip {
     /// The backend closed or reset the connection before any response byte:
     /// on a pooled connection, worth one more try on a fresh one.
     Unanswered,
-    Done(HookVerdict),
+    Done(Answer),
 }
 
 impl HookClient {
     /// A client of `target`, connecting to `addr` (resolved once, at start);
     /// each call is bounded by `timeout`; at most `concurrency` calls (at
     /// least 1) are in flight and as many connections kept idle.
+    #[cfg(feature = "auth")]
     pub fn new(
         target: HookTarget,
         addr: SocketAddr,
@@ -69,12 +80,26 @@ impl HookClient {
         concurrency: usize,
         stats: Arc<HookStats>,
     ) -> HookClient {
+        let mut c = HookClient::plain(target, addr, timeout, concurrency);
+        c.stats = Some(stats);
+        c
+    }
+
+    /// A client without the auth hook's counters (the events hook keeps
+    /// its own).
+    pub fn plain(
+        target: HookTarget,
+        addr: SocketAddr,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> HookClient {
         let concurrency = concurrency.max(1);
         HookClient {
             target,
             addr,
             timeout,
-            stats,
+            #[cfg(feature = "auth")]
+            stats: None,
             idle: RefCell::new(Vec::new()),
             max_idle: concurrency,
             turns: Turns::new(concurrency),
@@ -83,17 +108,36 @@ impl HookClient {
 
     /// Asks the hook about one upgrade. Never fails otherwise than with
     /// [`HookVerdict::Fail`]; counted in the stats with its latency.
+    #[cfg(feature = "auth")]
     pub async fn call(&self, req: &HookRequest<'_>) -> HookVerdict {
         let started = Instant::now();
         let mut request = Vec::with_capacity(512);
         write_request(&self.target, req, &mut request);
-        let verdict = match monoio::time::timeout(self.timeout, self.exchange(&request)).await {
-            Ok(verdict) => verdict,
-            // Dropping `exchange` dropped its connection and gave its turn back.
-            Err(_) => HookVerdict::Fail("timeout"),
+        let verdict = match self.send(&request).await {
+            Ok((status, body)) => verdict(status, &body),
+            Err(why) => HookVerdict::Fail(why),
         };
-        self.stats.record(result_of(&verdict), started.elapsed());
+        if let Some(stats) = &self.stats {
+            stats.record(result_of(&verdict), started.elapsed());
+        }
         verdict
+    }
+
+    /// POSTs `body` (`content_type`) to the hook's URL: its answer, or why
+    /// there is none, within the client's timeout (waiting for a turn
+    /// included).
+    pub async fn post(&self, content_type: &str, body: &[u8]) -> Answer {
+        let mut request = Vec::with_capacity(body.len() + 256);
+        write_post(&self.target, content_type, body, &mut request);
+        self.send(&request).await
+    }
+
+    async fn send(&self, request: &[u8]) -> Answer {
+        match monoio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(answer) => answer,
+            // Dropping `exchange` dropped its connection and gave its turn back.
+            Err(_) => Err("timeout"),
+        }
     }
 
     /// Connections kept idle right now.
@@ -101,22 +145,22 @@ impl HookClient {
         self.idle.borrow().len()
     }
 
-    async fn exchange(&self, request: &[u8]) -> HookVerdict {
+    async fn exchange(&self, request: &[u8]) -> Answer {
         let _turn = self.turns.take().await;
         if let Some(stream) = self.take_idle() {
             match self.round_trip(stream, request).await {
-                Trip::Done(verdict) => return verdict,
+                Trip::Done(answer) => return answer,
                 Trip::Unanswered => {} // closed while idle: once more, fresh
             }
         }
         let stream = match TcpStream::connect_addr(self.addr).await {
             Ok(stream) => stream,
-            Err(_) => return HookVerdict::Fail("connect"),
+            Err(_) => return Err("connect"),
         };
         let _ = stream.set_nodelay(true);
         match self.round_trip(stream, request).await {
-            Trip::Done(verdict) => verdict,
-            Trip::Unanswered => HookVerdict::Fail("closed"),
+            Trip::Done(answer) => answer,
+            Trip::Unanswered => Err("closed"),
         }
     }
 
@@ -154,23 +198,23 @@ impl HookClient {
             match sys::recv_append(fd, &mut buf, READ_CHUNK) {
                 Ok(0) if buf.is_empty() => return Trip::Unanswered,
                 Ok(0) => {
-                    let verdict = match parse_response_at_eof(&buf) {
-                        Ok(r) => verdict(r.status, &r.body),
-                        Err(e) => HookVerdict::Fail(e.reason()),
+                    let answer = match parse_response_at_eof(&buf) {
+                        Ok(r) => Ok((r.status, r.body.into_owned())),
+                        Err(e) => Err(e.reason()),
                     };
-                    return Trip::Done(verdict);
+                    return Trip::Done(answer);
                 }
                 Ok(_) => match parse_response(&buf) {
                     Ok(None) => {}
                     Ok(Some(r)) => {
                         let reusable = r.keep_alive && r.consumed == buf.len();
-                        let verdict = verdict(r.status, &r.body);
+                        let answer = Ok((r.status, r.body.into_owned()));
                         if reusable {
                             self.give_back(stream);
                         }
-                        return Trip::Done(verdict);
+                        return Trip::Done(answer);
                     }
-                    Err(e) => return Trip::Done(HookVerdict::Fail(e.reason())),
+                    Err(e) => return Trip::Done(Err(e.reason())),
                 },
                 Err(e) if would_block(&e) => {
                     if stream.readable(false).await.is_err() {
@@ -189,11 +233,12 @@ fn broken(buf: &[u8]) -> Trip {
     if buf.is_empty() {
         Trip::Unanswered
     } else {
-        Trip::Done(HookVerdict::Fail("closed"))
+        Trip::Done(Err("closed"))
     }
 }
 
 /// The counter a verdict goes to.
+#[cfg(feature = "auth")]
 fn result_of(verdict: &HookVerdict) -> HookResult {
     match verdict {
         HookVerdict::Grant { .. } => HookResult::Granted,
@@ -310,6 +355,6 @@ impl Drop for Turn<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "auth"))]
 #[path = "hook_client_tests.rs"]
 mod tests;

@@ -8,7 +8,7 @@
 pub mod conn;
 pub mod deliveries;
 pub mod epoll;
-#[cfg(feature = "auth")]
+#[cfg(any(feature = "auth", feature = "backend"))]
 pub mod hook_client;
 pub mod mailbox;
 pub mod reactor;
