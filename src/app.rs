@@ -135,7 +135,13 @@ fn shared_state(
             ],
         ),
     }
-    let shared = Shared::new(config, routes, cookie, node_id, mailboxes, auth, path);
+    #[allow(unused_mut)] // set below only with the `backend` feature
+    let mut shared = Shared::new(config, routes, cookie, node_id, mailboxes, auth, path);
+    #[cfg(feature = "backend")]
+    {
+        shared.events =
+            crate::core::events::EventsSetup::from_config(&shared.config).map_err(StartError)?;
+    }
     Ok((Arc::new(shared), bells))
 }
 
@@ -315,6 +321,8 @@ async fn serve_core(
     monoio::spawn(reactor::run(core.clone()));
     monoio::spawn(mailbox::run(core.clone(), mail_bell));
     monoio::spawn(redis::run(core.clone()));
+    #[cfg(feature = "backend")]
+    monoio::spawn(crate::serve::events::run(core.clone()));
     let drained = drain::drain(core.clone(), drain_bell);
     monoio::select! {
         _ = accept_loop(listener, core.clone()) => {}

@@ -11,6 +11,7 @@
 //!   read-side state machine, the gateway commands, RESP3. No I/O, no clock.
 //! - [`auth`]: topic permissions, and (feature `auth`) tokens, keys and the
 //!   auth hook's messages (sans-IO).
+//! - [`backend`] (feature `backend`): the events hook's messages (sans-IO).
 //! - [`hub`]: sessions and topics of one core (sans-IO, time as input).
 //! - [`config`] (flags) and [`metrics`] (counters): plain data.
 //! - [`engine`]: the shared engine's schema in Redis and the request
@@ -25,6 +26,8 @@
 
 pub mod app;
 pub mod auth;
+#[cfg(feature = "backend")]
+pub mod backend;
 pub mod config;
 pub mod core;
 pub mod engine;

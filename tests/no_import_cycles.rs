@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sys"],
     &["proto"],
-    &["auth"],
+    &["auth", "backend"],
     &["hub"],
     &["config", "metrics"],
     &["engine"],

@@ -214,6 +214,22 @@ pub struct Config {
         help_heading = "Authentication"
     )]
     pub auth_hook_concurrency: Option<usize>,
+
+    /// The application's backend hears from clients: http://host:port/path
+    /// gets JSON batches of `connect`, `disconnect` and `send` events, and
+    /// its answers to `send` go back to the client as `reply`.
+    #[arg(long, env = "WSGATE_EVENTS_HOOK", help_heading = "Backend")]
+    pub events_hook: Option<String>,
+
+    /// How long `connect`/`disconnect` events are retried while the events
+    /// hook fails, before they are dropped (and counted) [default: 30s].
+    #[arg(long, env = "WSGATE_EVENTS_RETRY", value_parser = parse_duration, help_heading = "Backend")]
+    pub events_retry: Option<Duration>,
+
+    /// Events waiting for the hook per core; beyond it a client's `send`
+    /// gets `err 503 busy` [default: 10000].
+    #[arg(long, env = "WSGATE_EVENTS_QUEUE", help_heading = "Backend")]
+    pub events_queue: Option<usize>,
 }
 
 impl Config {
@@ -247,7 +263,49 @@ impl Config {
         self.validate_names()?;
         self.validate_limits()?;
         self.validate_redis()?;
-        self.validate_auth()
+        self.validate_auth()?;
+        self.validate_events()
+    }
+
+    /// `--events-retry`, or its default.
+    pub fn events_retry(&self) -> Duration {
+        self.events_retry.unwrap_or(Duration::from_secs(30))
+    }
+
+    /// `--events-queue`, or its default.
+    pub fn events_queue(&self) -> usize {
+        self.events_queue.unwrap_or(10_000)
+    }
+
+    /// The events hook's flags: a build that has the feature, a URL the
+    /// hook client can use, and what needs the hook.
+    fn validate_events(&self) -> Result<(), String> {
+        let set = [
+            ("--events-hook", self.events_hook.is_some()),
+            ("--events-retry", self.events_retry.is_some()),
+            ("--events-queue", self.events_queue.is_some()),
+        ];
+        let first = set.iter().find(|(_, on)| *on).map(|(name, _)| *name);
+        if !cfg!(feature = "backend") {
+            if let Some(first) = first {
+                return Err(format!(
+                    "{first}: this wsgate was built without the `backend` feature (rebuild with default features to use the events hook)"
+                ));
+            }
+            return Ok(());
+        }
+        let Some(url) = &self.events_hook else {
+            if let Some(first) = first {
+                return Err(format!("{first} needs --events-hook"));
+            }
+            return Ok(());
+        };
+        crate::proto::http_client::HookTarget::parse(url)
+            .map_err(|e| format!("--events-hook: {e}"))?;
+        if self.events_queue == Some(0) {
+            return Err("--events-queue must be at least 1".into());
+        }
+        Ok(())
     }
 
     /// Whether upgrades on the gateway path must authenticate (any token

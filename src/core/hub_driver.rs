@@ -131,6 +131,15 @@ impl Core {
                         }
                     }
                 }
+                #[cfg(feature = "backend")]
+                Output::Connected {
+                    session,
+                    peer,
+                    user,
+                    resumed,
+                } => self.event_connect(session, peer, user, resumed),
+                #[cfg(not(feature = "backend"))]
+                Output::Connected { .. } => {}
                 Output::Engine { id, op } => {
                     let sent = (self.engine()).is_some_and(|e| e.submit(id, &op, self.tick()));
                     if !sent {
@@ -169,6 +178,15 @@ impl Core {
                     &[("core", &self.index), ("conn", &id)],
                 );
             }
+        }
+    }
+
+    /// Sends `frame` to gateway connection `id` if it is still open, the
+    /// way hub output goes (with the enclosing [`Core::hub_batch`]'s).
+    pub fn push_to(&self, id: ConnId, frame: &[u8]) {
+        self.push(id, frame, None);
+        if self.hub.batch.get() == 0 {
+            self.send_pushed();
         }
     }
 

@@ -20,6 +20,8 @@ use crate::proto::handshake::Routes;
 
 pub mod auth;
 pub mod engine_link;
+#[cfg(feature = "backend")]
+pub mod events;
 pub mod hub_driver;
 
 use auth::{CoreAuth, Gate};
@@ -52,6 +54,9 @@ pub struct Shared {
     pub auth: Option<Gate>,
     /// The data path of open connections (`--io`, decided at start).
     pub data_path: DataPath,
+    /// The events hook, resolved at start (`--events-hook`).
+    #[cfg(feature = "backend")]
+    pub events: Option<events::EventsSetup>,
     /// Open WebSocket connections on all cores (checked only at upgrade).
     active: AtomicUsize,
     /// Set once by the signal thread: health and upgrades answer 503.
@@ -71,6 +76,7 @@ impl Shared {
     ) -> Shared {
         let cores = mailboxes.len();
         let hook_on = config.auth_hook.is_some();
+        let config_events_on = config.events_hook.is_some();
         let schema = config.redis.as_ref().map(|_| {
             let ttl = config.session_ttl.as_millis() as u64;
             let topic_ttl = config.topic_ttl.as_millis() as u64;
@@ -85,7 +91,13 @@ impl Shared {
             routes,
             cookie,
             node_id,
-            metrics: Metrics::new(cores, hook_on),
+            metrics: if config_events_on {
+                Metrics::new(cores, hook_on).with_events()
+            } else {
+                Metrics::new(cores, hook_on)
+            },
+            #[cfg(feature = "backend")]
+            events: None,
             cores,
             mailboxes,
             active: AtomicUsize::new(0),
@@ -140,6 +152,9 @@ pub struct Core {
     engine: Option<EngineLink>,
     /// This core's side of authentication (`None`: off).
     pub auth: Option<CoreAuth>,
+    /// The events hook's queue and client (`--events-hook`).
+    #[cfg(feature = "backend")]
+    pub events: Option<events::Events>,
     /// Receive buffer lent to whichever connection is reading right now.
     read_buf: RefCell<Box<[u8]>>,
     /// Output batch of the connection being served right now.
@@ -165,7 +180,10 @@ impl Core {
             policy: shared.auth.as_ref().map(|g| g.policy.clone()),
             presence_cap: config.presence_max_members,
             topic_ttl_ms: config.topic_ttl.as_millis() as u64,
+            events: config.events_hook.is_some(),
         });
+        #[cfg(feature = "backend")]
+        let events = shared.events.as_ref().map(events::Events::new);
         let auth = shared.auth.as_ref().map(|g| CoreAuth::new(g, &stats));
         let engine = shared.schema.clone().map(EngineLink::new);
         if engine.is_some() {
@@ -179,6 +197,8 @@ impl Core {
             hub: HubDriver::new(hub),
             engine,
             auth,
+            #[cfg(feature = "backend")]
+            events,
             read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),
             write_buf: RefCell::new(Vec::with_capacity(64 * 1024)),
             draining: Cell::new(false),

@@ -49,7 +49,7 @@ impl Hub {
         if !self.allowed(session, &cmd) {
             let topic = match cmd {
                 Command::Sub(t) | Command::Who(t) | Command::Pub { topic: t, .. } => t,
-                Command::Unsub(_) | Command::Auth(_) => return,
+                Command::Unsub(_) | Command::Auth(_) | Command::Send(_) => return,
             };
             let frame = text_frame(|l| command::write_forbidden(l, cmd.name(), topic));
             self.send(conn, frame);
@@ -78,8 +78,9 @@ impl Hub {
                 };
                 self.mail(owner, msg);
             }
-            // Refreshed by the I/O layer, which holds the verifier.
-            Command::Auth(_) => {}
+            // Refreshed by the I/O layer, which holds the verifier; `send`
+            // goes to the events hook from the I/O layer too.
+            Command::Auth(_) | Command::Send(_) => {}
             Command::Who(topic) => {
                 let owner = topic_owner(topic, self.cfg.cores);
                 let topic = topic.into();
@@ -107,7 +108,7 @@ impl Hub {
             Command::Sub(t) => (Action::Subscribe, t),
             Command::Who(t) => (Action::Who, t),
             Command::Pub { topic, .. } => (Action::Publish, topic),
-            Command::Unsub(_) | Command::Auth(_) => return true,
+            Command::Unsub(_) | Command::Auth(_) | Command::Send(_) => return true,
         };
         let Some(s) = self.sessions.get(&session) else {
             return false;

@@ -154,14 +154,14 @@ pub(super) struct Queued {
 }
 
 impl Queued {
-    /// `None` for `auth`, which never reaches the hub's queue.
+    /// `None` for `auth` and `send`, which never reach the hub's queue.
     pub(super) fn new(cmd: Command<'_>, binary: bool, now: u64) -> Option<Queued> {
         let (kind, topic, payload): (u8, &str, &[u8]) = match cmd {
             Command::Sub(t) => (b's', t, b""),
             Command::Unsub(t) => (b'u', t, b""),
             Command::Pub { topic, payload } => (b'p', topic, payload),
             Command::Who(t) => (b'w', t, b""),
-            Command::Auth(_) => return None,
+            Command::Auth(_) | Command::Send(_) => return None,
         };
         Some(Queued {
             kind,

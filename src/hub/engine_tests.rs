@@ -88,6 +88,7 @@ impl Fleet {
                                 policy: policy.clone(),
                                 presence_cap: 1000,
                                 topic_ttl_ms: 60_000,
+                                events: false,
                             })
                         })
                         .collect()
@@ -283,7 +284,9 @@ impl Fleet {
                             }
                             Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                             Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
-                            Output::AdminPublished { .. } | Output::AdminDirect { .. } => {}
+                            Output::AdminPublished { .. }
+                            | Output::AdminDirect { .. }
+                            | Output::Connected { .. } => {}
                             Output::Engine { id, op } => {
                                 if self.up[node] {
                                     match &op {

@@ -164,6 +164,13 @@ pub enum Output {
     /// One core's answer to a direct-message request of this core (as many
     /// come as [`Hub::direct_api`] said).
     AdminDirect { request: u64, count: DirectCount },
+    /// A connection said `hello` (with `--events-hook`: its `connect` event).
+    Connected {
+        session: SessionId,
+        peer: PeerId,
+        user: Option<Arc<str>>,
+        resumed: bool,
+    },
     /// A request to the shared engine (`--redis`), answered with
     /// [`Hub::engine_reply`] under the same `id`.
     Engine { id: u64, op: EngineOp },
@@ -193,6 +200,8 @@ pub struct HubConfig {
     /// `--topic-ttl` in ms: how long a topic with no member is kept after
     /// its last member left or its last publish.
     pub topic_ttl_ms: u64,
+    /// `--events-hook` is set: `hello` is reported as [`Output::Connected`].
+    pub events: bool,
 }
 
 /// Who an authenticated connection is (DESIGN §11).
@@ -422,6 +431,13 @@ impl Hub {
     /// The peer id of a session this core holds.
     pub fn peer_of(&self, session: SessionId) -> Option<PeerId> {
         self.sessions.get(&session).map(|s| s.peer)
+    }
+
+    /// Who the gateway connection `conn` is: its session, peer id and user.
+    pub fn identity_of(&self, conn: ConnId) -> Option<(SessionId, PeerId, Option<Arc<str>>)> {
+        let session = *self.conns.get(&conn)?;
+        let s = self.sessions.get(&session)?;
+        Some((session, s.peer, s.user.clone()))
     }
 
     /// The connection a session is attached to, if any.

@@ -120,7 +120,16 @@ impl Hub {
         let (peer, node) = (s.peer, &self.cfg.node_id);
         let user = s.user.as_deref();
         let hello = text_frame(|l| command::write_hello(l, &peer.to_string(), resumed, node, user));
+        let user = self.cfg.events.then(|| s.user.clone());
         self.send(conn, hello);
+        if let Some(user) = user {
+            self.out.push_back(Output::Connected {
+                session,
+                peer,
+                user,
+                resumed,
+            });
+        }
         let from = self.cfg.core;
         if resumed {
             // The new token may allow less than the one the session began with.

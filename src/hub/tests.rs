@@ -55,6 +55,7 @@ impl Cluster {
                         policy: None,
                         presence_cap: cap,
                         topic_ttl_ms: ttl_ms,
+                        events: false,
                     })
                 })
                 .collect(),
@@ -109,6 +110,7 @@ impl Cluster {
                             self.directs.push((request, count))
                         }
                         Output::Engine { .. } => unreachable!("no engine configured"),
+                        Output::Connected { .. } => unreachable!("no events hook configured"),
                     }
                 }
             }

@@ -74,13 +74,57 @@ const BOUNDS: [(&str, u64); 12] = [
 #[derive(Default, Debug)]
 pub struct HookStats {
     results: [AtomicU64; HookResult::ALL.len()],
+    latency: Latency,
+}
+
+/// One core's latency histogram of a hook's calls (one writer).
+#[derive(Default, Debug)]
+pub struct Latency {
     /// Calls per bucket (not cumulative): `buckets[i]` counts latencies in
     /// `(BOUNDS[i-1], BOUNDS[i]]`, the last slot those over 5 s.
     buckets: [AtomicU64; BOUNDS.len() + 1],
     sum_micros: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64, n: u64) {
+impl Latency {
+    /// Counts one call that took `latency`.
+    pub fn record(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let slot = BOUNDS
+            .iter()
+            .position(|&(_, le)| micros <= le)
+            .unwrap_or(BOUNDS.len());
+        bump(&self.buckets[slot], 1);
+        bump(&self.sum_micros, micros);
+    }
+
+    /// Renders histogram `name` summed over `all` cores.
+    pub fn render(out: &mut String, name: &str, help: &str, all: &[&Latency]) {
+        let sum = |f: &dyn Fn(&Latency) -> &AtomicU64| -> u64 {
+            all.iter()
+                .map(|s| f(s).load(Relaxed))
+                .fold(0, u64::wrapping_add)
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, (le, _)) in BOUNDS.iter().enumerate() {
+            cumulative = cumulative.wrapping_add(sum(&|s| &s.buckets[i]));
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = cumulative.wrapping_add(sum(&|s| &s.buckets[BOUNDS.len()]));
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let micros = sum(&|s| &s.sum_micros);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}.{:06}",
+            micros / 1_000_000,
+            micros % 1_000_000
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
@@ -89,13 +133,7 @@ impl HookStats {
     /// view: waiting for a slot, connecting, writing and reading).
     pub fn record(&self, result: HookResult, latency: Duration) {
         bump(&self.results[result as usize], 1);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let slot = BOUNDS
-            .iter()
-            .position(|&(_, le)| micros <= le)
-            .unwrap_or(BOUNDS.len());
-        bump(&self.buckets[slot], 1);
-        bump(&self.sum_micros, micros);
+        self.latency.record(latency);
     }
 
     /// Calls that ended with `result` on this core.
@@ -121,27 +159,13 @@ impl HookStats {
             let _ = writeln!(out, "{name}{{result=\"{}\"}} {n}", r.label());
         }
 
-        let name = "wsgate_auth_hook_duration_seconds";
-        let _ = writeln!(
+        let latencies: Vec<&Latency> = all.iter().map(|s| &s.latency).collect();
+        Latency::render(
             out,
-            "# HELP {name} Auth hook call latency, waiting for a connection slot included.\n\
-             # TYPE {name} histogram"
+            "wsgate_auth_hook_duration_seconds",
+            "Auth hook call latency, waiting for a connection slot included.",
+            &latencies,
         );
-        let mut cumulative = 0u64;
-        for (i, (le, _)) in BOUNDS.iter().enumerate() {
-            cumulative = cumulative.wrapping_add(sum(&|s| &s.buckets[i]));
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let count = cumulative.wrapping_add(sum(&|s| &s.buckets[BOUNDS.len()]));
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let micros = sum(&|s| &s.sum_micros);
-        let _ = writeln!(
-            out,
-            "{name}_sum {}.{:06}",
-            micros / 1_000_000,
-            micros % 1_000_000
-        );
-        let _ = writeln!(out, "{name}_count {count}");
     }
 }
 

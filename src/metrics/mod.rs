@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::hub::HubStats;
 use crate::sys::{DataPath, Driver};
 
+pub mod events;
 pub mod hook;
 mod render;
 
@@ -58,6 +59,8 @@ pub struct CoreStats {
     topics: AtomicU64,
     /// The auth hook's requests on this core.
     pub hook: Arc<hook::HookStats>,
+    /// The events hook's events and requests on this core.
+    pub events: events::EventStats,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -188,6 +191,8 @@ pub struct Metrics {
     cores: Vec<Arc<CoreStats>>,
     /// Whether the auth hook's families are exported.
     hook_on: bool,
+    /// Whether the events hook's families are exported.
+    pub(crate) events_on: bool,
 }
 
 impl Metrics {
@@ -196,7 +201,14 @@ impl Metrics {
         Metrics {
             cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
             hook_on,
+            events_on: false,
         }
+    }
+
+    /// Exports the events hook's families too (`--events-hook`).
+    pub fn with_events(mut self) -> Metrics {
+        self.events_on = true;
+        self
     }
 
     /// The counters of core `index`.

@@ -20,6 +20,11 @@ impl Metrics {
             let all: Vec<&super::hook::HookStats> = self.cores.iter().map(|c| &*c.hook).collect();
             super::hook::HookStats::render(&mut out, &all);
         }
+        if self.events_on {
+            let all: Vec<&super::events::EventStats> =
+                self.cores.iter().map(|c| &c.events).collect();
+            super::events::EventStats::render(&mut out, &all);
+        }
         self.render_node(&mut out, node, draining);
         out
     }

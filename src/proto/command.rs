@@ -28,6 +28,9 @@ pub enum Command<'a> {
     /// `auth <jwt>`: a fresh token for the open connection (DESIGN §11).
     /// The token is a credential: it never goes into a log line or an answer.
     Auth(&'a [u8]),
+    /// `send <payload>` (or a binary `send\n<bytes>`): a message for the
+    /// application's backend (DESIGN §12), answered with `reply`.
+    Send(&'a [u8]),
 }
 
 impl Command<'_> {
@@ -39,6 +42,7 @@ impl Command<'_> {
             Command::Pub { .. } => "pub",
             Command::Who(_) => "who",
             Command::Auth(_) => "auth",
+            Command::Send(_) => "send",
         }
     }
 }
@@ -110,6 +114,15 @@ pub fn parse(frame: &[u8], binary: bool) -> Result<Command<'_>, CommandError> {
         (frame, None)
     };
     let (name, rest) = split_word(line);
+    if name == b"send" {
+        // `send <payload>` / `send\n<bytes>`: everything after is the payload.
+        return match (rest, body) {
+            (None, Some(body)) => Ok(Command::Send(body)),
+            (Some(payload), None) => Ok(Command::Send(payload)),
+            (None, None) => Ok(Command::Send(&[])),
+            (Some(_), Some(_)) => Err(CommandError::TrailingData),
+        };
+    }
     if name == b"auth" {
         // `auth <jwt>`: one word, in a text frame.
         return match (rest, body) {
@@ -247,6 +260,24 @@ pub fn write_err(out: &mut Vec<u8>, err: CommandError) {
 mod tests {
     use super::*;
     use crate::proto::peer::PeerId;
+
+    #[test]
+    fn parses_send() {
+        assert_eq!(
+            parse(b"send hello there", false),
+            Ok(Command::Send(b"hello there"))
+        );
+        assert_eq!(parse(b"send", false), Ok(Command::Send(b"")));
+        assert_eq!(
+            parse(b"send\n\x00\x01", true),
+            Ok(Command::Send(b"\x00\x01"))
+        );
+        assert_eq!(
+            parse(b"send x\n\x00", true),
+            Err(CommandError::TrailingData)
+        );
+        assert_eq!(parse(b"sendx", false), Err(CommandError::UnknownCommand));
+    }
 
     #[test]
     fn parses_text_commands() {

@@ -272,6 +272,7 @@ fn on_message(
             conn.append_output(out);
             refresh(core, conn, id, token, out);
         }
+        Ok(Command::Send(data)) => send_to_backend(core, id, data, binary, out),
         Ok(cmd) => {
             // Keep replies in order: what this batch wrote so far goes ahead
             // of what this command produces.
@@ -283,6 +284,26 @@ fn on_message(
             command::write_err(&mut line, err);
             encode_frame(out, OpCode::Text, &line);
         }
+    }
+}
+
+/// `send <payload>`: queued for the events hook, whose answer comes back
+/// later as `reply` (DESIGN §12); refused at once without a hook
+/// (`err 501`) or when the core's queue is full (`err 503 busy`: the
+/// connection stays).
+fn send_to_backend(core: &Core, id: u64, data: &[u8], binary: bool, out: &mut Vec<u8>) {
+    #[cfg(feature = "backend")]
+    let refused = core.event_send(id, data, binary).err().map(|r| match r {
+        crate::core::events::SendRefused::NoHook => &b"err 501 send: no events hook"[..],
+        crate::core::events::SendRefused::Busy => b"err 503 busy",
+    });
+    #[cfg(not(feature = "backend"))]
+    let refused = {
+        let _ = (core, id, data, binary);
+        Some(&b"err 501 send: no events hook"[..])
+    };
+    if let Some(line) = refused {
+        encode_frame(out, OpCode::Text, line);
     }
 }
 

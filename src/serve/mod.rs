@@ -2,10 +2,13 @@
 //! [`handshake`] (up to the 101), then [`websocket`] (its task) and
 //! [`frames`] (read, parse, answer), woken by [`reactor`]; [`mailbox`]
 //! serves cross-core mail, [`heartbeat`] pings and expires, [`drain`] is
-//! SIGTERM, [`admin`] the admin port, [`redis`] the shared engine's socket.
+//! SIGTERM, [`admin`] the admin port, [`redis`] the shared engine's socket,
+//! [`events`] the events hook's requests.
 
 pub mod admin;
 pub mod drain;
+#[cfg(feature = "backend")]
+pub mod events;
 pub mod frames;
 pub mod handshake;
 pub mod heartbeat;

@@ -252,7 +252,16 @@ async fn finish(core: Rc<Core>, ws: Ws) {
         conn.detach_id();
         let lost = conn.take_losses();
         let ended = state.ends_session();
+        // Who it was, for the events hook (a connection another one
+        // replaced is no longer its session's: no `disconnect` for it).
+        #[cfg(feature = "backend")]
+        let who = (core.events.as_ref()).and_then(|_| core.read_hub(|h| h.identity_of(id)));
         core.with_hub(|hub| hub.detach(id, core.now(), ended, &lost));
+        #[cfg(feature = "backend")]
+        if let Some(who) = who {
+            let gone = !core.read_hub(|h| h.has_session(who.0));
+            core.event_disconnect(who, state.final_code(), state.reason_word(), gone);
+        }
     }
     core.shared.release_connection();
     let out = conn.take_output();

@@ -48,6 +48,20 @@ impl Close {
         }
     }
 
+    /// A fixed word for how the connection ended (the events hook's
+    /// `disconnect` `reason`): `client` (its close frame), `server` (ours,
+    /// answered: drain, replaced, expired token…), `protocol_error`,
+    /// `slow_consumer`, or `vanished` (no close handshake).
+    pub fn reason_word(self) -> &'static str {
+        match self {
+            Close::Received(_) => "client",
+            Close::Done(_) => "server",
+            Close::Failed(_) => "protocol_error",
+            Close::Cut(1008) => "slow_consumer",
+            Close::Open | Close::Wanted(_) | Close::Sent(_) | Close::Cut(_) => "vanished",
+        }
+    }
+
     /// Only the client's own 1000 ends its session; any other end keeps it
     /// for a resume.
     pub fn ends_session(self) -> bool {
