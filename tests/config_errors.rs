@@ -137,3 +137,53 @@ fn bare_start_serves_health() {
     let gw = Gateway::start_exact(Driver::IoUring, &LOOPBACK, &[]);
     gw.assert_healthy();
 }
+
+#[test]
+fn events_hook_flags_are_checked() {
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "retry without a hook",
+            &["--events-retry", "5s"],
+            "--events-retry",
+        ),
+        (
+            "queue without a hook",
+            &["--events-queue", "5"],
+            "--events-queue",
+        ),
+        (
+            "a hook that is not http",
+            &["--events-hook", "https://127.0.0.1:9/ev"],
+            "--events-hook",
+        ),
+        (
+            "an empty queue",
+            &[
+                "--events-hook",
+                "http://127.0.0.1:9/ev",
+                "--events-queue",
+                "0",
+            ],
+            "--events-queue",
+        ),
+        (
+            "an unparsable retry",
+            &[
+                "--events-hook",
+                "http://127.0.0.1:9/ev",
+                "--events-retry",
+                "soon",
+            ],
+            "--events-retry",
+        ),
+    ];
+    for (what, flags, names) in cases {
+        let line = expect_config_error(what, &with_loopback(flags), &[]);
+        if cfg!(feature = "backend") || what == "an unparsable retry" {
+            assert!(line.contains(names), "{what}: {line}");
+        } else {
+            // The lean build names the first flag it lacks.
+            assert!(line.contains("`backend` feature"), "{what}: {line}");
+        }
+    }
+}
