@@ -658,3 +658,24 @@ fn another_users_cookie_gets_a_new_session_on_any_node() {
     f.cmd(p, "pub room still-hers");
     assert!(msgs(&f.lines(a)).contains(&"msg room 1 still-hers".to_string()));
 }
+
+#[test]
+fn a_who_right_behind_the_first_sub_counts_the_subscriber() {
+    let mut f = Fleet::new(1, 2, 16);
+    let x = SessionId::random();
+    let a = f.connect(0, x, false);
+    let px = f.peer(0, x);
+    f.lines(a);
+    // Both in one read, before the topic's copy has synced with the engine.
+    let (node, core) = f.place[&a];
+    let now = f.now;
+    let hub = &mut f.hubs[node][core];
+    hub.command(a, parse(b"sub fresh", false).unwrap(), false, now);
+    hub.command(a, parse(b"who fresh", false).unwrap(), false, now);
+    f.settle();
+    let lines = f.lines(a);
+    assert!(
+        lines.contains(&format!("members fresh 1 {px}")),
+        "the who waited for the sub it came behind: {lines:?}"
+    );
+}

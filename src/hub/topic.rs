@@ -22,7 +22,8 @@ pub(super) struct Topic {
     /// With an engine: this copy mirrors the engine's (its channel is
     /// subscribed and its history loaded). Without one, always false.
     pub(super) synced: bool,
-    /// A sync is in flight; `waiting` holds the subscribes it holds back.
+    /// A sync is in flight; `waiting` holds the subscribes (and the `who`s
+    /// behind them) it holds back.
     pub(super) syncing: bool,
     pub(super) waiting: Vec<Msg>,
     /// Without members: since when (ms; the last member left, or the last
@@ -391,6 +392,16 @@ impl Hub {
     /// when it serves).
     pub(super) fn on_who(&mut self, topic: Arc<str>, from: usize, session: SessionId) {
         if self.engine_serves() {
+            if let Some(t) = self.topics.get_mut(&topic).filter(|t| t.syncing) {
+                // A subscribe ahead of it waits for the sync: so does the
+                // `who` (else the engine answers before the member is in).
+                t.waiting.push(Msg::Who {
+                    topic,
+                    from,
+                    session,
+                });
+                return;
+            }
             let wait = Wait::Who {
                 topic: topic.clone(),
                 from,
