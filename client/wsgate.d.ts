@@ -81,8 +81,8 @@ export interface GapInfo {
   /** First and last seq that will not be delivered. `from > to`: no message is known to be missing (a new session: presence may have changed). */
   from: number;
   to: number;
-  /** history: the gateway's `gap` line; new-session: the session was lost and re-subscribed; reset: the topic's numbering restarted. */
-  reason: "history" | "new-session" | "reset";
+  /** history: the gateway's `gap` line; new-session: the session was lost and re-subscribed; reset: the topic's numbering restarted; missed: a jump in seq nobody announced. */
+  reason: "history" | "new-session" | "reset" | "missed";
 }
 
 export interface PresenceEvent {

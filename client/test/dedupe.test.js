@@ -127,3 +127,22 @@ test("presence lines reach onJoin/onLeave, with and without a user", async () =>
     ["leave", { topic: "room", peer: "00000000000000cc" }],
   ]);
 });
+
+test("a jump in seq the gateway did not report is reported as a gap", async () => {
+  const { ws, got, gaps } = await subscribed();
+  ws.recv("msg room 1 a");
+  ws.recv("msg room 2 b");
+  ws.recv("msg room 5 e");
+  ws.recv("msg room 6 f");
+  assert.deepEqual(
+    got.map(([s]) => s),
+    [1, 2, 5, 6],
+  );
+  assert.equal(gaps.length, 1);
+  assert.deepEqual([gaps[0].from, gaps[0].to, gaps[0].reason], [3, 4, "missed"]);
+  // A reported gap moves the baseline: no second report for it.
+  ws.recv("gap room 7 9");
+  ws.recv("msg room 10 j");
+  assert.equal(gaps.length, 2);
+  assert.deepEqual([gaps[1].from, gaps[1].to, gaps[1].reason], [7, 9, "history"]);
+});
