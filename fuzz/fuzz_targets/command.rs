@@ -9,6 +9,8 @@
 //!   command, as text and as binary;
 //! - `auth <token>` (text only) carries one non-empty word without spaces,
 //!   the tail of the frame;
+//! - `send` carries the rest of the frame (text: after `send `; binary: after
+//!   the first `\n`), and writes back to the same command;
 //! - a binary frame without `\n` is always `MissingHeaderLine`; every error has
 //!   a 400/401/422 code and a one-line `err` text.
 #![no_main]
@@ -24,6 +26,12 @@ fn encode(cmd: &Command<'_>, binary: bool) -> Vec<u8> {
         Command::Who(t) => ("who", t, None),
         Command::Pub { topic, payload } => ("pub", topic, Some(payload)),
         Command::Auth(token) => return [b"auth ", token].concat(),
+        Command::Send(p) => {
+            return match binary {
+                true => [b"send\n", p].concat(),
+                false => [b"send ", p].concat(),
+            }
+        }
     };
     let mut out = format!("{verb} {topic}").into_bytes();
     match (payload, binary) {
@@ -45,10 +53,17 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!([b"auth ", token].concat(), data);
                 assert_eq!(parse(&encode(&Command::Auth(token), false), false), Ok(Command::Auth(token)));
             }
+            Ok(Command::Send(payload)) => {
+                assert!(data.ends_with(payload));
+                for as_binary in [false, true] {
+                    let frame = encode(&Command::Send(payload), as_binary);
+                    assert_eq!(parse(&frame, as_binary), Ok(Command::Send(payload)));
+                }
+            }
             Ok(cmd) => {
                 let topic = match cmd {
                     Command::Sub(t) | Command::Unsub(t) | Command::Who(t) => t,
-                    Command::Auth(_) => unreachable!("matched above"),
+                    Command::Auth(_) | Command::Send(_) => unreachable!("matched above"),
                     Command::Pub { topic, payload } => {
                         assert!(data.ends_with(payload));
                         if binary {
