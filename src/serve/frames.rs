@@ -9,6 +9,7 @@ use std::rc::Rc;
 use crate::core::{Core, READ_BUF_SIZE};
 use crate::metrics::CoreStats;
 use crate::net::conn::{Close, Conn};
+use crate::net::reactor::DataPath;
 use crate::net::socket::would_block;
 use crate::proto::close::ProtocolError;
 use crate::proto::command::{self, Command, CommandError};
@@ -112,7 +113,7 @@ fn read_once(core: &Core, ws: &mut Ws, rbuf: &mut [u8], wbuf: &mut Vec<u8>) -> b
     // recv completes it and fetches what follows; a frame too large for the
     // core buffer is read straight into the connection's own buffer.
     let direct = ws.inbuf.len() > STAGE_MAX || ws.need > READ_BUF_SIZE;
-    if ws.inbuf.is_empty() && !direct {
+    if ws.inbuf.is_empty() && !direct && core.reactor.path() == DataPath::Uring {
         // On the ring: the bytes are parsed where the kernel put them.
         let conn = ws.conn.clone();
         let lent = core.reactor.lend(&conn, |data| {
