@@ -328,6 +328,9 @@ async fn serve_core(
         _ = accept_loop(listener, core.clone()) => {}
         _ = drained => {}
     }
+    // The drain's `disconnect` events reach the backend before the core ends.
+    #[cfg(feature = "backend")]
+    crate::serve::events::flush(&core, std::time::Duration::from_secs(2)).await;
 }
 
 /// Hands this core's listeners to its runtime (and starts the admin task on

@@ -36,6 +36,8 @@ enum Mode {
     Refuse,
     /// Read the request and never answer.
     Stall,
+    /// As `Echo`, after this many ms.
+    Slow(u64),
 }
 
 #[derive(Default)]
@@ -179,7 +181,10 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
                 return;
             }
             Mode::Status(status) => (status, Vec::new()),
-            Mode::Echo => {
+            Mode::Echo | Mode::Slow(_) => {
+                if let Mode::Slow(ms) = mode {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
                 let replies: Vec<Value> = batch.iter().map(reply_for).collect();
                 state.lock().unwrap().events.extend(batch);
                 (200, serde_json::to_vec(&replies).unwrap())
@@ -423,5 +428,51 @@ fn a_burst_of_sends_goes_in_few_requests_and_every_reply_comes_back_in_order() {
         eprintln!("1,000 sends (and a connect) in {requests} requests");
         assert!(requests <= 100, "{requests} requests for 1,000 sends");
         c.expect_quiet(QUIET, "one reply each");
+    });
+}
+
+#[test]
+fn a_drain_sends_its_disconnects_before_the_node_exits() {
+    // A slow backend: the drain's disconnects are still on their way when
+    // the last connection is closed.
+    let backend = Backend::start(Mode::Slow(300));
+    let a = args(&backend, &["--drain-timeout", "2s"]);
+    common::for_each_driver_exiting(&strs(&a), |gw| {
+        let clients: Vec<Client> = (0..4).map(|i| Client::new(gw, &format!("C{i}"))).collect();
+        let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
+        backend.wait_events("the connects", |ev| {
+            ids.iter().all(|id| !of_session(ev, id).is_empty())
+        });
+        gw.send_signal("TERM");
+        // Each client answers its 1001, as a browser does.
+        for mut c in clients {
+            loop {
+                match c.next_within(Duration::from_secs(5), "the drain's close") {
+                    Event::Close(code, _) => {
+                        assert_eq!(code, Some(1001));
+                        c.send_close(1001, "");
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+            let _ = c.drain_to_end(Duration::from_secs(3));
+        }
+        let (status, _) = gw
+            .wait_exit(Duration::from_secs(10))
+            .expect("the node exits");
+        assert!(status.success(), "{status}");
+        // Every disconnect reached the backend before the node exited.
+        let ev = backend.events();
+        for id in &ids {
+            let mine = of_session(&ev, id);
+            let last = mine.last().expect("events of the session");
+            assert_eq!(last["type"], "disconnect", "{mine:#?}");
+            assert_eq!(last["code"], 1001);
+            assert_eq!(
+                last["ended"], false,
+                "a drained session can resume elsewhere"
+            );
+        }
     });
 }

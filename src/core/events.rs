@@ -75,6 +75,8 @@ pub struct Events {
     waker: Cell<Option<Waker>>,
     /// The hook answered the last request (logged on each change).
     pub up: Cell<bool>,
+    /// A request is out (its events are no longer in the queue).
+    pub in_flight: Cell<bool>,
 }
 
 impl Events {
@@ -86,6 +88,7 @@ impl Events {
             retry_ms: setup.retry.as_millis() as u64,
             waker: Cell::new(None),
             up: Cell::new(true),
+            in_flight: Cell::new(false),
         }
     }
 

@@ -33,7 +33,9 @@ pub async fn run(core: Rc<Core>) {
         core.stats.events.set_depth(events.depth());
         let body = encode_batch(&core.shared.node_id, batch.iter().map(|q| &q.event));
         let started = Instant::now();
+        events.in_flight.set(true);
         let answer = events.client.post("application/json", &body).await;
+        events.in_flight.set(false);
         core.stats.events.request(started.elapsed());
         match answer {
             Ok((200, body)) => {
@@ -75,6 +77,27 @@ pub async fn run(core: Rc<Core>) {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+}
+
+/// Waits (at most `limit`) until every queued event has been sent: at the
+/// end of a drain, so that its `disconnect`s reach the backend. A backend
+/// that is down is not waited for.
+pub async fn flush(core: &Core, limit: Duration) {
+    let Some(events) = &core.events else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while (events.depth() > 0 || events.in_flight.get()) && events.up.get() {
+        if Instant::now() >= deadline {
+            log::emit(
+                Level::Warn,
+                "events_not_sent",
+                &[("core", &core.index), ("events", &events.depth())],
+            );
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
