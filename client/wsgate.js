@@ -878,7 +878,10 @@ class Gateway {
     this.error = err;
     this._shutdown(err, null);
     this._reportError(err);
-    this._setState("closed", { error: err });
+    // The close that ended it, where there was one (as for `reconnecting`).
+    const info = { error: err };
+    if (err.closeCode !== undefined) Object.assign(info, { code: err.closeCode, reason: err.closeReason });
+    this._setState("closed", info);
   }
 
   _shutdown(err, closeFrame) {

@@ -65,7 +65,7 @@ test("close 1001 (drain): back within a short jitter, the backoff not grown", as
 });
 
 test("close 1008 \"replaced\": stays closed, no reconnect, error says why", async () => {
-  const { gw, WebSocket, clock, errors } = setup();
+  const { gw, WebSocket, clock, errors, states } = setup();
   const p = gw.publish("t", "x");
   await flush();
   WebSocket.last().open(); // opened, no hello yet: the publish is still queued
@@ -74,6 +74,8 @@ test("close 1008 \"replaced\": stays closed, no reconnect, error says why", asyn
   assert.equal(gw.state, "closed");
   assert.equal(gw.error.code, "REPLACED");
   assert.equal(errors.at(-1).code, "REPLACED");
+  const [name, info] = states.at(-1);
+  assert.deepEqual([name, info.code, info.reason], ["closed", 1008, "replaced"]);
   await assert.rejects(p, { code: "CONNECTION_LOST" });
   assert.deepEqual(clock.pending(), []);
   await clock.advance(600_000);

@@ -1,6 +1,6 @@
 //! Helpers for the tests of the JavaScript client (`client/`) against real
-//! gateways: `tests/node_client.rs` (Node) and `tests/browser_client.rs`
-//! (headless Chromium).
+//! gateways: `tests/node_client.rs` (Node), `tests/browser_client.rs` and
+//! `tests/browser_client_more.rs` (headless Chromium).
 //!
 //! * [`Script`]: a `node` process speaking in lines (commands on its stdin,
 //!   events on its stdout), read by a thread; waits with deadlines that fail
@@ -381,8 +381,14 @@ impl Script {
     /// Sends `result` and returns the `result <key> <value>` lines as
     /// `(key, value)` (a value of `-` is empty), up to `result end`.
     pub fn result(&mut self, within: Duration) -> Vec<(String, String)> {
+        self.result_cmd("result", within)
+    }
+
+    /// [`Script::result`] asked with another command (`result <tab>` of
+    /// `driver.mjs`).
+    pub fn result_cmd(&mut self, cmd: &str, within: Duration) -> Vec<(String, String)> {
         let before = self.lines.lock().unwrap().len();
-        self.send("result");
+        self.send(cmd);
         self.wait(within, "the result", |ls| {
             let mine = &ls[before.min(ls.len())..];
             let end = mine.iter().position(|l| l == "result end")?;

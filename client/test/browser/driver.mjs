@@ -10,8 +10,17 @@
 //   demo <url-a> <url-b> <png>      two users (separate browser contexts: separate cookie jars) chat on
 //                                   the demo page; a screenshot of the first is written to <png>;
 //                                   answers `demo ok` or `demo fail <why>`
+//   tab <name> <context> <url>      opens <url> (e.g. tab.html) in a new page of the browser context
+//                                   <context> (made on first use: pages of one context share a
+//                                   cookie jar, like tabs of one browser; separate contexts do not);
+//                                   its reports come out as `tab <name> <line>`; answers
+//                                   `tabopened <name>`
+//   tabs <prefix> <n> <url>         n pages <prefix>0..<prefix>(n-1), each in a context of its own,
+//                                   opened a few at a time; answers `tabsopened <prefix> <n>`
+//   result <name>                   as `result`, for the page of `tab`/`tabs` named <name>
 //   quit                            closes the browser and exits (so does EOF on stdin)
-// Events: `launched <version>`, `opened`, `page …`, `pageerror …`, `fatal …`.
+// Events: `launched <version>`, `opened`, `page …`, `tabopened …`, `tabsopened …`, `tab …`,
+// `pageerror …`, `fatal …`.
 
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -22,6 +31,9 @@ const log = (line) => process.stderr.write(String(line) + "\n");
 
 let browser = null;
 let page = null;
+const tabs = new Map(); // name -> Page
+const TABS_AT_ONCE = 3;
+const contexts = new Map(); // name -> BrowserContext (promise)
 
 async function launch() {
   const dir = process.env.PUPPETEER_DIR;
@@ -66,8 +78,27 @@ async function open(url) {
   emit("opened");
 }
 
-async function result() {
-  const r = await page.evaluate(() => window.result());
+function context(name) {
+  if (!contexts.has(name)) contexts.set(name, browser.createBrowserContext());
+  return contexts.get(name);
+}
+
+async function openTab(name, ctxName, url) {
+  if (tabs.has(name)) throw new Error(`tab ${name} is already open`);
+  tabs.set(name, null);
+  const ctx = await context(ctxName);
+  const p = await ctx.newPage();
+  tabs.set(name, p);
+  watch(p, name);
+  await p.exposeFunction("report", (line) => emit(`tab ${name} ${line}`));
+  const res = await p.goto(url, { waitUntil: "load", timeout: 30_000 });
+  if (!res || !res.ok()) throw new Error(`GET ${url}: ${res ? res.status() : "no response"}`);
+}
+
+async function result(name) {
+  const p = name === undefined ? page : tabs.get(name);
+  if (!p) throw new Error(`no page ${name ?? "(open first)"}`);
+  const r = await p.evaluate(() => window.result());
   for (const [k, v] of Object.entries(r)) emit(`result ${k} ${v === "" ? "-" : v}`);
   emit("result end");
 }
@@ -141,8 +172,22 @@ function serve() {
     chain = chain.then(async () => {
       try {
         if (cmd === "open") await open(args[0]);
-        else if (cmd === "result") await result();
-        else if (cmd === "demo") await demo(args[0], args[1], args[2]);
+        else if (cmd === "result") await result(args[0]);
+        else if (cmd === "tab") {
+          await openTab(args[0], args[1], args[2]);
+          emit(`tabopened ${args[0]}`);
+        } else if (cmd === "tabs") {
+          const n = Number(args[1]);
+          const names = Array.from({ length: n }, (_, i) => `${args[0]}${i}`);
+          // A few at a time: a new context is a new renderer process, and twenty at once keep a
+          // small machine's CPUs so busy that the balancer's health checks time out.
+          const queue = [...names];
+          const worker = async () => {
+            for (let name = queue.shift(); name !== undefined; name = queue.shift()) await openTab(name, name, args[2]);
+          };
+          await Promise.all(Array.from({ length: Math.min(TABS_AT_ONCE, n) }, worker));
+          emit(`tabsopened ${args[0]} ${n}`);
+        } else if (cmd === "demo") await demo(args[0], args[1], args[2]);
         else if (cmd === "quit") await quit(0);
         else if (cmd) emit(`fatal unknown command ${JSON.stringify(line)}`);
       } catch (e) {
