@@ -220,18 +220,17 @@ impl Core {
     /// the sum of the counts of the cores that hold `target`'s sessions.
     pub fn admin_direct(&self, target: DirectTarget, payload: &[u8], binary: bool) -> DirectSent {
         let request = self.next_id();
+        // A session's owner core answers, or every core for a user; a local
+        // core answers within the call, so the count is set first.
+        let asked = match &target {
+            DirectTarget::Session(_) => 1,
+            DirectTarget::User(_) => self.shared.cores,
+        };
         let waiter = Rc::new(DirectWaiter::default());
-        // Counted before the hub runs: a local core answers within the call.
-        waiter.remaining.set(usize::MAX);
+        waiter.remaining.set(asked);
         let waiters = &self.hub.direct_waiters;
         waiters.borrow_mut().insert(request, waiter.clone());
-        let asked = self.with_hub(|hub| hub.direct_api(request, target, payload, binary));
-        // `remaining` went down once per answer already in: set the rest.
-        let answered = usize::MAX - waiter.remaining.get();
-        waiter.remaining.set(asked.saturating_sub(answered));
-        if waiter.remaining.get() == 0 {
-            waiters.borrow_mut().remove(&request);
-        }
+        self.with_hub(|hub| hub.direct_api(request, target, payload, binary));
         DirectSent(waiter)
     }
 }
