@@ -123,10 +123,14 @@ impl Core {
                         waiter.complete(seq);
                     }
                 }
-                Output::AdminDirect { request, count } => {
+                Output::AdminDirect {
+                    request,
+                    count,
+                    more,
+                } => {
                     let mut waiters = self.hub.direct_waiters.borrow_mut();
                     if let Some(waiter) = waiters.get(&request) {
-                        if waiter.add(count) {
+                        if waiter.add(count, more) {
                             waiters.remove(&request);
                         }
                     }
@@ -217,21 +221,26 @@ impl Core {
     }
 
     /// Sends a direct message from the admin API on this core; resolves to
-    /// the sum of the counts of the cores that hold `target`'s sessions.
+    /// the sum of the counts of the cores (and, through the engine, the
+    /// nodes) that hold `target`'s sessions.
     pub fn admin_direct(&self, target: DirectTarget, payload: &[u8], binary: bool) -> DirectSent {
         let request = self.next_id();
-        // A session's owner core answers, or every core for a user; a local
-        // core answers within the call, so the count is set first.
-        let asked = match &target {
-            DirectTarget::Session(_) => 1,
-            DirectTarget::User(_) => self.shared.cores,
-        };
         let waiter = Rc::new(DirectWaiter::default());
-        waiter.remaining.set(asked);
         let waiters = &self.hub.direct_waiters;
         waiters.borrow_mut().insert(request, waiter.clone());
-        self.with_hub(|hub| hub.direct_api(request, target, payload, binary));
+        // The answers are carried out after the call, so the number of
+        // them is known before the first is counted.
+        self.with_hub(|hub| {
+            let asked = hub.direct_api(request, target, payload, binary);
+            waiter.remaining.set(asked);
+        });
         DirectSent(waiter)
+    }
+
+    /// A direct-message request the admin API stopped waiting for.
+    pub fn forget_direct(&self, sent: &DirectSent) {
+        let mut waiters = self.hub.direct_waiters.borrow_mut();
+        waiters.retain(|_, w| !Rc::ptr_eq(w, &sent.0));
     }
 }
 
@@ -244,13 +253,14 @@ pub struct DirectWaiter {
 }
 
 impl DirectWaiter {
-    /// One core's count; true when it was the last one.
-    fn add(&self, c: DirectCount) -> bool {
+    /// One answer, announcing `more` to come; true when it was the last.
+    fn add(&self, c: DirectCount, more: usize) -> bool {
         let mut sum = self.count.get();
         sum.delivered += c.delivered;
         sum.held += c.held;
         self.count.set(sum);
-        self.remaining.set(self.remaining.get().saturating_sub(1));
+        let remaining = self.remaining.get().saturating_sub(1) + more;
+        self.remaining.set(remaining);
         let done = self.remaining.get() == 0;
         if done {
             if let Some(w) = self.waker.take() {
@@ -264,6 +274,13 @@ impl DirectWaiter {
 /// Resolves to how many sessions a direct message reached, and how many
 /// keep it for their resume.
 pub struct DirectSent(Rc<DirectWaiter>);
+
+impl DirectSent {
+    /// What the answers so far say, and how many are still to come.
+    pub fn so_far(&self) -> (DirectCount, usize) {
+        (self.0.count.get(), self.0.remaining.get())
+    }
+}
 
 impl Future for DirectSent {
     type Output = DirectCount;

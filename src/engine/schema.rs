@@ -6,18 +6,30 @@
 //! slot; topic names cannot contain braces):
 //! - `wsgate:s:<session-id>`: hash, `owner` = the process that serves it,
 //!   `peer` = its peer id, `user` = its user (empty with auth off; a claim
-//!   by another user is refused), `t:<topic>` = last seq delivered; expires
-//!   when no node refreshes it.
+//!   by another user is refused), `d` = the last direct message its client
+//!   got, `t:<topic>` = last seq delivered; expires when no node refreshes it.
+//! - `wsgate:s:<session-id>:ds`: the last number of its direct messages;
+//!   `wsgate:s:<session-id>:dh`: capped list of `<seq> <t|b><payload>`, its
+//!   kept direct messages. Both expire with the session.
 //! - `wsgate:t:{<topic>}:seq`: the topic's last sequence number.
 //! - `wsgate:t:{<topic>}:h`: capped list of `<seq> <t|b><payload>`.
 //! - `wsgate:t:{<topic>}:m`: set of members, `<peer>` or `<peer>:<user>`
 //!   (never session ids: `who` reads it).
 //! - channel `wsgate:c:{<topic>}`: `m<seq> <t|b><payload>`, `j<member>`, `l<member>`.
+//! - channel `wsgate:n:<instance>` (one per process, its first core listens):
+//!   `d<origin> <core>.<request> s<session-id> <t|b><payload>`, a direct
+//!   message for a session it owns, and `a<core>.<request> <delivered> <held>`,
+//!   a node's answer to a request of this process.
+//! - channel `wsgate:u` (every process): `d<origin> <core>.<request> u<user>
+//!   <t|b><payload>`, a direct message for every session of a user.
 
 use std::sync::Arc;
 
 use crate::auth::is_valid_user;
-use crate::hub::{Claimed, EngineEvent, EngineOp, EngineReply, Stored};
+use crate::hub::{
+    Claimed, ClaimedDirects, DirectCount, DirectPush, DirectTarget, EngineEvent, EngineOp,
+    EngineReply, Stored,
+};
 use crate::proto::cookie::SessionId;
 use crate::proto::peer::{Member, PeerId};
 use crate::proto::resp::{encode_command, Value};
@@ -52,6 +64,8 @@ pub enum Expect {
     Published,
     Synced,
     Members,
+    Routed,
+    Kept,
     Done,
 }
 
@@ -59,6 +73,22 @@ fn session_key(id: SessionId) -> Vec<u8> {
     let mut k = b"wsgate:s:".to_vec();
     k.extend_from_slice(&id.to_text());
     k
+}
+
+/// A session's direct messages: their last number, and the kept ones.
+fn direct_keys(id: SessionId) -> [Vec<u8>; 3] {
+    let key = session_key(id);
+    let seq = [&key[..], b":ds"].concat();
+    let kept = [&key[..], b":dh"].concat();
+    [key, seq, kept]
+}
+
+/// The channel every process listens on for direct messages to a user.
+pub const USER_CHANNEL: &str = "wsgate:u";
+
+/// The channel of one process (its direct messages and answers).
+pub fn node_channel(instance: &str) -> String {
+    format!("wsgate:n:{instance}")
 }
 
 fn topic_key(topic: &str, suffix: &str) -> String {
@@ -112,12 +142,17 @@ impl Schema {
                 peer,
                 user,
                 subs,
+                direct,
                 ttl_ms,
-            } => self.encode_save(*session, (*peer, user.as_deref()), subs, *ttl_ms, out),
+            } => {
+                let who = (*peer, user.as_deref());
+                self.encode_save(*session, who, subs, *direct, *ttl_ms, out)
+            }
             EngineOp::End(id) => {
-                let key = session_key(*id);
+                let [key, seq, kept] = direct_keys(*id);
                 let end = self.scripts.end.sha.as_bytes();
-                let args: [&[u8]; 5] = [b"EVALSHA", end, b"1", &key, self.instance.as_bytes()];
+                let me = self.instance.as_bytes();
+                let args: [&[u8]; 7] = [b"EVALSHA", end, b"3", &key, &seq, &kept, me];
                 encode_command(out, &args);
                 Expect::Owned
             }
@@ -162,18 +197,94 @@ impl Schema {
                 encode_command(out, &["EVALSHA", who, "1", &topic_key(topic, "m"), &cap]);
                 Expect::Members
             }
+            EngineOp::Listen => {
+                let mine = node_channel(&self.instance);
+                encode_command(out, &["SUBSCRIBE", &mine, USER_CHANNEL]);
+                Expect::Nothing
+            }
+            EngineOp::Route {
+                target,
+                payload,
+                binary,
+                core,
+                request,
+            } => {
+                let mut msg = format!("d{} {core}.{request} ", self.instance).into_bytes();
+                match target {
+                    DirectTarget::Session(id) => {
+                        msg.push(b's');
+                        msg.extend_from_slice(&id.to_text());
+                    }
+                    DirectTarget::User(user) => {
+                        msg.push(b'u');
+                        msg.extend_from_slice(user.as_bytes());
+                    }
+                }
+                msg.push(b' ');
+                msg.extend_from_slice(&body(*binary, payload));
+                match target {
+                    DirectTarget::Session(id) => {
+                        let route = self.scripts.route.sha.as_bytes();
+                        let key = session_key(*id);
+                        encode_command(out, &[b"EVALSHA", route, b"1", &key, &msg]);
+                    }
+                    DirectTarget::User(_) => {
+                        let publish: [&[u8]; 3] = [b"PUBLISH", USER_CHANNEL.as_bytes(), &msg];
+                        encode_command(out, &publish);
+                    }
+                }
+                Expect::Routed
+            }
+            EngineOp::Keep {
+                session,
+                payload,
+                binary,
+                floor,
+            } => {
+                let [key, seq, kept] = direct_keys(*session);
+                let floor = floor.to_string();
+                let keep = self.history_size.to_string();
+                let ttl = self.session_ttl_ms.max(1).to_string();
+                let args: [&[u8]; 10] = [
+                    b"EVALSHA",
+                    self.scripts.keep.sha.as_bytes(),
+                    b"3",
+                    &key,
+                    &seq,
+                    &kept,
+                    floor.as_bytes(),
+                    keep.as_bytes(),
+                    &body(*binary, payload),
+                    ttl.as_bytes(),
+                ];
+                encode_command(out, &args);
+                Expect::Kept
+            }
+            EngineOp::Answer {
+                origin,
+                core,
+                request,
+                count,
+            } => {
+                let (d, h) = (count.delivered, count.held);
+                let msg = format!("a{core}.{request} {d} {h}");
+                encode_command(out, &["PUBLISH", &node_channel(origin), &msg]);
+                Expect::Done
+            }
         }
     }
 
     fn encode_claim(&self, id: SessionId, user: Option<&str>, out: &mut Vec<u8>) -> Expect {
-        let key = session_key(id);
+        let [key, seq, kept] = direct_keys(id);
         // The claimer sets the real expiry when it saves right after.
         let ttl = self.session_ttl_ms.max(1).to_string();
-        let args: [&[u8]; 7] = [
+        let args: [&[u8]; 9] = [
             b"EVALSHA",
             self.scripts.claim.sha.as_bytes(),
-            b"1",
+            b"3",
             &key,
+            &seq,
+            &kept,
             self.instance.as_bytes(),
             ttl.as_bytes(),
             user.unwrap_or("").as_bytes(),
@@ -187,18 +298,23 @@ impl Schema {
         session: SessionId,
         (peer, user): (PeerId, Option<&str>),
         subs: &[(Arc<str>, u64)],
+        direct: u64,
         ttl_ms: u64,
         out: &mut Vec<u8>,
     ) -> Expect {
+        let [key, seq, kept] = direct_keys(session);
         let mut args: Vec<Vec<u8>> = vec![
             b"EVALSHA".to_vec(),
             self.scripts.save.sha.clone().into_bytes(),
-            b"1".to_vec(),
-            session_key(session),
+            b"3".to_vec(),
+            key,
+            seq,
+            kept,
             self.instance.as_bytes().to_vec(),
             ttl_ms.max(1).to_string().into_bytes(),
             peer.to_text().to_vec(),
             user.unwrap_or("").as_bytes().to_vec(),
+            direct.to_string().into_bytes(),
         ];
         for (topic, last) in subs {
             args.push(topic.as_bytes().to_vec());
@@ -291,6 +407,11 @@ impl Schema {
                 .and_then(|n| u64::try_from(n).ok())
                 .map(EngineReply::Published),
             Expect::Claim => self.decode_claim(v),
+            Expect::Routed => v.as_int().map(EngineReply::Routed),
+            Expect::Kept => v
+                .as_int()
+                .and_then(|n| u64::try_from(n).ok())
+                .map(EngineReply::Kept),
             Expect::Synced => decode_synced(v),
             Expect::Members => match v {
                 Value::Array(items) => {
@@ -318,9 +439,27 @@ impl Schema {
             Value::Array(items) => items,
             _ => return None,
         };
-        let [owner, Value::Array(fields)] = &items[..] else {
-            return None;
+        let (owner, fields, directs) = match &items[..] {
+            [owner, Value::Array(fields)] => (owner, fields, ClaimedDirects::default()),
+            [owner, Value::Array(fields), seq, Value::Array(kept)] => {
+                let seq = std::str::from_utf8(seq.as_bytes()?).ok()?.parse().ok()?;
+                let kept = (kept.iter())
+                    .map(|e| parse_entry(e.as_bytes()?))
+                    .collect::<Option<Vec<Stored>>>()?;
+                let delivered = 0;
+                (
+                    owner,
+                    fields,
+                    ClaimedDirects {
+                        delivered,
+                        seq,
+                        kept,
+                    },
+                )
+            }
+            _ => return None,
         };
+        let mut directs = directs;
         let mine = owner.as_bytes()? == self.instance.as_bytes();
         let mut subs = Vec::new();
         let mut peer = None;
@@ -331,6 +470,11 @@ impl Schema {
                 peer = Some(PeerId::parse(v.as_bytes()?)?);
                 continue;
             }
+            if key == b"d" {
+                let d = std::str::from_utf8(v.as_bytes()?).ok()?;
+                directs.delivered = d.parse().ok()?;
+                continue;
+            }
             let Some(topic) = key.strip_prefix(b"t:") else {
                 continue; // `owner`
             };
@@ -338,7 +482,13 @@ impl Schema {
             let last = u64::try_from(v.as_int()?).ok()?;
             subs.push((Arc::from(topic), last));
         }
-        Some(EngineReply::Claimed(Some(Claimed { mine, subs, peer })))
+        let c = Claimed {
+            mine,
+            subs,
+            peer,
+            directs,
+        };
+        Some(EngineReply::Claimed(Some(c)))
     }
 }
 
@@ -396,6 +546,71 @@ pub fn decode_push(items: &[Value]) -> Option<(&str, EngineEvent)> {
         _ => return None,
     };
     Some((topic, event))
+}
+
+/// A push on a process's channel or the users' channel: a direct message
+/// or a node's answer. Anything else is `None`.
+pub fn decode_direct_push(items: &[Value]) -> Option<DirectPush> {
+    let [kind, chan, data] = items else {
+        return None;
+    };
+    let chan = chan.as_bytes()?;
+    if kind.as_bytes()? != b"message"
+        || !(chan.starts_with(b"wsgate:n:") || chan == USER_CHANNEL.as_bytes())
+    {
+        return None;
+    }
+    let data = data.as_bytes()?;
+    let (&kind, rest) = data.split_first()?;
+    let mut fields = rest.splitn(4, |&b| b == b' ');
+    let mut next = || std::str::from_utf8(fields.next()?).ok();
+    match kind {
+        b'a' => {
+            let (core, request) = next()?.split_once('.')?;
+            let count = DirectCount {
+                delivered: next()?.parse().ok()?,
+                held: next()?.parse().ok()?,
+            };
+            let (core, request) = (core.parse().ok()?, request.parse().ok()?);
+            Some(DirectPush::Answer {
+                core,
+                request,
+                count,
+            })
+        }
+        b'd' => {
+            let origin: Arc<str> = next()?.into();
+            let (core, request) = next()?.split_once('.')?;
+            let (core, request) = (core.parse().ok()?, request.parse().ok()?);
+            let target = next()?.as_bytes();
+            let target = match target.split_first()? {
+                (b's', id) => DirectTarget::Session(SessionId::parse(id)?),
+                (b'u', user) if is_valid_user(user) => {
+                    DirectTarget::User(std::str::from_utf8(user).ok()?.into())
+                }
+                _ => return None,
+            };
+            let body = fields.next()?;
+            let (&form, payload) = body.split_first()?;
+            let binary = match form {
+                b'b' => true,
+                b't' => false,
+                _ => return None,
+            };
+            if origin.is_empty() {
+                return None;
+            }
+            Some(DirectPush::Request {
+                origin,
+                core,
+                request,
+                target,
+                payload: payload.into(),
+                binary,
+            })
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -72,17 +72,24 @@ fn a_save_keeps_the_peer_id_and_presence_names_only_peers() {
         peer,
         user: Some("alice@example.com".into()),
         subs: vec![("t".into(), 3)],
+        direct: 4,
         ttl_ms: 500,
     };
     s.encode(&save, &mut out);
     let args = args_of(&out);
-    assert_eq!(args[3], [&b"wsgate:s:"[..], &session.to_text()].concat());
+    let key = [&b"wsgate:s:"[..], &session.to_text()].concat();
+    assert_eq!(args[2], b"3");
+    assert_eq!(args[3], key);
+    // Its direct messages' keys beside it, so a script touches all three.
+    assert_eq!(args[4], [&key[..], b":ds"].concat());
+    assert_eq!(args[5], [&key[..], b":dh"].concat());
     assert_eq!(
-        &args[5..],
+        &args[7..],
         [
             b"500".to_vec(),
             peer.to_text().to_vec(),
             b"alice@example.com".to_vec(),
+            b"4".to_vec(),
             b"t".to_vec(),
             b"3".to_vec()
         ]
@@ -213,4 +220,134 @@ fn decodes_claims_history_and_pushes() {
     };
     assert_eq!((m.seq, &m.payload[..]), (3, &b"payload"[..]));
     assert!(decode_push(&[bulk("subscribe"), bulk("wsgate:c:{x}"), Value::Int(1)]).is_none());
+}
+
+#[test]
+fn direct_messages_travel_as_routes_keeps_and_answers() {
+    let s = schema();
+    let session = SessionId::random();
+    let mut out = Vec::new();
+    let route = EngineOp::Route {
+        target: DirectTarget::Session(session),
+        payload: b"a b".as_slice().into(),
+        binary: false,
+        core: 1,
+        request: 42,
+    };
+    assert_eq!(s.encode(&route, &mut out), Expect::Routed);
+    let args = args_of(&out);
+    assert_eq!(args[1], s.scripts.route.sha.as_bytes());
+    let msg = args[4].clone();
+    // What the owner's node gets on its channel.
+    let push = [bulk("message"), bulk("wsgate:n:n2/x"), Value::Bulk(msg)];
+    let Some(DirectPush::Request {
+        origin,
+        core: 1,
+        request: 42,
+        target: DirectTarget::Session(got),
+        payload,
+        binary: false,
+    }) = decode_direct_push(&push)
+    else {
+        panic!("{push:?}")
+    };
+    assert_eq!(
+        (&*origin, got, &payload[..]),
+        (&*s.instance, session, &b"a b"[..])
+    );
+    // A user's goes to every node.
+    let mut out = Vec::new();
+    let user = EngineOp::Route {
+        target: DirectTarget::User("u@x".into()),
+        payload: b"\x00\x01".as_slice().into(),
+        binary: true,
+        core: 0,
+        request: 7,
+    };
+    s.encode(&user, &mut out);
+    let args = args_of(&out);
+    assert_eq!(
+        (&args[0][..], &args[1][..]),
+        (&b"PUBLISH"[..], USER_CHANNEL.as_bytes())
+    );
+    let push = [
+        bulk("message"),
+        bulk(USER_CHANNEL),
+        Value::Bulk(args[2].clone()),
+    ];
+    let Some(DirectPush::Request {
+        target: DirectTarget::User(u),
+        binary: true,
+        payload,
+        ..
+    }) = decode_direct_push(&push)
+    else {
+        panic!()
+    };
+    assert_eq!((&*u, &payload[..]), ("u@x", &b"\x00\x01"[..]));
+    // The answer comes back on the asking process's channel.
+    let mut out = Vec::new();
+    let answer = EngineOp::Answer {
+        origin: "n1/abc".into(),
+        core: 1,
+        request: 42,
+        count: DirectCount {
+            delivered: 2,
+            held: 1,
+        },
+    };
+    s.encode(&answer, &mut out);
+    let args = args_of(&out);
+    assert_eq!(args[1], b"wsgate:n:n1/abc");
+    let push = [
+        bulk("message"),
+        bulk("wsgate:n:n1/abc"),
+        Value::Bulk(args[2].clone()),
+    ];
+    assert_eq!(
+        decode_direct_push(&push),
+        Some(DirectPush::Answer {
+            core: 1,
+            request: 42,
+            count: DirectCount {
+                delivered: 2,
+                held: 1
+            }
+        })
+    );
+    // Malformed or foreign pushes are nothing.
+    for bad in [
+        "dn1 1.2 sNOTANID tx",
+        "dn1 1.2 u!bad tx",
+        "dn1 x.2 u a tx",
+        "a1.2 x 0",
+        "zzz",
+    ] {
+        let push = [bulk("message"), bulk(USER_CHANNEL), bulk(bad)];
+        assert!(decode_direct_push(&push).is_none(), "{bad}");
+    }
+    let topic = [bulk("message"), bulk("wsgate:c:{x}"), bulk("a1.2 1 0")];
+    assert!(decode_direct_push(&topic).is_none());
+    // A claim carries the session's direct messages.
+    let claim = Value::Array(vec![
+        bulk("other/1"),
+        Value::Array(vec![bulk("owner"), bulk("other/1"), bulk("d"), bulk("5")]),
+        bulk("7"),
+        Value::Array(vec![bulk("6 tsix"), bulk("7 bseven")]),
+    ]);
+    let EngineReply::Claimed(Some(c)) = s.decode(Expect::Claim, claim) else {
+        panic!()
+    };
+    assert!(!c.mine);
+    assert_eq!((c.directs.delivered, c.directs.seq), (5, 7));
+    let kept: Vec<(u64, bool)> = c.directs.kept.iter().map(|m| (m.seq, m.binary)).collect();
+    assert_eq!(kept, [(6, false), (7, true)]);
+    assert!(matches!(
+        s.decode(Expect::Routed, Value::Int(-1)),
+        EngineReply::Routed(-1)
+    ));
+    assert!(matches!(
+        s.decode(Expect::Kept, Value::Int(9)),
+        EngineReply::Kept(9)
+    ));
 }

@@ -37,23 +37,26 @@ end
 return {string.format('%d', s), redis.call('LRANGE', KEYS[2], 0, -1)}
 "#;
 
-/// Replaces a session's state (owner, peer id, user, last seq per topic)
-/// unless another process owns it; 1 if saved.
+/// Replaces a session's state (owner, peer id, user, last direct message
+/// delivered, last seq per topic) unless another process owns it; 1 if
+/// saved. Its direct messages (KEYS[2], KEYS[3]) live as long as it does.
 const SAVE: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'owner')
 if o and o ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'peer', ARGV[3], 'user', ARGV[4])
-for i = 5, #ARGV, 2 do
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'peer', ARGV[3], 'user', ARGV[4], 'd', ARGV[5])
+for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[1], 't:' .. ARGV[i], ARGV[i + 1])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return 1
 "#;
 
-/// Takes a session over: its previous owner and fields, or nil; 0 (and
-/// nothing changed) when it belongs to another user than ARGV[3] (`''`:
-/// auth off).
+/// Takes a session over: its previous owner, its fields, its direct
+/// messages' last number and kept history, or nil; 0 (and nothing
+/// changed) when it belongs to another user than ARGV[3] (`''`: auth off).
 const CLAIM: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'owner')
 if not o then return false end
@@ -62,15 +65,51 @@ if u ~= ARGV[3] then return 0 end
 local f = redis.call('HGETALL', KEYS[1])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {o, f}
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+local d = redis.call('GET', KEYS[2]) or '0'
+return {o, f, d, redis.call('LRANGE', KEYS[3], 0, -1)}
 "#;
 
-/// Deletes a session unless another process owns it; 1 if it was ours.
+/// Deletes a session (and its direct messages) unless another process
+/// owns it; 1 if it was ours.
 const END: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'owner')
 if o and o ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return 1
+"#;
+
+/// Numbers a direct message to a session (never at or below the caller's
+/// floor, ARGV[1]) and keeps it in the session's capped history (ARGV[2]
+/// entries, none with 0); both keys expire with the session (its PTTL, or
+/// ARGV[4] ms for a session the engine does not hold). Returns the number.
+const KEEP: &str = r#"
+local s = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[1])
+if s <= floor then
+  s = floor + 1
+  redis.call('SET', KEYS[2], s)
+end
+local keep = tonumber(ARGV[2])
+if keep > 0 then
+  redis.call('RPUSH', KEYS[3], string.format('%d', s) .. ' ' .. ARGV[3])
+  redis.call('LTRIM', KEYS[3], -keep, -1)
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then ttl = tonumber(ARGV[4]) end
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+return s
+"#;
+
+/// Forwards a direct message (ARGV[1]) to the node that owns the session:
+/// how many listeners got it (0: its owner is gone), or -1 when the
+/// engine has no such session.
+const ROUTE: &str = r#"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if not o then return -1 end
+return redis.call('PUBLISH', 'wsgate:n:' .. o, ARGV[1])
 "#;
 
 /// Adds (`SADD`) or removes (`SREM`) a member; announces only a change,
@@ -133,6 +172,8 @@ pub struct Scripts {
     pub(super) end: Script,
     pub(super) presence: Script,
     pub(super) who: Script,
+    pub(super) keep: Script,
+    pub(super) route: Script,
 }
 
 impl Default for Scripts {
@@ -145,13 +186,15 @@ impl Default for Scripts {
             end: Script::new(END),
             presence: Script::new(PRESENCE),
             who: Script::new(WHO),
+            keep: Script::new(KEEP),
+            route: Script::new(ROUTE),
         }
     }
 }
 
 impl Scripts {
     /// All of them, for `SCRIPT LOAD`.
-    pub fn all(&self) -> [&Script; 7] {
+    pub fn all(&self) -> [&Script; 9] {
         [
             &self.publish,
             &self.load,
@@ -160,6 +203,8 @@ impl Scripts {
             &self.end,
             &self.presence,
             &self.who,
+            &self.keep,
+            &self.route,
         ]
     }
 }

@@ -76,7 +76,7 @@ impl Hub {
                 binary,
                 reply,
             } => self.on_direct(target, payload, binary, reply),
-            Msg::DirectDone { request, count } => self.on_direct_done(request, count),
+            Msg::DirectDone { reply, count } => self.on_direct_done(reply, count),
         }
     }
 

@@ -6,10 +6,21 @@
 //! on resume, in order and after its topics' replay; what the kept ones no
 //! longer cover is reported as `gap direct <from> <to>`. The session's
 //! owner core does all of it; a request for a user asks every core.
+//!
+//! With the shared engine (`--redis`), a request on any node reaches the
+//! session wherever it is: the engine knows the node that owns it and
+//! forwards the message on that node's channel (a user's on the channel
+//! every node listens to); each node that gets it answers the asking node
+//! with its count, gathered by its first core. The numbering and the kept
+//! messages are the engine's (the owner core asks it before it delivers),
+//! so they move with the session; a session whose node is gone keeps the
+//! message in the engine for its resume elsewhere. While the engine is
+//! away, everything is as on one node.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::engine::{ClaimedDirects, EngineOp, EngineReply, Wait};
 use super::{frame_of, text_frame, ConnId, Hub, Msg, Output, Stored};
 use crate::proto::command;
 use crate::proto::cookie::SessionId;
@@ -27,13 +38,100 @@ pub enum DirectTarget {
     User(Arc<str>),
 }
 
-/// What one core did with a direct message.
+/// What one core (or one node) did with a direct message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DirectCount {
     /// Sent to a connected client.
     pub delivered: u64,
     /// Kept for a disconnected session that may still resume.
     pub held: u64,
+}
+
+impl DirectCount {
+    pub(super) fn add(&mut self, other: DirectCount) {
+        self.delivered += other.delivered;
+        self.held += other.held;
+    }
+}
+
+/// Who waits for a core's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectReply {
+    /// An admin-API request on core `.0`, by request number.
+    Admin(usize, u64),
+    /// A forwarded request gathered on core `.0` (see [`Relay`]).
+    Relay(usize, u64),
+}
+
+/// A direct message or an answer that came through the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectPush {
+    /// A request of process `origin` (admin request `request` on its core
+    /// `core`) for the sessions of `target` this node holds.
+    Request {
+        origin: Arc<str>,
+        core: usize,
+        request: u64,
+        target: DirectTarget,
+        payload: Arc<[u8]>,
+        binary: bool,
+    },
+    /// A node's count for admin request `request` of this node's `core`.
+    Answer {
+        core: usize,
+        request: u64,
+        count: DirectCount,
+    },
+}
+
+/// A forwarded request on this node: the cores asked, and their sum.
+#[derive(Debug)]
+pub(super) struct Relay {
+    origin: Arc<str>,
+    core: usize,
+    request: u64,
+    remaining: usize,
+    count: DirectCount,
+}
+
+/// A core's direct message to several sessions waiting for the engine's
+/// numbers before it can count.
+#[derive(Debug)]
+pub(super) struct Numbering {
+    reply: DirectReply,
+    remaining: usize,
+    count: DirectCount,
+}
+
+/// What an engine request about a direct message was for.
+#[derive(Debug)]
+pub(super) enum DirectWait {
+    /// A `Route` of admin request `request`.
+    Route {
+        request: u64,
+        target: DirectTarget,
+        payload: Arc<[u8]>,
+        binary: bool,
+    },
+    /// A `Keep` for a session this core holds, part of `numbering`.
+    Keep {
+        session: SessionId,
+        payload: Arc<[u8]>,
+        binary: bool,
+        numbering: u64,
+    },
+    /// A `Keep` for a session whose node is gone (admin request `request`).
+    Orphan { request: u64 },
+}
+
+/// The direct-message state of a hub besides the sessions' own.
+#[derive(Debug, Default)]
+pub(super) struct DirectBook {
+    /// Forwarded requests being counted (first core only).
+    relays: HashMap<u64, Relay>,
+    /// Messages waiting for the engine's numbers.
+    numberings: HashMap<u64, Numbering>,
+    next: u64,
 }
 
 /// A session's direct messages (only sessions that got one have this).
@@ -50,9 +148,11 @@ pub(super) struct Directs {
 }
 
 impl Hub {
-    /// A publish-API request on this core for `target`: mailed to the
-    /// session's owner core, or to every core for a user. Returns how many
-    /// answers ([`Output::AdminDirect`] with `request`) will come.
+    /// A publish-API request on this core for `target`. With the engine up,
+    /// one request to it; else mailed to the session's owner core, or to
+    /// every core for a user. Returns how many answers
+    /// ([`Output::AdminDirect`] with `request`) will come, before any
+    /// `more` they announce.
     pub fn direct_api(
         &mut self,
         request: u64,
@@ -61,11 +161,47 @@ impl Hub {
         binary: bool,
     ) -> usize {
         let payload: Arc<[u8]> = payload.into();
-        let reply = (self.cfg.core, request);
-        let cores = match &target {
+        if self.cfg.engine && self.engine_up {
+            let op = EngineOp::Route {
+                target: target.clone(),
+                payload: payload.clone(),
+                binary,
+                core: self.cfg.core,
+                request,
+            };
+            let wait = DirectWait::Route {
+                request,
+                target,
+                payload,
+                binary,
+            };
+            self.ask(Wait::Direct(wait), op);
+            return 1;
+        }
+        let reply = DirectReply::Admin(self.cfg.core, request);
+        let asked = self.direct_here(target, payload, binary, reply);
+        self.run_local();
+        asked
+    }
+
+    /// The cores that hold `target`'s sessions.
+    fn direct_cores(&self, target: &DirectTarget) -> Vec<usize> {
+        match target {
             DirectTarget::Session(id) => vec![id.owner(self.cfg.cores)],
             DirectTarget::User(_) => (0..self.cfg.cores).collect(),
-        };
+        }
+    }
+
+    /// Mails a direct message to the cores of this node that may hold
+    /// `target`'s sessions; returns how many will answer `reply`.
+    fn direct_here(
+        &mut self,
+        target: DirectTarget,
+        payload: Arc<[u8]>,
+        binary: bool,
+        reply: DirectReply,
+    ) -> usize {
+        let cores = self.direct_cores(&target);
         for &core in &cores {
             let msg = Msg::Direct {
                 target: target.clone(),
@@ -75,8 +211,122 @@ impl Hub {
             };
             self.mail(core, msg);
         }
-        self.run_local();
         cores.len()
+    }
+
+    /// The engine's answer to a request about a direct message.
+    pub(super) fn direct_engine_reply(&mut self, wait: DirectWait, reply: EngineReply) {
+        match wait {
+            DirectWait::Route {
+                request,
+                target,
+                payload,
+                binary,
+            } => {
+                let answer = |count, more| Output::AdminDirect {
+                    request,
+                    count,
+                    more,
+                };
+                match (reply, &target) {
+                    (EngineReply::Routed(n), _) if n > 0 => {
+                        let more = usize::try_from(n).unwrap_or(0);
+                        self.out.push_back(answer(DirectCount::default(), more));
+                    }
+                    // Nobody has the session.
+                    (EngineReply::Routed(-1), DirectTarget::Session(_)) => {
+                        self.out.push_back(answer(DirectCount::default(), 0));
+                    }
+                    // Its node is gone: kept in the engine for its resume.
+                    (EngineReply::Routed(0), DirectTarget::Session(session)) => {
+                        let op = EngineOp::Keep {
+                            session: *session,
+                            payload,
+                            binary,
+                            floor: 0,
+                        };
+                        self.ask(Wait::Direct(DirectWait::Orphan { request }), op);
+                    }
+                    // The engine is away (or nobody listens, not even this
+                    // node): this node's sessions only.
+                    _ => {
+                        let reply = DirectReply::Admin(self.cfg.core, request);
+                        let more = self.direct_here(target, payload, binary, reply);
+                        self.out.push_back(answer(DirectCount::default(), more));
+                    }
+                }
+            }
+            DirectWait::Orphan { request } => {
+                let held = u64::from(matches!(reply, EngineReply::Kept(_)));
+                let count = DirectCount { delivered: 0, held };
+                self.out.push_back(Output::AdminDirect {
+                    request,
+                    count,
+                    more: 0,
+                });
+            }
+            DirectWait::Keep {
+                session,
+                payload,
+                binary,
+                numbering,
+            } => {
+                let done = match reply {
+                    EngineReply::Kept(seq) => self.direct_numbered(session, seq, &payload, binary),
+                    // The engine is away: numbered here, above its last.
+                    _ => self.direct_to(session, &payload, binary),
+                };
+                let Some(n) = self.book.numberings.get_mut(&numbering) else {
+                    return;
+                };
+                n.count.add(count_of(done));
+                n.remaining -= 1;
+                if n.remaining == 0 {
+                    let n = self.book.numberings.remove(&numbering).expect("listed");
+                    self.direct_done(n.reply, n.count);
+                }
+            }
+        }
+    }
+
+    /// A direct message or an answer that came through the engine (on
+    /// this node's first core).
+    pub fn engine_direct(&mut self, push: DirectPush, now: u64) {
+        self.clock = self.clock.max(now);
+        match push {
+            DirectPush::Request {
+                origin,
+                core,
+                request,
+                target,
+                payload,
+                binary,
+            } => {
+                self.book.next += 1;
+                let id = self.book.next;
+                let remaining = self.direct_cores(&target).len();
+                let relay = Relay {
+                    origin,
+                    core,
+                    request,
+                    remaining,
+                    count: DirectCount::default(),
+                };
+                self.book.relays.insert(id, relay);
+                let reply = DirectReply::Relay(self.cfg.core, id);
+                self.direct_here(target, payload, binary, reply);
+            }
+            DirectPush::Answer {
+                core,
+                request,
+                count,
+            } if core < self.cfg.cores => {
+                let reply = DirectReply::Admin(core, request);
+                self.mail(core, Msg::DirectDone { reply, count });
+            }
+            DirectPush::Answer { .. } => {}
+        }
+        self.run_local();
     }
 
     /// A direct message for the sessions of `target` this core holds.
@@ -85,7 +335,7 @@ impl Hub {
         target: DirectTarget,
         payload: Arc<[u8]>,
         binary: bool,
-        reply: (usize, u64),
+        reply: DirectReply,
     ) {
         let ids: Vec<SessionId> = match &target {
             DirectTarget::Session(id) => (self.sessions.get(id))
@@ -100,29 +350,77 @@ impl Hub {
                 .map(|(id, _)| *id)
                 .collect(),
         };
+        if self.cfg.engine && self.engine_up && !ids.is_empty() {
+            // The engine numbers and keeps it, so both move with the session.
+            self.book.next += 1;
+            let numbering = self.book.next;
+            let n = Numbering {
+                reply,
+                remaining: ids.len(),
+                count: DirectCount::default(),
+            };
+            self.book.numberings.insert(numbering, n);
+            for session in ids {
+                let floor = self.directs.get(&session).map_or(0, |d| d.seq);
+                let op = EngineOp::Keep {
+                    session,
+                    payload: payload.clone(),
+                    binary,
+                    floor,
+                };
+                let wait = DirectWait::Keep {
+                    session,
+                    payload: payload.clone(),
+                    binary,
+                    numbering,
+                };
+                self.ask(Wait::Direct(wait), op);
+            }
+            return;
+        }
         let mut count = DirectCount::default();
         for id in ids {
-            match self.direct_to(id, &payload, binary) {
-                Some(true) => count.delivered += 1,
-                Some(false) => count.held += 1,
-                None => {}
-            }
+            count.add(count_of(self.direct_to(id, &payload, binary)));
         }
-        let (core, request) = reply;
-        self.mail(core, Msg::DirectDone { request, count });
+        self.direct_done(reply, count);
     }
 
-    /// Numbers, keeps and (if its client is there) sends one direct
+    /// Sends a core's count to whoever waits for it.
+    fn direct_done(&mut self, reply: DirectReply, count: DirectCount) {
+        let core = match reply {
+            DirectReply::Admin(core, _) | DirectReply::Relay(core, _) => core,
+        };
+        self.mail(core, Msg::DirectDone { reply, count });
+    }
+
+    /// Numbers (here), keeps and (if its client is there) sends one direct
     /// message to `session`: `Some(true)` sent, `Some(false)` kept for a
     /// resume, `None` neither (no history kept: `--history-size 0`).
     fn direct_to(&mut self, session: SessionId, payload: &Arc<[u8]>, binary: bool) -> Option<bool> {
+        if !self.sessions.contains_key(&session) {
+            return None;
+        }
+        let seq = self.directs.get(&session).map_or(0, |d| d.seq) + 1;
+        self.direct_numbered(session, seq, payload, binary)
+    }
+
+    /// Keeps and (if its client is there) sends direct message `seq` to
+    /// `session`, as [`Hub::direct_to`]. A session gone meanwhile has it
+    /// kept in the engine only (`Some(false)`).
+    fn direct_numbered(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        payload: &Arc<[u8]>,
+        binary: bool,
+    ) -> Option<bool> {
         let history = self.cfg.history_size;
-        let conn = (self.sessions.get(&session))
-            .filter(|s| s.loading.is_none())
-            .and_then(|s| s.conn);
+        let Some(s) = self.sessions.get(&session) else {
+            return (history > 0).then_some(false);
+        };
+        let conn = s.conn.filter(|_| s.loading.is_none());
         let d = self.directs.entry(session).or_default();
-        d.seq += 1;
-        let seq = d.seq;
+        d.seq = d.seq.max(seq);
         if history > 0 {
             d.kept.push_back(Stored {
                 seq,
@@ -136,6 +434,9 @@ impl Hub {
         match conn.filter(|_| !d.after_replay) {
             Some(conn) => {
                 d.delivered = seq;
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.dirty = true;
+                }
                 let frame = direct_frame(payload, binary);
                 let tag = self.direct_tag.clone();
                 self.deliver(conn, frame, &tag, seq);
@@ -145,6 +446,38 @@ impl Hub {
         }
     }
 
+    /// The last direct message `session`'s client got (saved with it).
+    pub(super) fn directs_delivered(&self, session: SessionId) -> u64 {
+        self.directs.get(&session).map_or(0, |d| d.delivered)
+    }
+
+    /// A session claimed from the engine: its direct messages there. From
+    /// another node (`replace`), the engine's account of what the client
+    /// got is the one; from this node, ours is at least as fresh, and only
+    /// what the engine numbered beyond ours is added.
+    pub(super) fn claimed_directs(&mut self, session: SessionId, c: ClaimedDirects, replace: bool) {
+        if c.seq == 0 && c.kept.is_empty() {
+            if replace {
+                self.directs.remove(&session);
+            }
+            return;
+        }
+        let history = self.cfg.history_size;
+        let d = self.directs.entry(session).or_default();
+        if replace {
+            d.delivered = c.delivered;
+        }
+        for m in c.kept {
+            if m.seq > d.seq || (replace && !d.kept.iter().any(|k| k.seq == m.seq)) {
+                d.kept.push_back(m);
+            }
+        }
+        d.kept.make_contiguous().sort_by_key(|m| m.seq);
+        while d.kept.len() > history {
+            d.kept.pop_front();
+        }
+        d.seq = d.seq.max(c.seq);
+    }
     /// A resumed session's direct messages follow its topics' replay: sent
     /// now if no topic is waiting for one, else once the last has come.
     pub(super) fn resume_directs(&mut self, session: SessionId, conn: ConnId) {
@@ -193,6 +526,9 @@ impl Hub {
             frames.push((direct_frame(&m.payload, m.binary), Some(m.seq)));
         }
         d.delivered = d.seq;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.dirty = true;
+        }
         for (frame, seq) in frames {
             match seq {
                 Some(seq) => self.deliver(conn, frame, &tag, seq),
@@ -205,12 +541,52 @@ impl Hub {
     pub(super) fn rewind_directs(&mut self, session: SessionId, seq: u64) {
         if let Some(d) = self.directs.get_mut(&session) {
             d.delivered = d.delivered.min(seq.saturating_sub(1));
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.dirty = true;
+            }
         }
     }
 
-    /// The answer of one core to a request of this core.
-    pub(super) fn on_direct_done(&mut self, request: u64, count: DirectCount) {
-        self.out.push_back(Output::AdminDirect { request, count });
+    /// The count of one core (or node) for a request this core waits for.
+    pub(super) fn on_direct_done(&mut self, reply: DirectReply, count: DirectCount) {
+        match reply {
+            DirectReply::Admin(_, request) => self.out.push_back(Output::AdminDirect {
+                request,
+                count,
+                more: 0,
+            }),
+            DirectReply::Relay(_, id) => {
+                let Some(r) = self.book.relays.get_mut(&id) else {
+                    return;
+                };
+                r.count.add(count);
+                r.remaining -= 1;
+                if r.remaining == 0 {
+                    let r = self.book.relays.remove(&id).expect("listed");
+                    let op = EngineOp::Answer {
+                        origin: r.origin,
+                        core: r.core,
+                        request: r.request,
+                        count: r.count,
+                    };
+                    self.ask(Wait::Forget, op);
+                }
+            }
+        }
+    }
+}
+
+fn count_of(done: Option<bool>) -> DirectCount {
+    match done {
+        Some(true) => DirectCount {
+            delivered: 1,
+            held: 0,
+        },
+        Some(false) => DirectCount {
+            delivered: 0,
+            held: 1,
+        },
+        None => DirectCount::default(),
     }
 }
 

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use super::{Hub, Msg, Output, Reply, Stored, Sub};
+use super::{DirectCount, DirectTarget, Hub, Msg, Output, Reply, Stored, Sub};
 use crate::hub::topic_owner;
 use crate::proto::close::ServerClose;
 use crate::proto::command::Command;
@@ -47,6 +47,8 @@ pub enum EngineOp {
         peer: PeerId,
         user: Option<Arc<str>>,
         subs: Vec<(Arc<str>, u64)>,
+        /// The last direct message the client got.
+        direct: u64,
         ttl_ms: u64,
     },
     /// Delete a session (if this node still owns it).
@@ -70,6 +72,33 @@ pub enum EngineOp {
     Leave { topic: Arc<str>, member: Member },
     /// The topic's members.
     Who(Arc<str>),
+    /// Listen for direct messages forwarded to this node and to users
+    /// (the first core of each node does).
+    Listen,
+    /// Forward a direct message (a request of the admin API on `core`) to
+    /// the node that owns the session, or to every node for a user.
+    Route {
+        target: DirectTarget,
+        payload: Arc<[u8]>,
+        binary: bool,
+        core: usize,
+        request: u64,
+    },
+    /// Number a direct message to `session` (above `floor`) and keep it in
+    /// the session's history, which moves with the session.
+    Keep {
+        session: SessionId,
+        payload: Arc<[u8]>,
+        binary: bool,
+        floor: u64,
+    },
+    /// This node's count for a forwarded direct message, to its `origin`.
+    Answer {
+        origin: Arc<str>,
+        core: usize,
+        request: u64,
+        count: DirectCount,
+    },
 }
 
 /// A claimed session's state.
@@ -81,6 +110,19 @@ pub struct Claimed {
     pub subs: Vec<(Arc<str>, u64)>,
     /// Its peer id (absent in a session saved before peer ids existed).
     pub peer: Option<PeerId>,
+    /// Its direct messages.
+    pub directs: ClaimedDirects,
+}
+
+/// A claimed session's direct messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimedDirects {
+    /// The last one its client got.
+    pub delivered: u64,
+    /// The last number given.
+    pub seq: u64,
+    /// The kept ones, oldest first.
+    pub kept: Vec<Stored>,
 }
 
 /// The engine's answer.
@@ -100,6 +142,11 @@ pub enum EngineReply {
     Synced { seq: u64, history: Vec<Stored> },
     /// To `Who`: how many members, and who (none above the presence cap).
     Members { count: usize, members: Vec<Member> },
+    /// To `Route`: how many nodes got it (each answers); for a session,
+    /// 0 when its owner is gone and -1 when the engine does not have it.
+    Routed(i64),
+    /// To `Keep`: the number it got.
+    Kept(u64),
     /// To everything else.
     Done,
 }
@@ -141,6 +188,7 @@ pub(super) enum Wait {
         from: usize,
         session: SessionId,
     },
+    Direct(super::direct::DirectWait),
 }
 
 /// A command that arrived before `hello` (while the session was claimed).
@@ -233,6 +281,7 @@ impl Hub {
             ttl_gone
         };
         let (peer, user) = (s.peer, s.user.clone());
+        let direct = self.directs_delivered(session);
         self.ask(
             Wait::Save {
                 session,
@@ -243,6 +292,7 @@ impl Hub {
                 peer,
                 user,
                 subs,
+                direct,
                 ttl_ms,
             },
         );
@@ -303,6 +353,10 @@ impl Hub {
             return;
         }
         self.engine_up = up;
+        if up && self.cfg.core == 0 {
+            // Direct messages for this node's sessions and for users.
+            self.ask(Wait::Forget, EngineOp::Listen);
+        }
         if !up {
             // Serve from the mirrors until the engine is back.
             for t in self.topics.values_mut() {
@@ -423,6 +477,7 @@ impl Hub {
                 }
                 _ => self.who_here(topic, from, session),
             },
+            Wait::Direct(wait) => self.direct_engine_reply(wait, reply),
         }
         self.run_local();
     }
@@ -459,8 +514,12 @@ impl Hub {
         }
         let resumed = match reply {
             // Ours all along: the local copy is at least as fresh.
-            EngineReply::Claimed(Some(c)) if had && c.mine => true,
+            EngineReply::Claimed(Some(c)) if had && c.mine => {
+                self.claimed_directs(session, c.directs, false);
+                true
+            }
             EngineReply::Claimed(Some(c)) => {
+                self.claimed_directs(session, c.directs, true);
                 // Another node had it last: its state replaces ours.
                 let from = self.cfg.core;
                 let s = self.sessions.get_mut(&session).expect("attached");

@@ -16,6 +16,7 @@ const TTL: u64 = 10_000;
 enum In {
     Reply(u64, EngineReply),
     Push(Arc<str>, EngineEvent),
+    Direct(DirectPush),
 }
 
 type Place = (usize, usize); // (node, core)
@@ -28,6 +29,10 @@ struct Fake {
     topics: HashMap<Arc<str>, (u64, VecDeque<Stored>)>,
     members: HashMap<Arc<str>, HashSet<Member>>,
     watchers: HashMap<Arc<str>, Vec<Place>>,
+    /// Direct messages per session: last number, kept ones, last delivered.
+    directs: HashMap<SessionId, (u64, VecDeque<Stored>, u64)>,
+    /// Who listens on each process's channel and the users' channel.
+    listeners: HashMap<String, Place>,
 }
 
 struct Fleet {
@@ -46,6 +51,10 @@ struct Fleet {
     now: u64,
     /// Every session id a test used: no line may ever carry one.
     session_ids: Vec<String>,
+    /// Direct-message requests per (node, core, request): the sum of the
+    /// answers, how many were announced beyond the first, how many came.
+    directs: HashMap<(usize, usize, u64), (DirectCount, usize, usize)>,
+    next_request: u64,
 }
 
 fn instance(node: usize) -> String {
@@ -106,6 +115,8 @@ impl Fleet {
             next_conn: 1,
             now: 1,
             session_ids: Vec::new(),
+            directs: HashMap::new(),
+            next_request: 0,
         };
         for node in 0..nodes {
             for hub in &mut fleet.hubs[node] {
@@ -135,10 +146,16 @@ impl Fleet {
                 Some((owner, subs, peer, _)) => {
                     let mine = *owner == me;
                     *owner = me;
+                    let (seq, kept, delivered) = f.directs.get(&s).cloned().unwrap_or_default();
                     EngineReply::Claimed(Some(Claimed {
                         mine,
                         subs: subs.clone(),
                         peer: Some(*peer),
+                        directs: ClaimedDirects {
+                            delivered,
+                            seq,
+                            kept: kept.into(),
+                        },
                     }))
                 }
             },
@@ -147,10 +164,12 @@ impl Fleet {
                 peer,
                 user,
                 subs,
+                direct,
                 ..
             } => match f.sessions.get(&session) {
                 Some((owner, ..)) if *owner != me => EngineReply::Owned(false),
                 _ => {
+                    f.directs.entry(session).or_default().2 = direct;
                     f.sessions.insert(session, (me, subs, peer, user));
                     EngineReply::Owned(true)
                 }
@@ -159,6 +178,7 @@ impl Fleet {
                 Some((owner, ..)) if *owner != me => EngineReply::Owned(false),
                 _ => {
                     f.sessions.remove(&s);
+                    f.directs.remove(&s);
                     EngineReply::Owned(true)
                 }
             },
@@ -214,6 +234,74 @@ impl Fleet {
                     count: members.len(),
                     members,
                 }
+            }
+            EngineOp::Listen => {
+                f.listeners.insert(me, at);
+                EngineReply::Done
+            }
+            EngineOp::Route {
+                target,
+                payload,
+                binary,
+                core,
+                request,
+            } => {
+                let to: Option<Vec<Place>> = match &target {
+                    DirectTarget::Session(s) => (f.sessions.get(s))
+                        .map(|(owner, ..)| f.listeners.get(owner).copied().into_iter().collect()),
+                    DirectTarget::User(_) => Some(f.listeners.values().copied().collect()),
+                };
+                match to {
+                    None => EngineReply::Routed(-1),
+                    Some(to) => {
+                        for place in &to {
+                            let push = DirectPush::Request {
+                                origin: me.as_str().into(),
+                                core,
+                                request,
+                                target: target.clone(),
+                                payload: payload.clone(),
+                                binary,
+                            };
+                            self.push(*place, In::Direct(push));
+                        }
+                        EngineReply::Routed(to.len() as i64)
+                    }
+                }
+            }
+            EngineOp::Keep {
+                session,
+                payload,
+                binary,
+                floor,
+            } => {
+                let (seq, kept, _) = f.directs.entry(session).or_default();
+                *seq = (*seq + 1).max(floor + 1);
+                kept.push_back(Stored {
+                    seq: *seq,
+                    payload,
+                    binary,
+                });
+                while kept.len() > self.history_size {
+                    kept.pop_front();
+                }
+                EngineReply::Kept(*seq)
+            }
+            EngineOp::Answer {
+                origin,
+                core,
+                request,
+                count,
+            } => {
+                if let Some(place) = f.listeners.get(&*origin).copied() {
+                    let push = DirectPush::Answer {
+                        core,
+                        request,
+                        count,
+                    };
+                    self.push(place, In::Direct(push));
+                }
+                EngineReply::Done
             }
         };
         self.push(at, In::Reply(id, reply));
@@ -284,9 +372,17 @@ impl Fleet {
                             }
                             Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                             Output::Mail { core: to, msg } => self.mail[node][to].push_back(msg),
-                            Output::AdminPublished { .. }
-                            | Output::AdminDirect { .. }
-                            | Output::Connected { .. } => {}
+                            Output::AdminDirect {
+                                request,
+                                count,
+                                more,
+                            } => {
+                                let w = self.directs.entry((node, core, request)).or_default();
+                                w.0.add(count);
+                                w.1 += more;
+                                w.2 += 1;
+                            }
+                            Output::AdminPublished { .. } | Output::Connected { .. } => {}
                             Output::Engine { id, op } => {
                                 if self.up[node] {
                                     match &op {
@@ -324,6 +420,10 @@ impl Fleet {
                         }
                         Some(In::Push(topic, ev)) => {
                             self.hubs[node][core].engine_event(&topic, ev);
+                            any = true;
+                        }
+                        Some(In::Direct(push)) => {
+                            self.hubs[node][core].engine_direct(push, now);
                             any = true;
                         }
                         None => {}
@@ -387,6 +487,18 @@ impl Fleet {
             hub.engine_status(up, now);
         }
         self.settle();
+    }
+
+    /// `POST /send/...` on node `node`'s core 0: the count once every
+    /// answer came.
+    fn direct(&mut self, node: usize, target: DirectTarget, payload: &str) -> DirectCount {
+        self.next_request += 1;
+        let request = self.next_request;
+        let asked = self.hubs[node][0].direct_api(request, target, payload.as_bytes(), false);
+        self.settle();
+        let (count, more, came) = self.directs.remove(&(node, 0, request)).unwrap_or_default();
+        assert_eq!(came, asked + more, "every answer announced came");
+        count
     }
 
     fn lines(&mut self, conn: ConnId) -> Vec<String> {
@@ -678,4 +790,159 @@ fn a_who_right_behind_the_first_sub_counts_the_subscriber() {
         lines.contains(&format!("members fresh 1 {px}")),
         "the who waited for the sub it came behind: {lines:?}"
     );
+}
+
+/// Connects `session` on `node` as `user` (authentication on).
+fn connect_as(f: &mut Fleet, node: usize, session: SessionId, cookie: bool, user: &str) -> ConnId {
+    let conn = f.next_conn;
+    f.next_conn += 1;
+    let core = session.owner(f.hubs[node].len());
+    f.place.insert(conn, (node, core));
+    f.session_ids.push(session.to_string());
+    let now = f.now;
+    f.hubs[node][core].attach(conn, session, cookie, as_user(user), now);
+    f.settle();
+    conn
+}
+
+fn directs(lines: &[String]) -> Vec<String> {
+    (lines.iter())
+        .filter(|l| l.starts_with("direct ") || l.starts_with("gap direct"))
+        .cloned()
+        .collect()
+}
+
+fn count(delivered: u64, held: u64) -> DirectCount {
+    DirectCount { delivered, held }
+}
+
+#[test]
+fn a_direct_message_reaches_a_session_on_another_node() {
+    let mut f = Fleet::new(2, 2, 16);
+    let id = SessionId::random();
+    let a = f.connect(1, id, false);
+    f.lines(a);
+    assert_eq!(f.direct(0, DirectTarget::Session(id), "one"), count(1, 0));
+    assert_eq!(f.direct(1, DirectTarget::Session(id), "two"), count(1, 0));
+    assert_eq!(directs(&f.lines(a)), ["direct one", "direct two"]);
+    // Numbered and kept by the engine.
+    assert_eq!(f.fake.directs[&id].0, 2);
+    let nobody = SessionId::random();
+    assert_eq!(f.direct(0, DirectTarget::Session(nobody), "x"), count(0, 0));
+}
+
+#[test]
+fn a_direct_message_to_a_user_reaches_every_tab_on_every_node() {
+    let policy = crate::auth::Policy::from_flags(&["*"], &["*"]).unwrap();
+    let mut f = Fleet::with_policy(3, 2, 16, Some(Arc::new(policy)));
+    let tabs: Vec<(SessionId, ConnId)> = (0..4)
+        .map(|i| {
+            let id = SessionId::random();
+            (id, connect_as(&mut f, i % 2, id, false, "alice"))
+        })
+        .collect();
+    let other = connect_as(&mut f, 2, SessionId::random(), false, "bob");
+    // Alice's fourth tab is away: it keeps the message for its resume.
+    f.drop_conn(tabs[3].1);
+    for (_, conn) in &tabs {
+        f.lines(*conn);
+    }
+    f.lines(other);
+    assert_eq!(
+        f.direct(2, DirectTarget::User("alice".into()), "hi"),
+        count(3, 1)
+    );
+    for (_, conn) in &tabs[..3] {
+        assert_eq!(directs(&f.lines(*conn)), ["direct hi"]);
+    }
+    assert!(directs(&f.lines(other)).is_empty());
+    let back = connect_as(&mut f, 1, tabs[3].0, true, "alice");
+    assert_eq!(directs(&f.lines(back)), ["direct hi"]);
+    assert_eq!(
+        f.direct(0, DirectTarget::User("carol".into()), "x"),
+        count(0, 0)
+    );
+}
+
+#[test]
+fn direct_messages_move_with_their_session_to_another_node() {
+    let mut f = Fleet::new(2, 2, 2);
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.cmd(a, "sub news");
+    assert_eq!(f.direct(1, DirectTarget::Session(id), "d1"), count(1, 0));
+    f.lines(a);
+    f.drop_conn(a);
+    let p = f.connect(1, SessionId::random(), false);
+    f.cmd(p, "pub news missed");
+    for i in 2..=4 {
+        assert_eq!(
+            f.direct(1, DirectTarget::Session(id), &format!("d{i}")),
+            count(0, 1)
+        );
+    }
+    // Back on the other node: the topic's replay, then what it missed of
+    // its direct messages (two kept: a gap for the first).
+    let b = f.connect(1, id, true);
+    let got = f.lines(b);
+    let replay = got
+        .iter()
+        .position(|l| l == "msg news 1 missed")
+        .expect("replayed");
+    let first = got
+        .iter()
+        .position(|l| l.starts_with("gap direct"))
+        .expect("gap");
+    assert!(replay < first, "{got:?}");
+    assert_eq!(directs(&got), ["gap direct 2 2", "direct d3", "direct d4"]);
+    // The numbering goes on from the engine's.
+    assert_eq!(f.direct(0, DirectTarget::Session(id), "d5"), count(1, 0));
+    assert_eq!(directs(&f.lines(b)), ["direct d5"]);
+    assert_eq!(f.fake.directs[&id].0, 5);
+}
+
+#[test]
+fn a_session_whose_node_is_gone_keeps_its_direct_messages_in_the_engine() {
+    let mut f = Fleet::new(2, 1, 16);
+    let id = SessionId::random();
+    let a = f.connect(0, id, false);
+    f.lines(a);
+    f.drop_conn(a);
+    // Node 0 is gone (nobody listens on its channel); its save stays.
+    f.fake.listeners.remove(&instance(0));
+    assert_eq!(f.direct(1, DirectTarget::Session(id), "kept"), count(0, 1));
+    let b = f.connect(1, id, true);
+    let got = f.lines(b);
+    assert!(got[0].contains("resumed"), "{got:?}");
+    assert_eq!(directs(&got), ["direct kept"]);
+}
+
+#[test]
+fn without_the_engine_a_direct_message_reaches_this_node_only() {
+    let mut f = Fleet::new(2, 2, 16);
+    let here = SessionId::random();
+    let there = SessionId::random();
+    let a = f.connect(0, here, false);
+    let b = f.connect(1, there, false);
+    f.lines(a);
+    f.lines(b);
+    f.set_up(0, false);
+    assert_eq!(
+        f.direct(0, DirectTarget::Session(here), "local"),
+        count(1, 0)
+    );
+    assert_eq!(
+        f.direct(0, DirectTarget::Session(there), "far"),
+        count(0, 0)
+    );
+    assert_eq!(directs(&f.lines(a)), ["direct local"]);
+    assert!(directs(&f.lines(b)).is_empty());
+    // Back up: numbered above what the node gave meanwhile.
+    f.set_up(0, true);
+    assert_eq!(
+        f.direct(1, DirectTarget::Session(here), "again"),
+        count(1, 0)
+    );
+    assert_eq!(directs(&f.lines(a)), ["direct again"]);
+    assert_eq!(f.fake.directs[&here].0, 2);
 }

@@ -115,14 +115,17 @@ pub enum Msg {
         target: DirectTarget,
         payload: Arc<[u8]>,
         binary: bool,
-        reply: (usize, u64),
+        reply: DirectReply,
     },
     /// What one core did with a `Direct`.
-    DirectDone { request: u64, count: DirectCount },
+    DirectDone {
+        reply: DirectReply,
+        count: DirectCount,
+    },
 }
 
 /// A message kept in a topic's history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// Its sequence number.
     pub seq: u64,
@@ -161,9 +164,14 @@ pub enum Output {
     Mail { core: usize, msg: Msg },
     /// A publish-API request on this core got its sequence number.
     AdminPublished { request: u64, seq: u64 },
-    /// One core's answer to a direct-message request of this core (as many
-    /// come as [`Hub::direct_api`] said).
-    AdminDirect { request: u64, count: DirectCount },
+    /// One answer to a direct-message request of this core (as many come
+    /// as [`Hub::direct_api`] said, plus the `more` each announces: nodes
+    /// the engine forwarded it to).
+    AdminDirect {
+        request: u64,
+        count: DirectCount,
+        more: usize,
+    },
     /// A connection said `hello` (with `--events-hook`: its `connect` event).
     Connected {
         session: SessionId,
@@ -331,6 +339,8 @@ pub struct Hub {
     directs: IdMap<SessionId, Box<direct::Directs>>,
     /// [`DIRECT_TAG`], shared by the delivery records of direct messages.
     direct_tag: Arc<str>,
+    /// Direct messages being forwarded or numbered by the engine.
+    book: direct::DirectBook,
     /// Lifetime counters.
     pub stats: HubStats,
 }
@@ -372,6 +382,7 @@ impl Hub {
             topics_freed: 0,
             directs: IdMap::default(),
             direct_tag: DIRECT_TAG.into(),
+            book: direct::DirectBook::default(),
             stats: HubStats::default(),
         }
     }
@@ -488,8 +499,8 @@ mod session;
 mod subs;
 mod topic;
 
-pub use direct::{DirectCount, DirectTarget, DIRECT_TAG};
-pub use engine::{Claimed, EngineEvent, EngineOp, EngineReply, CHECKPOINT_MS};
+pub use direct::{DirectCount, DirectPush, DirectReply, DirectTarget, DIRECT_TAG};
+pub use engine::{Claimed, ClaimedDirects, EngineEvent, EngineOp, EngineReply, CHECKPOINT_MS};
 use engine::{Queued, Wait};
 use subs::Subs;
 pub use topic::topic_owner;

@@ -106,7 +106,12 @@ impl Cluster {
                         Output::Close { conn, why } => self.closed.push((conn, why.code().0)),
                         Output::Mail { core, msg } => self.mailboxes[core].push_back(msg),
                         Output::AdminPublished { request, seq } => self.admin.push((request, seq)),
-                        Output::AdminDirect { request, count } => {
+                        Output::AdminDirect {
+                            request,
+                            count,
+                            more,
+                        } => {
+                            assert_eq!(more, 0, "no engine: nothing is forwarded");
                             self.directs.push((request, count))
                         }
                         Output::Engine { .. } => unreachable!("no engine configured"),

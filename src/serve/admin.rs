@@ -215,10 +215,11 @@ async fn publish(
 }
 
 /// `POST /send/session/<id>` and `POST /send/user/<user>`: a `direct`
-/// message to that session or to every session of that user on this node.
-/// `200 {"delivered":n,"held":m}` when a connected client got it; `404`
-/// (same body, `delivered` 0) when none did (`held`: disconnected sessions
-/// that get it if they resume).
+/// message to that session or to every session of that user (with
+/// `--redis`, on every node). `200 {"delivered":n,"held":m}` when a
+/// connected client got it; `404` (same body, `delivered` 0) when none did
+/// (`held`: disconnected sessions that get it if they resume). Nodes that
+/// did not answer within `--redis-timeout` are counted as `unconfirmed`.
 async fn send(
     head: &Head,
     target: Option<DirectTarget>,
@@ -236,16 +237,29 @@ async fn send(
     let Some(target) = target else {
         return respond(400, bad, &[]);
     };
-    let sent = core.admin_direct(target, &buf[body], head.binary);
-    match monoio::time::timeout(ADMIN_TIMEOUT, sent).await {
-        Ok(DirectCount { delivered, held }) => {
-            core.stats.direct(delivered, held);
-            let status = if delivered > 0 { 200 } else { 404 };
-            let body = format!("{{\"delivered\":{delivered},\"held\":{held}}}\n");
-            respond_json(status, &body)
+    // Through the engine: its round trip, then the nodes' answers, each
+    // bounded by --redis-timeout.
+    let wait = match core.engine() {
+        Some(_) => 2 * core.shared.config.redis_timeout,
+        None => ADMIN_TIMEOUT,
+    };
+    let mut sent = core.admin_direct(target, &buf[body], head.binary);
+    let (count, unconfirmed) = match monoio::time::timeout(wait, &mut sent).await {
+        Ok(count) => (count, 0),
+        Err(_) => {
+            core.forget_direct(&sent);
+            sent.so_far()
         }
-        Err(_) => respond(503, "send timed out\n", &[]),
-    }
+    };
+    let DirectCount { delivered, held } = count;
+    core.stats.direct(delivered, held);
+    let status = if delivered > 0 { 200 } else { 404 };
+    let body = if unconfirmed > 0 {
+        format!("{{\"delivered\":{delivered},\"held\":{held},\"unconfirmed\":{unconfirmed}}}\n")
+    } else {
+        format!("{{\"delivered\":{delivered},\"held\":{held}}}\n")
+    };
+    respond_json(status, &body)
 }
 
 /// The request's `Authorization: Bearer` must be `token`: else the 401 or

@@ -25,7 +25,7 @@ use monoio::time::{timeout_at, Instant};
 use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
-use crate::engine::schema::decode_push;
+use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
 use crate::net::socket::{self, would_block};
 use crate::proto::resp::{self, encode_command, Value};
@@ -213,6 +213,8 @@ fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
                 Value::Push(items) => {
                     if let Some((topic, event)) = decode_push(&items) {
                         hub.engine_event(topic, event);
+                    } else if let Some(push) = decode_direct_push(&items) {
+                        hub.engine_direct(push, now);
                     }
                 }
                 value => {
