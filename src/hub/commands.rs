@@ -141,6 +141,11 @@ impl Hub {
         s.subs.insert(topic.clone(), sub);
         let member = s.member();
         let local = self.local_subs.entry(topic.clone()).or_default();
+        if local.len() == local.capacity() {
+            // An eighth more, not double: a topic's list of a crowd is one
+            // entry per subscriber plus little.
+            local.reserve_exact((local.len() / 8).max(4));
+        }
         local.push(session);
         let owner = topic_owner(&topic, self.cfg.cores);
         let from = self.cfg.core;
@@ -166,7 +171,6 @@ impl Hub {
             let msg = Msg::Unsubscribe {
                 topic: topic.clone(),
                 from,
-                session,
                 member,
                 announce: true,
             };

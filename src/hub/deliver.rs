@@ -1,6 +1,7 @@
 //! Mail from other cores' hubs (and this one's): deliveries to local
 //! subscribers, replays after a resume, presence lines and answers.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use std::rc::Rc;
@@ -29,10 +30,9 @@ impl Hub {
             Msg::Unsubscribe {
                 topic,
                 from,
-                session,
                 member,
                 announce,
-            } => self.on_unsubscribe(topic, from, session, member, announce),
+            } => self.on_unsubscribe(topic, from, member, announce),
             Msg::Publish {
                 topic,
                 payload,
@@ -89,7 +89,7 @@ impl Hub {
         let conns: Vec<ConnId> = (list.iter())
             .filter_map(|s| self.sessions.get(s))
             .filter(|s| s.peer != member.peer)
-            .filter_map(|s| s.conn)
+            .filter_map(|s| s.conn())
             .collect();
         for conn in conns {
             self.send(conn, frame.clone());
@@ -98,7 +98,7 @@ impl Hub {
 
     /// The answer to `who`.
     fn on_members(&mut self, topic: &str, session: SessionId, count: usize, members: &[Member]) {
-        let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn()) else {
             return;
         };
         let frame = text_frame(|l| command::write_members(l, topic, count, members.iter()));
@@ -109,7 +109,7 @@ impl Hub {
     fn on_published(&mut self, topic: &str, seq: u64, reply: Reply) {
         match reply {
             Reply::Session(_, session) => {
-                let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn) else {
+                let Some(conn) = self.sessions.get(&session).and_then(|s| s.conn()) else {
                     return;
                 };
                 let frame = text_frame(|l| command::write_ok(l, "pub", topic, Some(seq)));
@@ -139,7 +139,9 @@ impl Hub {
             if sub.pending || seq <= sub.last {
                 continue;
             }
-            let Some(conn) = s.conn else { continue };
+            let Some(conn) = s.conn.map(NonZeroU64::get) else {
+                continue;
+            };
             sub.last = seq;
             s.dirty = true;
             conns.push(conn);
@@ -191,7 +193,7 @@ impl Hub {
         let Some(sub) = s.subs.get_mut(&topic) else {
             return;
         };
-        let Some(conn) = s.conn else {
+        let Some(conn) = s.conn.map(NonZeroU64::get) else {
             return;
         };
         let mut frames = Vec::new();

@@ -418,7 +418,7 @@ impl Hub {
         let Some(s) = self.sessions.get(&session) else {
             return (history > 0).then_some(false);
         };
-        let conn = s.conn.filter(|_| s.loading.is_none());
+        let conn = s.conn().filter(|_| s.loading.is_none());
         let d = self.directs.entry(session).or_default();
         d.seq = d.seq.max(seq);
         if history > 0 {

@@ -523,10 +523,11 @@ impl Hub {
                 // Another node had it last: its state replaces ours.
                 let from = self.cfg.core;
                 let s = self.sessions.get_mut(&session).expect("attached");
+                // The name its old subscriptions here were made under.
+                let member = s.member();
                 if let Some(peer) = c.peer {
                     s.peer = peer; // the session keeps its public name across nodes
                 }
-                let member = s.member();
                 let stale: Vec<Arc<str>> = s.subs.drain().map(|(t, _)| t).collect();
                 for (topic, last) in c.subs {
                     // The core's one copy of the name, if it has one.
@@ -551,7 +552,6 @@ impl Hub {
                     let msg = Msg::Unsubscribe {
                         topic,
                         from,
-                        session,
                         member: member.clone(),
                         announce: false,
                     };

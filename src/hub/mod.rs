@@ -15,6 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -49,12 +50,11 @@ pub enum Msg {
         member: Member,
         after: Option<u64>,
     },
-    /// Unsubscribe; announced with `leave` unless `announce` is false (the
-    /// session lives on in another node).
+    /// Unsubscribe the session `member` names; announced with `leave`
+    /// unless `announce` is false (the session lives on in another node).
     Unsubscribe {
         topic: Arc<str>,
         from: usize,
-        session: SessionId,
         member: Member,
         announce: bool,
     },
@@ -250,7 +250,9 @@ struct Session {
     user: Option<Arc<str>>,
     /// Its token's own topic patterns (usually none: one null pointer).
     grants: Option<Box<Grants>>,
-    conn: Option<ConnId>,
+    /// Its connection's token (never 0), when connected: 8 bytes where an
+    /// `Option<ConnId>` takes 16, keeping a session in a 112-byte chunk.
+    conn: Option<NonZeroU64>,
     subs: Subs,
     /// When the socket went away (ms); `None` while connected.
     disconnected_at: Option<u64>,
@@ -276,7 +278,7 @@ impl Session {
             peer: PeerId::random(),
             user,
             grants,
-            conn,
+            conn: conn.map(conn_token),
             subs: Subs::default(),
             disconnected_at: None,
             dirty: false,
@@ -285,6 +287,11 @@ impl Session {
             expiring: false,
             placeholder: false,
         }
+    }
+
+    /// Its connection, when connected.
+    fn conn(&self) -> Option<ConnId> {
+        self.conn.map(NonZeroU64::get)
     }
 
     /// How presence names it.
@@ -312,7 +319,7 @@ pub struct Hub {
     /// Boxed: a table of 5,000 sessions has 8,192 slots, and an empty slot
     /// costs a pointer rather than a whole session.
     sessions: IdMap<SessionId, Box<Session>>,
-    conns: IdMap<ConnId, SessionId>,
+    conns: conn_table::ConnTable,
     /// Local sessions subscribed to each topic.
     local_subs: IdMap<Arc<str>, Vec<SessionId>>,
     topics: IdMap<Arc<str>, Topic>,
@@ -345,6 +352,11 @@ pub struct Hub {
     pub stats: HubStats,
 }
 
+/// A gateway connection's token as a session keeps it (tokens are never 0).
+fn conn_token(conn: ConnId) -> NonZeroU64 {
+    NonZeroU64::new(conn).expect("a connection token is never 0")
+}
+
 fn text_frame(build: impl FnOnce(&mut Vec<u8>)) -> Rc<[u8]> {
     let mut line = Vec::with_capacity(64);
     build(&mut line);
@@ -367,7 +379,7 @@ impl Hub {
         Hub {
             cfg,
             sessions: IdMap::default(),
-            conns: IdMap::default(),
+            conns: conn_table::ConnTable::default(),
             local_subs: IdMap::default(),
             topics: IdMap::default(),
             local: VecDeque::new(),
@@ -453,7 +465,7 @@ impl Hub {
 
     /// The connection a session is attached to, if any.
     pub fn connection_of(&self, session: SessionId) -> Option<ConnId> {
-        self.sessions.get(&session).and_then(|s| s.conn)
+        self.sessions.get(&session).and_then(|s| s.conn())
     }
 
     /// Messages from `lost` (first lost sequence number per topic) never
@@ -492,6 +504,7 @@ impl Hub {
 }
 
 mod commands;
+mod conn_table;
 mod deliver;
 mod direct;
 mod engine;

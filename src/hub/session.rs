@@ -2,11 +2,12 @@
 //! `hello`, detach, expiry after `--session-ttl`, and its end.
 
 use std::cmp::Reverse;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use super::{
-    text_frame, topic_owner, ConnId, EngineOp, Hub, Identity, Msg, Output, Session, Wait,
-    CHECKPOINT_MS,
+    conn_token, text_frame, topic_owner, ConnId, EngineOp, Hub, Identity, Msg, Output, Session,
+    Wait, CHECKPOINT_MS,
 };
 use crate::auth::Action;
 use crate::proto::close::ServerClose;
@@ -52,7 +53,7 @@ impl Hub {
         self.clock = self.clock.max(now);
         let had = match self.sessions.get_mut(&session) {
             Some(s) => {
-                if let Some(old) = s.conn.replace(conn) {
+                if let Some(old) = s.conn.replace(conn_token(conn)).map(NonZeroU64::get) {
                     // The old socket still looks open: this reconnect replaces it.
                     self.conns.remove(&old);
                     self.out.push_back(Output::Close {
@@ -288,7 +289,7 @@ impl Hub {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
-        if let Some(conn) = s.conn {
+        if let Some(conn) = s.conn() {
             self.conns.remove(&conn);
         }
         self.directs.remove(&session);
@@ -303,7 +304,6 @@ impl Hub {
                 Msg::Unsubscribe {
                     topic,
                     from,
-                    session,
                     member: member.clone(),
                     announce,
                 },
@@ -361,7 +361,6 @@ impl Hub {
             let msg = Msg::Unsubscribe {
                 topic: topic.clone(),
                 from,
-                session,
                 member: member.clone(),
                 announce: true,
             };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{EngineOp, Hub, Msg, Reply, Stored, Wait};
 use crate::proto::cookie::SessionId;
-use crate::proto::peer::Member;
+use crate::proto::peer::{Member, PeerId};
 use crate::sys::hash::IdMap;
 
 /// A topic owned by this core.
@@ -17,8 +17,10 @@ pub(super) struct Topic {
     history: VecDeque<Stored>,
     /// Subscribed sessions per core.
     cores: Vec<u32>,
-    /// Member sessions and how presence names them.
-    members: IdMap<SessionId, Member>,
+    /// Member sessions by peer id (one per session; 8 bytes where the
+    /// session id takes 16, in a table with an entry per subscriber), and
+    /// their users with authentication on.
+    members: IdMap<PeerId, Option<Arc<str>>>,
     /// With an engine: this copy mirrors the engine's (its channel is
     /// subscribed and its history loaded). Without one, always false.
     pub(super) synced: bool,
@@ -118,7 +120,7 @@ impl Hub {
         let current = t.seq;
         // A resuming session is still a member; `insert` only re-adds one the
         // topic forgot, which cannot happen on one node.
-        if t.members.insert(session, member.clone()).is_none() {
+        if t.members.insert(member.peer, member.user.clone()).is_none() {
             t.cores[from] += 1;
         }
         // Presence is bounded: above the cap, no `join` lines.
@@ -156,7 +158,6 @@ impl Hub {
         &mut self,
         topic: Arc<str>,
         from: usize,
-        session: SessionId,
         member: Member,
         announce: bool,
     ) {
@@ -171,7 +172,7 @@ impl Hub {
         };
         // Presence is bounded: a leave from above the cap sends no line.
         let within_cap = t.members.len() <= cap;
-        if t.members.remove(&session).is_none() {
+        if t.members.remove(&member.peer).is_none() {
             return;
         }
         t.cores[from] = t.cores[from].saturating_sub(1);
@@ -418,7 +419,12 @@ impl Hub {
         let cap = self.cfg.presence_cap;
         let (count, members) = match self.topics.get(&topic) {
             Some(t) if t.members.len() > cap => (t.members.len(), Vec::new()),
-            Some(t) => (t.members.len(), t.members.values().cloned().collect()),
+            Some(t) => {
+                let members = (t.members.iter())
+                    .map(|(peer, user)| Member::new(*peer, user.clone()))
+                    .collect();
+                (t.members.len(), members)
+            }
             None => (0, Vec::new()),
         };
         self.answer_who(topic, from, session, count, members);

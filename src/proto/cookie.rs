@@ -8,15 +8,33 @@ use crate::sys::entropy;
 /// A session id: a random UUID v4. It routes the client (the balancer's
 /// stickiness keys on it) and is the resume credential, so it is never
 /// derived from anything guessable.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionId(u128);
+///
+/// Kept as two words rather than a `u128`: a `u128` is 16-byte aligned,
+/// which pads every table entry that holds an id (the sessions, the
+/// connection tokens, a topic's members) by 8 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SessionId([u64; 2]);
+
+impl std::hash::Hash for SessionId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.value());
+    }
+}
 
 impl SessionId {
+    fn new(value: u128) -> SessionId {
+        SessionId([(value >> 64) as u64, value as u64])
+    }
+
+    fn value(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+
     /// A fresh random id (from the kernel's CSPRNG, drawn a page at a time).
     pub fn random() -> SessionId {
         let mut bytes = [0u8; 16];
         entropy::fill(&mut bytes);
-        SessionId(
+        SessionId::new(
             uuid::Builder::from_random_bytes(bytes)
                 .into_uuid()
                 .as_u128(),
@@ -54,7 +72,7 @@ impl SessionId {
         // Version nibble 4 and RFC 4122 variant bits 10xx.
         let version = (value >> 76) & 0xF;
         let variant = (value >> 62) & 0x3;
-        (version == 4 && variant == 0b10).then_some(SessionId(value))
+        (version == 4 && variant == 0b10).then_some(SessionId::new(value))
     }
 
     /// The canonical lowercase hyphenated text.
@@ -67,7 +85,7 @@ impl SessionId {
                 continue;
             }
             nibble -= 1;
-            *slot = HEX[((self.0 >> (nibble * 4)) & 0xF) as usize];
+            *slot = HEX[((self.value() >> (nibble * 4)) & 0xF) as usize];
         }
         out
     }
@@ -75,7 +93,7 @@ impl SessionId {
     /// The core that owns this session: a deterministic spread of the id's
     /// random bits, so every core computes the same owner.
     pub fn owner(self, cores: usize) -> usize {
-        (self.0 % cores.max(1) as u128) as usize
+        (self.value() % cores.max(1) as u128) as usize
     }
 }
 

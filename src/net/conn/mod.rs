@@ -86,7 +86,9 @@ pub struct Conn {
     waker: Cell<Option<Waker>>,
     /// Delivered messages the peer may not have received (gateway only,
     /// allocated on the first delivery).
-    deliveries: RefCell<Option<Box<Deliveries>>>,
+    /// (A `Cell`, taken and put back around each use: a `RefCell`'s borrow
+    /// flag would make every connection record a malloc size class larger.)
+    deliveries: Cell<Option<Box<Deliveries>>>,
 }
 
 impl Drop for Conn {
@@ -118,7 +120,7 @@ impl Conn {
             written: Cell::new(0),
             outbox: RefCell::new(Vec::new()),
             waker: Cell::new(None),
-            deliveries: RefCell::new(None),
+            deliveries: Cell::new(None),
         }
     }
 
@@ -528,9 +530,10 @@ mod tests {
     fn an_idle_connection_stays_small() {
         // The record is all an idle connection costs (plus the registry's
         // and the hub's entries): auth's deadline and the held flag fit in
-        // what alignment left over.
+        // what alignment left over. With the `Rc`'s two counts it is at
+        // most 136 bytes: one 144-byte malloc chunk (at 137 it is 160).
         assert!(
-            std::mem::size_of::<Conn>() <= 128,
+            std::mem::size_of::<Conn>() <= 120,
             "{}",
             std::mem::size_of::<Conn>()
         );

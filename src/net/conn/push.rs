@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::{Close, Conn};
-use crate::net::deliveries::Lost;
+use crate::net::deliveries::{Deliveries, Lost};
 use crate::sys;
 
 /// What [`Conn::push_frame`] did with a frame.
@@ -156,11 +156,20 @@ impl Conn {
     /// kernel has taken.
     fn record_tag(&self, queued: u64, tag: Option<(&Arc<str>, u64)>) {
         let Some((topic, seq)) = tag else { return };
-        let mut slot = self.deliveries.borrow_mut();
-        let deliveries = slot.get_or_insert_with(Default::default);
-        if deliveries.record(self.written.get() + queued, topic, seq) {
-            deliveries.prune(self.acked());
-        }
+        self.with_deliveries(|slot| {
+            let deliveries = slot.get_or_insert_with(Default::default);
+            if deliveries.record(self.written.get() + queued, topic, seq) {
+                deliveries.prune(self.acked());
+            }
+        });
+    }
+
+    /// Runs `f` on the delivery records (taken out of their cell for it).
+    fn with_deliveries<R>(&self, f: impl FnOnce(&mut Option<Box<Deliveries>>) -> R) -> R {
+        let mut slot = self.deliveries.take();
+        let r = f(&mut slot);
+        self.deliveries.set(slot);
+        r
     }
 
     /// After a burst: once the peer has acknowledged every delivery, the
@@ -171,18 +180,19 @@ impl Conn {
         if self.has_output() {
             return false;
         }
-        let mut slot = self.deliveries.borrow_mut();
-        let Some(d) = slot.as_mut() else {
-            return false;
-        };
-        if !d.is_settled() {
-            d.prune(self.acked());
-        }
-        if d.is_empty() {
-            *slot = None;
-            return true;
-        }
-        false
+        self.with_deliveries(|slot| {
+            let Some(d) = slot.as_mut() else {
+                return false;
+            };
+            if !d.is_settled() {
+                d.prune(self.acked());
+            }
+            if d.is_empty() {
+                *slot = None;
+                return true;
+            }
+            false
+        })
     }
 
     /// Stream bytes the peer's TCP has acknowledged: written minus what the
@@ -196,7 +206,7 @@ impl Conn {
     /// counting as delivered only what the peer's TCP acknowledged (the peer
     /// may be gone). Called before the socket is given up.
     pub fn settle_losses(&self) {
-        let unsettled = matches!(&*self.deliveries.borrow(), Some(d) if !d.is_settled());
+        let unsettled = self.with_deliveries(|slot| matches!(slot, Some(d) if !d.is_settled()));
         if unsettled {
             self.settle_losses_at(self.acked());
         }
@@ -205,15 +215,16 @@ impl Conn {
     /// As [`Conn::settle_losses`], counting the first `delivered` bytes as delivered.
     fn settle_losses_at(&self, delivered: u64) {
         // No record: no message was ever delivered, so none can be lost.
-        if let Some(d) = self.deliveries.borrow_mut().as_mut() {
-            d.settle(delivered);
-        }
+        self.with_deliveries(|slot| {
+            if let Some(d) = slot.as_mut() {
+                d.settle(delivered);
+            }
+        });
     }
 
     /// The messages (first per topic) that never reached the peer.
     pub fn take_losses(&self) -> Lost {
         self.settle_losses();
-        let mut slot = self.deliveries.borrow_mut();
-        slot.as_mut().map(|d| d.take_lost()).unwrap_or_default()
+        self.with_deliveries(|slot| slot.as_mut().map(|d| d.take_lost()).unwrap_or_default())
     }
 }
