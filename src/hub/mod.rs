@@ -255,7 +255,8 @@ struct Session {
     conn: Option<NonZeroU64>,
     subs: Subs,
     /// When the socket went away (ms); `None` while connected.
-    disconnected_at: Option<u64>,
+    /// (Kept plus one, so that `None` costs no tag: 8 bytes, not 16.)
+    disconnected_at: Option<NonZeroU64>,
     /// A delivery moved `last` since the engine last saved the session.
     dirty: bool,
     /// When the engine last saved it (ms).

@@ -227,7 +227,7 @@ impl Hub {
             let due_now = self.sessions.get(&id).is_some_and(|s| {
                 !s.expiring
                     && s.disconnected_at
-                        .is_some_and(|t| now.saturating_sub(t) >= ttl)
+                        .is_some_and(|t| now.saturating_sub(t.get() - 1) >= ttl)
             });
             if !due_now {
                 continue;
@@ -278,7 +278,7 @@ impl Hub {
     pub(super) fn mark_disconnected(&mut self, session: SessionId, now: u64) {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.conn = None;
-            s.disconnected_at = Some(now);
+            s.disconnected_at = NonZeroU64::new(now.saturating_add(1));
             let due = now + self.cfg.session_ttl_ms;
             self.expiries.push(Reverse((due, session)));
         }
