@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::engine::{ClaimedDirects, EngineOp, EngineReply, Wait};
+use super::engine::{ClaimedDirects, DirectWait, EngineOp, EngineReply, Wait};
 use super::{frame_of, text_frame, ConnId, Hub, Msg, Output, Stored};
 use crate::proto::command;
 use crate::proto::cookie::SessionId;
@@ -101,27 +101,6 @@ pub(super) struct Numbering {
     reply: DirectReply,
     remaining: usize,
     count: DirectCount,
-}
-
-/// What an engine request about a direct message was for.
-#[derive(Debug)]
-pub(super) enum DirectWait {
-    /// A `Route` of admin request `request`.
-    Route {
-        request: u64,
-        target: DirectTarget,
-        payload: Arc<[u8]>,
-        binary: bool,
-    },
-    /// A `Keep` for a session this core holds, part of `numbering`.
-    Keep {
-        session: SessionId,
-        payload: Arc<[u8]>,
-        binary: bool,
-        numbering: u64,
-    },
-    /// A `Keep` for a session whose node is gone (admin request `request`).
-    Orphan { request: u64 },
 }
 
 /// The direct-message state of a hub besides the sessions' own.

@@ -188,7 +188,28 @@ pub(super) enum Wait {
         from: usize,
         session: SessionId,
     },
-    Direct(super::direct::DirectWait),
+    Direct(DirectWait),
+}
+
+/// What an engine request about a direct message was for.
+#[derive(Debug)]
+pub(super) enum DirectWait {
+    /// A `Route` of admin request `request`.
+    Route {
+        request: u64,
+        target: DirectTarget,
+        payload: Arc<[u8]>,
+        binary: bool,
+    },
+    /// A `Keep` for a session this core holds, part of `numbering`.
+    Keep {
+        session: SessionId,
+        payload: Arc<[u8]>,
+        binary: bool,
+        numbering: u64,
+    },
+    /// A `Keep` for a session whose node is gone (admin request `request`).
+    Orphan { request: u64 },
 }
 
 /// A command that arrived before `hello` (while the session was claimed).
