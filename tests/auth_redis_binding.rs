@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use auth::client::{upgrade, Upgrade, Ws};
 use auth::*;
-use common::{Driver, Gateway};
-use redis::{start_node, wait_redis_up, RedisServer};
+use common::Gateway;
+use redis::RedisServer;
 
 const MISMATCH: &str = "wsgate_auth_session_mismatch_total";
 
@@ -48,10 +48,7 @@ fn a_session_is_bound_to_its_user_on_every_node() {
         "--allow-pub",
         "*",
     ];
-    let a = start_node("bind-a", Driver::IoUring, &redis.url(), &extra);
-    let b = start_node("bind-b", Driver::Legacy, &redis.url(), &extra);
-    wait_redis_up(&a, "bind-a", 1.0, Duration::from_secs(10));
-    wait_redis_up(&b, "bind-b", 1.0, Duration::from_secs(10));
+    let (a, b) = redis::start_pair(["bind-a", "bind-b"], &redis.url(), &extra);
     let t = redis::topic("bound");
     let alice_token = hs256(&claims("alice", 300));
     let mallory_token = hs256(&claims("mallory", 300));

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use auth::client::{upgrade, Upgrade, Ws};
 use auth::*;
-use common::{Driver, Gateway};
+use common::Gateway;
 use gw::admin_request;
-use redis::{start_node, wait_redis_up, RedisServer};
+use redis::RedisServer;
 
 const QUIET: Duration = Duration::from_millis(400);
 
@@ -53,10 +53,7 @@ fn direct_messages_reach_sessions_and_users_on_every_node() {
         "--allow-pub",
         "*",
     ];
-    let a = start_node("direct-a", Driver::IoUring, &redis.url(), &extra);
-    let b = start_node("direct-b", Driver::Legacy, &redis.url(), &extra);
-    wait_redis_up(&a, "direct-a", 1.0, Duration::from_secs(10));
-    wait_redis_up(&b, "direct-b", 1.0, Duration::from_secs(10));
+    let (a, b) = redis::start_pair(["direct-a", "direct-b"], &redis.url(), &extra);
     let alice_token = hs256(&claims("alice", 300));
     let bob_token = hs256(&claims("bob", 300));
     let t = redis::topic("direct");

@@ -466,6 +466,17 @@ pub fn start_fleet(names: &[&str], drivers: &[Driver], redis_url: &str) -> Vec<G
     nodes
 }
 
+/// Two nodes on `redis_url`, the first on io_uring and the second on
+/// epoll (see [`start_node`], `extra` to both), each waited for (10 s)
+/// until `wsgate_redis_up` is 1.
+pub fn start_pair(names: [&str; 2], redis_url: &str, extra: &[&str]) -> (Gateway, Gateway) {
+    let a = start_node(names[0], Driver::IoUring, redis_url, extra);
+    let b = start_node(names[1], Driver::Legacy, redis_url, extra);
+    wait_redis_up(&a, names[0], 1.0, Duration::from_secs(10));
+    wait_redis_up(&b, names[1], 1.0, Duration::from_secs(10));
+    (a, b)
+}
+
 /// `wsgate_redis_up` (the smallest value if it has several series), `None`
 /// when the node does not export it.
 pub fn redis_up(gw: &Gateway) -> Option<f64> {
