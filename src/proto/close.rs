@@ -43,7 +43,8 @@ impl fmt::Display for CloseCode {
 pub enum ProtocolError {
     /// §5.1: "a server MUST close the connection upon receiving a frame that is not masked".
     UnmaskedFrameFromClient,
-    /// §5.2: RSV1–3 "MUST be 0 unless an extension is negotiated".
+    /// §5.2: RSV1–3 "MUST be 0 unless an extension is negotiated" (RSV1
+    /// is permessage-deflate's where it was negotiated).
     ReservedBitsSet,
     /// §5.2: opcodes 0x3–0x7 and 0xB–0xF are reserved.
     ReservedOpcode(u8),
@@ -65,13 +66,23 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// The message is larger than `--max-message-size`.
     MessageTooBig,
+    /// RFC 7692 §6.1: RSV1 on a control frame ("An endpoint MUST NOT set
+    /// the "Per-Message Compressed" bit of control frames").
+    CompressedControlFrame,
+    /// RFC 7692 §6.1: RSV1 on a continuation frame (the bit is set on the
+    /// first frame of a message only).
+    CompressedContinuation,
+    /// RFC 7692 §6.2: the payload of a compressed message does not inflate.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code to send for this error.
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::MessageTooBig => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -92,6 +103,9 @@ impl ProtocolError {
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidUtf8 => "invalid utf-8",
             ProtocolError::MessageTooBig => "message too big",
+            ProtocolError::CompressedControlFrame => "compressed control frame",
+            ProtocolError::CompressedContinuation => "RSV1 on a continuation frame",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

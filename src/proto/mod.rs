@@ -5,6 +5,9 @@
 pub mod close;
 pub mod command;
 pub mod cookie;
+#[cfg(feature = "compression")]
+pub mod deflate;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod http;
