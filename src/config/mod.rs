@@ -112,7 +112,17 @@ pub struct Config {
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
-    /// Largest message accepted; beyond, close 1009.
+    /// permessage-deflate (RFC 7692), agreed with clients that offer it:
+    /// `on` or `off` [default: on; a build without the `compression`
+    /// feature has none].
+    #[arg(long, env = "WSGATE_COMPRESSION", value_enum)]
+    pub compression: Option<Switch>,
+
+    /// Messages smaller than this go out uncompressed [default: 256B].
+    #[arg(long, env = "WSGATE_COMPRESSION_MIN_SIZE", value_parser = parse_size)]
+    pub compression_min_size: Option<usize>,
+
+    /// Largest message accepted (as sent, and once inflated); beyond, close 1009.
     #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub max_message_size: usize,
 
@@ -264,7 +274,40 @@ impl Config {
         self.validate_limits()?;
         self.validate_redis()?;
         self.validate_auth()?;
-        self.validate_events()
+        self.validate_events()?;
+        self.validate_compression()
+    }
+
+    /// Whether permessage-deflate is agreed with clients that offer it.
+    pub fn compression_on(&self) -> bool {
+        cfg!(feature = "compression") && self.compression != Some(Switch::Off)
+    }
+
+    /// `--compression-min-size`, or its default.
+    pub fn compression_min_size(&self) -> usize {
+        self.compression_min_size.unwrap_or(256)
+    }
+
+    /// `--compression` and `--compression-min-size`: a build that has the
+    /// feature, and a size that has something to apply to.
+    fn validate_compression(&self) -> Result<(), String> {
+        if !cfg!(feature = "compression") {
+            let asked = if self.compression == Some(Switch::On) {
+                Some("--compression on")
+            } else {
+                self.compression_min_size.map(|_| "--compression-min-size")
+            };
+            if let Some(flag) = asked {
+                return Err(format!(
+                    "{flag}: this wsgate was built without the `compression` feature (rebuild with default features to use permessage-deflate)"
+                ));
+            }
+            return Ok(());
+        }
+        if self.compression == Some(Switch::Off) && self.compression_min_size.is_some() {
+            return Err("--compression-min-size needs --compression on".into());
+        }
+        Ok(())
     }
 
     /// `--events-retry`, or its default.
@@ -552,6 +595,22 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert!(c.cookie_secure);
         assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.compression_on(), cfg!(feature = "compression"));
+        assert_eq!(c.compression_min_size(), 256);
+    }
+
+    #[test]
+    fn compression_flags() {
+        let c = Config::try_parse_from(["wsgate", "--compression", "off"]).unwrap();
+        c.validate().unwrap();
+        assert!(!c.compression_on());
+        let c = Config::try_parse_from(["wsgate", "--compression-min-size", "1KiB"]).unwrap();
+        assert_eq!(c.compression_min_size(), 1024);
+        // A lean build refuses to be asked for compression, not silently off.
+        assert_eq!(c.validate().is_ok(), cfg!(feature = "compression"));
+        let c = Config::try_parse_from(["wsgate", "--compression", "on"]).unwrap();
+        assert_eq!(c.validate().is_ok(), cfg!(feature = "compression"));
+        assert!(Config::try_parse_from(["wsgate", "--compression", "maybe"]).is_err());
     }
 
     #[test]
@@ -570,11 +629,25 @@ mod tests {
             &["wsgate", "--jwt-issuer", "https://idp"],
             &["wsgate", "--jwt-secret-file", "a", "--jwt-jwks-file", "b"],
             &["wsgate", "--auth-hook-timeout", "1s"],
+            &[
+                "wsgate",
+                "--compression",
+                "off",
+                "--compression-min-size",
+                "1KiB",
+            ],
         ] {
             let c = Config::try_parse_from(args).unwrap();
             assert!(c.validate().is_err(), "{args:?}");
         }
     }
+}
+
+/// A feature turned `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// Which data path `--io` asks for.

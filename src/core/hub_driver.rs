@@ -16,6 +16,8 @@ use super::Core;
 use crate::hub::{ConnId, DirectCount, DirectTarget, EngineReply, Hub, Output};
 use crate::net::conn::{Conn, Pushed};
 use crate::net::mailbox::CoreMsg;
+use crate::proto::extensions::Deflate;
+use crate::proto::frame::data_frame_payload;
 use crate::proto::handshake::{finish_101, HEAD_101_LEN};
 use crate::sys::log::{self, Level};
 
@@ -92,7 +94,7 @@ impl Core {
             match out {
                 Output::Send { conn, frame, tag } => {
                     let tag = tag.as_ref().map(|(t, seq)| (t, *seq));
-                    self.push(conn, &frame, tag);
+                    self.push(conn, &mut Forms::new(&frame), tag);
                 }
                 Output::Deliver {
                     conns,
@@ -100,14 +102,17 @@ impl Core {
                     topic,
                     seq,
                 } => {
+                    // One frame for every subscriber on this core, and one
+                    // compressed form for all those that agreed.
+                    let mut forms = Forms::new(&frame);
                     for conn in conns {
-                        self.push(conn, &frame, Some((&topic, seq)));
+                        self.push(conn, &mut forms, Some((&topic, seq)));
                     }
                 }
                 Output::Accept { conn, session } => {
                     if let Some(c) = self.gateway_conn(conn) {
                         let mut tail = Vec::with_capacity(160);
-                        finish_101(&mut tail, &self.shared.cookie, session);
+                        finish_101(&mut tail, c.deflate(), &self.shared.cookie, session);
                         c.accept(HEAD_101_LEN, &tail);
                     }
                 }
@@ -160,20 +165,30 @@ impl Core {
             .set_sessions(hub.stats, hub.session_count(), hub.topic_count());
     }
 
-    fn push(&self, id: ConnId, frame: &[u8], tag: Option<(&std::sync::Arc<str>, u64)>) {
+    fn push(&self, id: ConnId, forms: &mut Forms<'_>, tag: Option<(&std::sync::Arc<str>, u64)>) {
         let max_backpressure = self.shared.config.max_backpressure;
         let pushed = self.conns.with_gateway(id, |conn| {
+            let (frame, sizes) = match conn.deflate() {
+                None => (forms.plain, None),
+                Some(deflate) => {
+                    let (frame, wire, plain) = forms.for_peer(self, deflate);
+                    (frame, Some((wire, plain)))
+                }
+            };
             let pushed = conn.push_frame(frame, tag, max_backpressure);
             if pushed == Pushed::First {
                 self.hub.pushed.borrow_mut().push(conn.clone());
             }
-            pushed
+            (pushed, frame.len(), sizes)
         });
-        let Some(pushed) = pushed else {
+        let Some((pushed, len, sizes)) = pushed else {
             return;
         };
+        if let Some((wire, plain)) = sizes {
+            self.stats.compression_out(wire as u64, plain as u64);
+        }
         match pushed {
-            Pushed::First | Pushed::Queued => self.stats.sent(1, frame.len() as u64),
+            Pushed::First | Pushed::Queued => self.stats.sent(1, len as u64),
             Pushed::SlowConsumer => {
                 self.stats.slow_consumer_close();
                 log::emit(
@@ -188,7 +203,7 @@ impl Core {
     /// Sends `frame` to gateway connection `id` if it is still open, the
     /// way hub output goes (with the enclosing [`Core::hub_batch`]'s).
     pub fn push_to(&self, id: ConnId, frame: &[u8]) {
-        self.push(id, frame, None);
+        self.push(id, &mut Forms::new(frame), None);
         if self.hub.batch.get() == 0 {
             self.send_pushed();
         }
@@ -241,6 +256,50 @@ impl Core {
     pub fn forget_direct(&self, sent: &DirectSent) {
         let mut waiters = self.hub.direct_waiters.borrow_mut();
         waiters.retain(|_, w| !Rc::ptr_eq(w, &sent.0));
+    }
+}
+
+/// A frame the hub encoded, and the compressed forms connections that
+/// agreed permessage-deflate get: each made once, when the first such
+/// connection needs it (one per window size asked for; browsers ask for
+/// none, so there is one).
+struct Forms<'a> {
+    plain: &'a [u8],
+    /// Per window size: the compressed frame and its payload's length, or
+    /// `None` when the message goes plain (too small, or not smaller).
+    compressed: Vec<(u8, Option<(Vec<u8>, usize)>)>,
+    /// The plain frame's payload length, once known.
+    plain_payload: Option<usize>,
+}
+
+impl<'a> Forms<'a> {
+    fn new(plain: &'a [u8]) -> Forms<'a> {
+        Forms {
+            plain,
+            compressed: Vec::new(),
+            plain_payload: None,
+        }
+    }
+
+    /// The frame for a connection with agreement `deflate`, its payload's
+    /// length on the wire and as plain bytes.
+    fn for_peer(&mut self, core: &Core, deflate: Deflate) -> (&[u8], usize, usize) {
+        let plain = *self.plain_payload.get_or_insert_with(|| {
+            data_frame_payload(self.plain).map_or(self.plain.len(), |(_, p)| p.len())
+        });
+        let bits = deflate.window_bits();
+        let i = match self.compressed.iter().position(|(b, _)| *b == bits) {
+            Some(i) => i,
+            None => {
+                self.compressed
+                    .push((bits, core.compress_frame(self.plain, deflate)));
+                self.compressed.len() - 1
+            }
+        };
+        match &self.compressed[i].1 {
+            Some((frame, wire)) => (frame, *wire, plain),
+            None => (self.plain, plain, plain),
+        }
     }
 }
 

@@ -19,12 +19,14 @@ use crate::proto::cookie::CookieSpec;
 use crate::proto::handshake::Routes;
 
 pub mod auth;
+pub mod compression;
 pub mod engine_link;
 #[cfg(feature = "backend")]
 pub mod events;
 pub mod hub_driver;
 
 use auth::{CoreAuth, Gate};
+use compression::CoreCompression;
 
 use engine_link::EngineLink;
 use hub_driver::HubDriver;
@@ -152,6 +154,9 @@ pub struct Core {
     engine: Option<EngineLink>,
     /// This core's side of authentication (`None`: off).
     pub auth: Option<CoreAuth>,
+    /// This core's permessage-deflate compressor and decompressor.
+    #[cfg_attr(not(feature = "compression"), allow(dead_code))]
+    compression: CoreCompression,
     /// The events hook's queue and client (`--events-hook`).
     #[cfg(feature = "backend")]
     pub events: Option<events::Events>,
@@ -197,6 +202,7 @@ impl Core {
             hub: HubDriver::new(hub),
             engine,
             auth,
+            compression: CoreCompression::new(&shared.config),
             #[cfg(feature = "backend")]
             events,
             read_buf: RefCell::new(vec![0u8; READ_BUF_SIZE].into_boxed_slice()),

@@ -34,6 +34,15 @@ pub struct CoreStats {
     redis: AtomicU8,
     redis_failures: AtomicU64,
     connections_active: AtomicU64,
+    /// Open connections that agreed permessage-deflate.
+    connections_compressed: AtomicU64,
+    /// Data messages' payload bytes on connections that agreed
+    /// permessage-deflate: as on the wire and as plain (inflated) bytes,
+    /// in and out.
+    compression_in_wire: AtomicU64,
+    compression_in_plain: AtomicU64,
+    compression_out_wire: AtomicU64,
+    compression_out_plain: AtomicU64,
     upgrades_ok: AtomicU64,
     rejects: [AtomicU64; REJECT_STATUSES.len()],
     messages_in: AtomicU64,
@@ -101,6 +110,27 @@ impl CoreStats {
             self.connections_active.load(Relaxed).saturating_sub(1),
             Relaxed,
         );
+    }
+
+    /// A connection that agreed permessage-deflate opened (`true`) or ended.
+    pub fn compressed_connection(&self, opened: bool) {
+        let n = self.connections_compressed.load(Relaxed);
+        let n = if opened { n + 1 } else { n.saturating_sub(1) };
+        self.connections_compressed.store(n, Relaxed);
+    }
+
+    /// A data message received on a connection that agreed
+    /// permessage-deflate: its payload's bytes as they arrived and inflated.
+    pub fn compression_in(&self, wire: u64, plain: u64) {
+        bump(&self.compression_in_wire, wire);
+        bump(&self.compression_in_plain, plain);
+    }
+
+    /// A data message sent on a connection that agreed permessage-deflate:
+    /// its payload's bytes as sent (compressed or not) and as plain bytes.
+    pub fn compression_out(&self, wire: u64, plain: u64) {
+        bump(&self.compression_out_wire, wire);
+        bump(&self.compression_out_plain, plain);
     }
 
     /// A request was answered with an error status.

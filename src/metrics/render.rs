@@ -45,6 +45,17 @@ impl Metrics {
                 value,
             );
         }
+        family(
+            o,
+            "wsgate_connections_compressed",
+            "gauge",
+            "Open WebSocket connections that agreed permessage-deflate, per core.",
+        );
+        for (i, c) in self.cores.iter().enumerate() {
+            let value = c.connections_compressed.load(Relaxed);
+            let labels = format!("core=\"{i}\"");
+            sample(o, "wsgate_connections_compressed", &labels, value);
+        }
         let mut upgrades = vec![("result=\"ok\"".to_string(), self.sum(|c| &c.upgrades_ok))];
         for (i, status) in REJECT_STATUSES.iter().enumerate() {
             upgrades.push((format!("result=\"{status}\""), self.sum(|c| &c.rejects[i])));
@@ -139,6 +150,30 @@ impl Metrics {
             "wsgate_bytes_total",
             "WebSocket payload bytes by direction.",
             &bytes,
+        );
+        let compression = [
+            (
+                "direction=\"in\",form=\"wire\"".to_string(),
+                self.sum(|c| &c.compression_in_wire),
+            ),
+            (
+                "direction=\"in\",form=\"plain\"".into(),
+                self.sum(|c| &c.compression_in_plain),
+            ),
+            (
+                "direction=\"out\",form=\"wire\"".into(),
+                self.sum(|c| &c.compression_out_wire),
+            ),
+            (
+                "direction=\"out\",form=\"plain\"".into(),
+                self.sum(|c| &c.compression_out_plain),
+            ),
+        ];
+        counter(
+            o,
+            "wsgate_compression_bytes_total",
+            "Data message payload bytes on connections that agreed permessage-deflate, as on the wire and as plain bytes.",
+            &compression,
         );
     }
 

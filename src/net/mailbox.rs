@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use crate::hub::{Identity, Msg};
 use crate::proto::cookie::SessionId;
+use crate::proto::extensions::Deflate;
 
 /// A connection handed to the core that owns its session, before its 101
 /// is complete (the owner decides which session it gets, so the cookie).
@@ -30,6 +31,8 @@ pub struct Adoption {
     pub client: String,
     /// Bytes that arrived behind the request head.
     pub early: Vec<u8>,
+    /// The permessage-deflate agreement (its line goes into the 101).
+    pub deflate: Option<Deflate>,
 }
 
 /// What one core can send another.

@@ -33,6 +33,28 @@ impl Deflate {
         self.server_max_window_bits.unwrap_or(15)
     }
 
+    /// The agreement in one byte, for a connection's record: 0 for none,
+    /// 16 for no `server_max_window_bits`, else its value.
+    pub fn pack(agreed: Option<Deflate>) -> u8 {
+        match agreed {
+            None => 0,
+            Some(d) => d.server_max_window_bits.unwrap_or(16),
+        }
+    }
+
+    /// The agreement [`Deflate::pack`] packed.
+    pub fn unpack(packed: u8) -> Option<Deflate> {
+        match packed {
+            8..=15 => Some(Deflate {
+                server_max_window_bits: Some(packed),
+            }),
+            16 => Some(Deflate {
+                server_max_window_bits: None,
+            }),
+            _ => None,
+        }
+    }
+
     /// Appends the response's header line (with its CRLF).
     pub fn write_response(self, out: &mut Vec<u8>) {
         out.extend_from_slice(
@@ -394,5 +416,16 @@ mod tests {
             assert_eq!(d.window_bits(), bits);
         }
         assert_eq!(Deflate::default_offer().window_bits(), 15);
+    }
+
+    #[test]
+    fn agreements_pack_into_a_byte() {
+        assert_eq!(Deflate::pack(None), 0);
+        assert_eq!(Deflate::unpack(0), None);
+        for bits in [None, Some(8), Some(9), Some(15)] {
+            let d = deflate(bits);
+            assert_ne!(Deflate::pack(d), 0);
+            assert_eq!(Deflate::unpack(Deflate::pack(d)), d);
+        }
     }
 }

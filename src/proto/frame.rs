@@ -68,6 +68,9 @@ impl OpCode {
 pub struct FrameHeader {
     /// FIN: this frame ends its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the first frame of a compressed
+    /// message (RFC 7692 §6); always false from [`FrameHeader::parse`].
+    pub rsv1: bool,
     /// The frame's opcode.
     pub opcode: OpCode,
     /// The masking key (always present: unmasked client frames are rejected).
@@ -86,13 +89,22 @@ impl FrameHeader {
     ///
     /// `Ok(None)` means more bytes are needed; nothing is consumed.
     pub fn parse(buf: &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
+        FrameHeader::parse_with(buf, false)
+    }
+
+    /// As [`FrameHeader::parse`]; with `rsv1` (permessage-deflate was
+    /// negotiated) RSV1 may be set and is reported: which frames may carry
+    /// it is the receiver's rule (it spans frames).
+    pub fn parse_with(buf: &[u8], rsv1: bool) -> Result<Option<FrameHeader>, ProtocolError> {
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
         let fin = b0 & 0x80 != 0;
-        // §5.2: no extension is negotiated, so RSV1-3 MUST be 0.
-        if b0 & 0x70 != 0 {
+        // §5.2: RSV1-3 MUST be 0 unless an extension defines them; only
+        // permessage-deflate's RSV1 is ever negotiated.
+        let allowed = if rsv1 { 0x40 } else { 0 };
+        if b0 & 0x70 & !allowed != 0 {
             return Err(ProtocolError::ReservedBitsSet);
         }
         let opcode = OpCode::from_bits(b0 & 0x0F)?;
@@ -135,6 +147,7 @@ impl FrameHeader {
         };
         Ok(Some(FrameHeader {
             fin,
+            rsv1: b0 & 0x40 != 0,
             opcode,
             mask: [m[0], m[1], m[2], m[3]],
             payload_len,
@@ -169,6 +182,43 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Appends a complete server frame of a compressed message: RSV1 set
+/// (RFC 7692 §6), `payload` already deflated.
+pub fn encode_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let mut header = [0u8; 10];
+    let n = write_header(&mut header, opcode, payload.len());
+    header[0] |= 0x40;
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(payload);
+}
+
+/// The opcode and payload of a complete, unfragmented, uncompressed data
+/// frame as [`encode_frame`] writes it (`None` for anything else: control
+/// frames, compressed ones, or bytes that are not one whole frame).
+pub fn data_frame_payload(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let (&b0, rest) = frame.split_first()?;
+    let opcode = match b0 {
+        0x81 => OpCode::Text,
+        0x82 => OpCode::Binary,
+        _ => return None,
+    };
+    let (&b1, rest) = rest.split_first()?;
+    let (len, payload) = match b1 {
+        126 => (
+            u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
+            &rest[2..],
+        ),
+        127 => {
+            let len = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            (usize::try_from(len).ok()?, &rest[8..])
+        }
+        n if n < 126 => (n as usize, rest),
+        _ => return None,
+    };
+    (payload.len() == len).then_some((opcode, payload))
+}
+
 /// Appends a close frame with `code` and a reason (truncated to fit 125 bytes
 /// on a character boundary).
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
@@ -197,6 +247,7 @@ mod tests {
             h,
             FrameHeader {
                 fin: true,
+                rsv1: false,
                 opcode: OpCode::Text,
                 mask: [0x37, 0xfa, 0x21, 0x3d],
                 payload_len: 5,
@@ -256,6 +307,51 @@ mod tests {
         for (bytes, err) in cases {
             assert_eq!(FrameHeader::parse(bytes), Err(err), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn rsv1_only_where_permessage_deflate_was_negotiated() {
+        // RFC 7692 §7.2.3.1: "Hello" compressed, in one masked frame.
+        let frame = [0xc1, 0x87, 1, 2, 3, 4];
+        assert_eq!(
+            FrameHeader::parse(&frame),
+            Err(ProtocolError::ReservedBitsSet)
+        );
+        let h = FrameHeader::parse_with(&frame, true).unwrap().unwrap();
+        assert!(h.rsv1 && h.fin && h.opcode == OpCode::Text);
+        // RSV2 and RSV3 stay reserved.
+        for b0 in [0xa1, 0x91, 0xe1] {
+            assert_eq!(
+                FrameHeader::parse_with(&[b0, 0x80], true),
+                Err(ProtocolError::ReservedBitsSet),
+                "{b0:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_frames_and_payloads_of_plain_ones() {
+        let mut out = Vec::new();
+        encode_compressed_frame(
+            &mut out,
+            OpCode::Text,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        );
+        // RFC 7692 §7.2.3.1, as a server sends it.
+        assert_eq!(out, [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        for len in [0, 5, 125, 126, 65535, 65536] {
+            for opcode in [OpCode::Text, OpCode::Binary] {
+                let payload = vec![7u8; len];
+                let mut frame = Vec::new();
+                encode_frame(&mut frame, opcode, &payload);
+                assert_eq!(data_frame_payload(&frame), Some((opcode, &payload[..])));
+                assert_eq!(data_frame_payload(&frame[..frame.len() - 1]), None);
+            }
+        }
+        assert_eq!(data_frame_payload(&out), None);
+        let mut ping = Vec::new();
+        encode_frame(&mut ping, OpCode::Ping, b"x");
+        assert_eq!(data_frame_payload(&ping), None);
     }
 
     #[test]

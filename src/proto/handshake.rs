@@ -4,6 +4,7 @@
 use base64::Engine;
 
 use super::cookie::{CookieSpec, SessionId};
+use super::extensions::Deflate;
 use super::http::{write_response, KeyField, Request};
 
 /// §1.3: the GUID appended to the client's key before hashing.
@@ -295,10 +296,17 @@ fn is_valid_key(key: &[u8]) -> bool {
         )
 }
 
-/// Appends the 101 response: one buffer, fixed order, cookie included.
-pub fn write_101(out: &mut Vec<u8>, key: &[u8], cookie: &CookieSpec, id: SessionId) {
+/// Appends the 101 response: one buffer, fixed order, the extension
+/// agreed (if any) and the cookie included.
+pub fn write_101(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    deflate: Option<Deflate>,
+    cookie: &CookieSpec,
+    id: SessionId,
+) {
     write_101_head(out, key);
-    finish_101(out, cookie, id);
+    finish_101(out, deflate, cookie, id);
 }
 
 /// The length of what [`write_101_head`] appends.
@@ -316,8 +324,12 @@ pub fn write_101_head(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the rest of the 101: the cookie line and the empty line.
-pub fn finish_101(out: &mut Vec<u8>, cookie: &CookieSpec, id: SessionId) {
+/// Appends the rest of the 101: `Sec-WebSocket-Extensions` when
+/// permessage-deflate was agreed, the cookie line and the empty line.
+pub fn finish_101(out: &mut Vec<u8>, deflate: Option<Deflate>, cookie: &CookieSpec, id: SessionId) {
+    if let Some(d) = deflate {
+        d.write_response(out);
+    }
     cookie.write(out, id);
     out.extend_from_slice(b"\r\n");
 }
@@ -496,6 +508,7 @@ mod tests {
         write_101(
             &mut out,
             b"dGhlIHNhbXBsZSBub25jZQ==",
+            None,
             &CookieSpec::new("WS_SESSION_ID", 86400, true),
             id,
         );
@@ -504,6 +517,25 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
 Set-Cookie: WS_SESSION_ID=0f8fad5b-d9cb-469f-a165-70867728950e; Path=/; Max-Age=86400; SameSite=None; Secure; HttpOnly\r\n\r\n"
+        );
+        // With permessage-deflate agreed, its line goes after the accept key.
+        let mut out = Vec::new();
+        let deflate = Some(Deflate {
+            server_max_window_bits: Some(10),
+        });
+        write_101(
+            &mut out,
+            b"dGhlIHNhbXBsZSBub25jZQ==",
+            deflate,
+            &CookieSpec::new("WS_SESSION_ID", 86400, false),
+            id,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10\r\n\
+Set-Cookie: WS_SESSION_ID=0f8fad5b-d9cb-469f-a165-70867728950e; Path=/; Max-Age=86400; HttpOnly\r\n\r\n"
         );
     }
 }

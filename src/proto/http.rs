@@ -11,6 +11,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// The most `Cookie` header fields remembered.
 const MAX_COOKIE_HEADERS: usize = 8;
+/// The most `Sec-WebSocket-Extensions` fields looked at (browsers send one).
+const MAX_EXTENSION_HEADERS: usize = 4;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +77,21 @@ pub struct Request<'b> {
     pub chunked: bool,
     cookies: [&'b [u8]; MAX_COOKIE_HEADERS],
     cookie_count: usize,
+    extensions: [&'b [u8]; MAX_EXTENSION_HEADERS],
+    extension_count: usize,
 }
 
 impl<'b> Request<'b> {
     /// The values of the `Cookie` fields, in order.
     pub fn cookie_headers(&self) -> impl Iterator<Item = &'b [u8]> + '_ {
         self.cookies[..self.cookie_count].iter().copied()
+    }
+
+    /// The values of the `Sec-WebSocket-Extensions` fields, in order (the
+    /// first few: offers are read in order, and a client lists its
+    /// preferred ones first).
+    pub fn extension_headers(&self) -> impl Iterator<Item = &'b [u8]> + '_ {
+        self.extensions[..self.extension_count].iter().copied()
     }
 }
 
@@ -169,6 +180,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
         chunked: false,
         cookies: [&[]; MAX_COOKIE_HEADERS],
         cookie_count: 0,
+        extensions: [&[]; MAX_EXTENSION_HEADERS],
+        extension_count: 0,
     };
     for field in req.headers.iter() {
         let name = field.name;
@@ -193,6 +206,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HeadErr
             if out.cookie_count < MAX_COOKIE_HEADERS {
                 out.cookies[out.cookie_count] = value;
                 out.cookie_count += 1;
+            }
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            if out.extension_count < MAX_EXTENSION_HEADERS {
+                out.extensions[out.extension_count] = value;
+                out.extension_count += 1;
             }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") && out.forwarded_for.is_none() {
             out.forwarded_for = Some(value);

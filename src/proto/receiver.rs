@@ -8,6 +8,11 @@
 //! copy; only fragmented messages are assembled. While a frame is incomplete its
 //! arrived bytes are already unmasked and UTF-8-checked, so invalid text fails
 //! before the rest of the frame arrives, and the bytes must be kept as they are.
+//!
+//! With permessage-deflate negotiated (RFC 7692), a message whose first
+//! frame has RSV1 set is compressed: its frames' payloads are gathered as
+//! they are (bounded by the same limit) and handed out whole as
+//! [`Event::Compressed`], for the core's inflater to inflate and check.
 
 use super::close::{CloseCode, ProtocolError};
 use super::frame::{FrameHeader, OpCode};
@@ -27,6 +32,14 @@ pub enum Event<'a> {
     Pong(&'a [u8]),
     /// A valid close frame: its code (absent when the payload is empty) and reason.
     Close(Option<CloseCode>, &'a str),
+    /// A complete compressed message (permessage-deflate): its frames'
+    /// payloads joined, not yet inflated (so text is not yet validated).
+    Compressed {
+        /// A binary message (else text).
+        binary: bool,
+        /// The compressed payload, without the `00 00 ff ff` tail.
+        data: &'a [u8],
+    },
 }
 
 /// The result of one [`Receiver::step`].
@@ -53,6 +66,10 @@ pub struct Receiver {
     max_message: usize,
     /// The data opcode of a fragmented message in progress.
     fragmented: Option<OpCode>,
+    /// permessage-deflate was negotiated: RSV1 marks compressed messages.
+    deflate: bool,
+    /// The message in progress is compressed (its first frame had RSV1).
+    compressed: bool,
     /// Payload of the fragmented message so far.
     assembled: Vec<u8>,
     /// True once `assembled` was handed out and must be dropped on the next step.
@@ -69,10 +86,21 @@ impl Receiver {
         Receiver {
             max_message,
             fragmented: None,
+            deflate: false,
+            compressed: false,
             assembled: Vec::new(),
             delivered: false,
             utf8: Utf8Validator::new(),
             progress: 0,
+        }
+    }
+
+    /// A receiver for a connection that negotiated permessage-deflate: RSV1
+    /// on a message's first frame means compressed (RFC 7692 §6).
+    pub fn with_deflate(max_message: usize) -> Self {
+        Receiver {
+            deflate: true,
+            ..Receiver::new(max_message)
         }
     }
 
@@ -90,7 +118,7 @@ impl Receiver {
             self.assembled = Vec::new();
             self.delivered = false;
         }
-        let Some(h) = FrameHeader::parse(buf)? else {
+        let Some(h) = FrameHeader::parse_with(buf, self.deflate)? else {
             return Ok(Step::NeedMore { frame_len: None });
         };
         let text = match h.opcode {
@@ -103,6 +131,15 @@ impl Receiver {
             }
             op => op == OpCode::Text,
         };
+        // RFC 7692 §6.1: the bit is set on a message's first frame only.
+        let compressed = match h.opcode {
+            _ if !h.rsv1 => h.opcode == OpCode::Continuation && self.compressed,
+            OpCode::Text | OpCode::Binary => true,
+            OpCode::Continuation => return Err(ProtocolError::CompressedContinuation),
+            _ => return Err(ProtocolError::CompressedControlFrame),
+        };
+        // Compressed text is validated once inflated, not as it arrives.
+        let check_utf8 = text && !compressed;
         if !h.opcode.is_control() {
             // Fail on size from the header alone, before any payload is buffered.
             let before = if h.opcode == OpCode::Continuation {
@@ -126,7 +163,7 @@ impl Receiver {
         if arrived > self.progress {
             let fresh = &mut payload[self.progress..];
             apply_mask(fresh, h.mask, self.progress);
-            if text {
+            if check_utf8 {
                 self.utf8
                     .feed(fresh)
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -145,6 +182,10 @@ impl Receiver {
             OpCode::Ping => Some(Event::Ping(payload)),
             OpCode::Pong => Some(Event::Pong(payload)),
             OpCode::Close => Some(parse_close(payload)?),
+            OpCode::Text | OpCode::Binary if h.fin && compressed => Some(Event::Compressed {
+                binary: !text,
+                data: payload,
+            }),
             OpCode::Text | OpCode::Binary if h.fin => {
                 if text {
                     self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -155,6 +196,7 @@ impl Receiver {
             }
             OpCode::Text | OpCode::Binary => {
                 self.fragmented = Some(h.opcode);
+                self.compressed = compressed;
                 self.assembled.extend_from_slice(payload);
                 None
             }
@@ -163,7 +205,13 @@ impl Receiver {
                 if h.fin {
                     self.fragmented = None;
                     self.delivered = true;
-                    if text {
+                    if compressed {
+                        self.compressed = false;
+                        Some(Event::Compressed {
+                            binary: !text,
+                            data: &self.assembled,
+                        })
+                    } else if text {
                         self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                         Some(Event::Text(&self.assembled))
                     } else {
@@ -211,6 +259,7 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<u16>, String),
+        Compressed(bool, Vec<u8>),
     }
 
     fn own(e: Event<'_>) -> Owned {
@@ -220,13 +269,19 @@ mod tests {
             Event::Ping(p) => Owned::Ping(p.to_vec()),
             Event::Pong(p) => Owned::Pong(p.to_vec()),
             Event::Close(c, r) => Owned::Close(c.map(|c| c.0), r.to_string()),
+            Event::Compressed { binary, data } => Owned::Compressed(binary, data.to_vec()),
         }
     }
 
     /// A masked client frame.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        client_frame_rsv(fin, false, opcode, payload)
+    }
+
+    /// A masked client frame, RSV1 set if `rsv1`.
+    fn client_frame_rsv(fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let key = [0xa1, 0xb2, 0xc3, 0xd4];
-        let mut out = vec![(fin as u8) << 7 | opcode];
+        let mut out = vec![(fin as u8) << 7 | (rsv1 as u8) << 6 | opcode];
         match payload.len() {
             n if n < 126 => out.push(0x80 | n as u8),
             n if n <= 0xFFFF => {
@@ -441,6 +496,117 @@ mod tests {
             Receiver::new(1 << 20).step(&mut head),
             Err(ProtocolError::InvalidUtf8)
         );
+    }
+
+    /// RFC 7692 §7.2.3.1's compressed "Hello".
+    const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    fn compressed_stream() -> (Vec<u8>, Vec<Owned>) {
+        let mut s = Vec::new();
+        // One frame, compressed; then the same split over three frames with
+        // a ping in between (§7.2.3.1, §7.2.3.2 of RFC 7692).
+        s.extend(client_frame_rsv(true, true, 0x1, &HELLO));
+        s.extend(client_frame_rsv(false, true, 0x1, &HELLO[..3]));
+        s.extend(client_frame(true, 0x9, b"p"));
+        s.extend(client_frame(false, 0x0, &HELLO[3..5]));
+        s.extend(client_frame(true, 0x0, &HELLO[5..]));
+        // An uncompressed message on the same connection, and compressed
+        // binary whose bytes are not UTF-8 (checked only once inflated).
+        s.extend(client_frame(true, 0x1, b"plain"));
+        s.extend(client_frame_rsv(true, true, 0x2, &[0xff, 0xfe]));
+        s.extend(client_frame_rsv(true, true, 0x1, &[0xff, 0xfe]));
+        let expected = vec![
+            Owned::Compressed(false, HELLO.to_vec()),
+            Owned::Ping(b"p".to_vec()),
+            Owned::Compressed(false, HELLO.to_vec()),
+            Owned::Text(b"plain".to_vec()),
+            Owned::Compressed(true, vec![0xff, 0xfe]),
+            Owned::Compressed(false, vec![0xff, 0xfe]),
+        ];
+        (s, expected)
+    }
+
+    #[test]
+    fn compressed_messages_at_every_split_point() {
+        let (s, expected) = compressed_stream();
+        for split in 0..=s.len() {
+            let mut rx = Receiver::with_deflate(1 << 20);
+            let got = drive(&mut rx, &[&s[..split], &s[split..]]).unwrap();
+            assert_eq!(got, expected, "split={split}");
+            assert!(rx.is_idle());
+        }
+        let chunks: Vec<&[u8]> = s.chunks(1).collect();
+        let got = drive(&mut Receiver::with_deflate(1 << 20), &chunks).unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn rsv1_rules() {
+        use ProtocolError::*;
+        let cases: Vec<(Vec<u8>, bool, ProtocolError)> = vec![
+            // Not negotiated: RSV1 is reserved.
+            (
+                client_frame_rsv(true, true, 0x1, &HELLO),
+                false,
+                ReservedBitsSet,
+            ),
+            // RFC 7692 §6.1: never on control frames...
+            (
+                client_frame_rsv(true, true, 0x9, b""),
+                true,
+                CompressedControlFrame,
+            ),
+            (
+                client_frame_rsv(true, true, 0x8, b""),
+                true,
+                CompressedControlFrame,
+            ),
+            // ...nor on continuation frames, compressed message or not.
+            (
+                [
+                    client_frame_rsv(false, true, 0x1, &HELLO[..3]),
+                    client_frame_rsv(true, true, 0x0, &HELLO[3..]),
+                ]
+                .concat(),
+                true,
+                CompressedContinuation,
+            ),
+            (
+                [
+                    client_frame(false, 0x2, b"a"),
+                    client_frame_rsv(true, true, 0x0, b"b"),
+                ]
+                .concat(),
+                true,
+                CompressedContinuation,
+            ),
+            // The compressed bytes count against the limit too.
+            (
+                client_frame_rsv(true, true, 0x2, &[0u8; 101]),
+                true,
+                MessageTooBig,
+            ),
+            (
+                [
+                    client_frame_rsv(false, true, 0x2, &[0u8; 60]),
+                    client_frame(true, 0x0, &[0u8; 41]),
+                ]
+                .concat(),
+                true,
+                MessageTooBig,
+            ),
+        ];
+        for (bytes, deflate, err) in cases {
+            let mut rx = if deflate {
+                Receiver::with_deflate(100)
+            } else {
+                Receiver::new(100)
+            };
+            assert_eq!(drive(&mut rx, &[&bytes]), Err(err), "{bytes:?}");
+        }
+        assert_eq!(CompressedControlFrame.close_code().0, 1002);
+        assert_eq!(CompressedContinuation.close_code().0, 1002);
+        assert_eq!(InvalidCompressedData.close_code().0, 1007);
     }
 
     #[test]

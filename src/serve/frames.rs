@@ -43,8 +43,12 @@ pub struct Ws {
 impl Ws {
     /// The read side of `conn`, with nothing buffered.
     pub fn new(core: &Core, conn: Rc<Conn>) -> Ws {
+        let max = core.shared.config.max_message_size;
         Ws {
-            rx: Receiver::new(core.shared.config.max_message_size),
+            rx: match conn.deflate() {
+                Some(_) => Receiver::with_deflate(max),
+                None => Receiver::new(max),
+            },
             inbuf: Vec::new(),
             need: 0,
             close_at_end: false,
@@ -224,9 +228,25 @@ fn on_event(
         Event::Text(payload) | Event::Binary(payload) => {
             tally.messages_in += 1;
             tally.bytes_in += payload.len() as u64;
+            if conn.deflate().is_some() {
+                let n = payload.len() as u64;
+                core.stats.compression_in(n, n);
+            }
             if !closing {
                 let binary = matches!(event, Event::Binary(_));
                 on_message(core, conn, payload, binary, out, tally);
+            }
+        }
+        // After our close frame nothing is inflated: only the peer's close matters.
+        Event::Compressed { .. } if closing => tally.messages_in += 1,
+        Event::Compressed { binary, data } => {
+            tally.messages_in += 1;
+            let done = core.inflate_message(data, binary, |payload| {
+                tally.bytes_in += payload.len() as u64;
+                on_message(core, conn, payload, binary, out, tally);
+            });
+            if let Err(e) = done {
+                on_protocol_error(conn, e, out);
             }
         }
         // §5.5.2: a pong with the same application data.
@@ -263,7 +283,7 @@ fn on_message(
 ) {
     let Some(id) = conn.conn_id() else {
         let opcode = if binary { OpCode::Binary } else { OpCode::Text };
-        encode_frame(out, opcode, payload);
+        core.encode_message(out, opcode, payload, conn.deflate());
         tally.messages_out += 1;
         tally.bytes_out += payload.len() as u64;
         return;

@@ -24,6 +24,7 @@ use crate::hub::Identity;
 use crate::net::mailbox::{Adoption, CoreMsg};
 use crate::net::socket::{self, would_block};
 use crate::proto::cookie::{find_session, SessionId};
+use crate::proto::extensions::negotiate;
 use crate::proto::handshake::{
     write_101, write_101_head, write_session_204, Endpoint, Rejection, Route,
 };
@@ -63,6 +64,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
             cookie_present: up.cookie_present,
             client: up.client,
             early: up.early,
+            deflate: up.deflate,
         }));
         return;
     }
@@ -81,6 +83,7 @@ pub async fn adopt(adoption: Adoption, core: Rc<Core>) {
         early: adoption.early,
         identity: adoption.identity,
         token_deadline: adoption.token_deadline,
+        deflate: adoption.deflate,
     };
     websocket::open(core, adoption.fd, up, adoption.head).await;
 }
@@ -284,6 +287,12 @@ impl Handshake {
             // A new session is minted on this core, so it needs no hand-over.
             None => SessionId::random_owned_by(self.core.index, shared.cores),
         };
+        // RFC 7692: the first permessage-deflate offer that can be honoured.
+        let deflate = shared
+            .config
+            .compression_on()
+            .then(|| negotiate(req.extension_headers()))
+            .flatten();
         let up = Upgraded {
             endpoint,
             session,
@@ -292,6 +301,7 @@ impl Handshake {
             early: Vec::new(),
             identity,
             token_deadline,
+            deflate,
         };
         #[cfg(feature = "auth")]
         if endpoint == Endpoint::Gateway
@@ -325,7 +335,7 @@ impl Handshake {
         let mut wbuf = self.core.write_buf().borrow_mut();
         match up.endpoint {
             Endpoint::Gateway => write_101_head(&mut wbuf, key),
-            Endpoint::Echo => write_101(&mut wbuf, key, &shared.cookie, up.session),
+            Endpoint::Echo => write_101(&mut wbuf, key, up.deflate, &shared.cookie, up.session),
         }
         drop(wbuf);
         self.core.stats.upgraded();

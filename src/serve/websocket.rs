@@ -22,6 +22,7 @@ use crate::hub::Identity;
 use crate::net::conn::{Close, Conn, Wake, READ, WRITE};
 use crate::net::socket;
 use crate::proto::cookie::SessionId;
+use crate::proto::extensions::Deflate;
 use crate::proto::handshake::Endpoint;
 use crate::sys::log::{self, Level};
 
@@ -41,6 +42,9 @@ pub struct Upgraded {
     pub identity: Option<Identity>,
     /// When its token stops being accepted (seconds since the epoch; 0: never).
     pub token_deadline: u64,
+    /// The permessage-deflate agreement (RFC 7692), if the client offered
+    /// one the gateway accepted.
+    pub deflate: Option<Deflate>,
 }
 
 /// Runs an upgraded connection: registers it with its core and serves it
@@ -57,7 +61,11 @@ pub async fn open(core: Rc<Core>, fd: OwnedFd, up: Upgraded, mut out: Vec<u8>) {
         conn.hold();
     }
     conn.append_output(&mut out);
+    conn.set_deflate(up.deflate);
     core.stats.connection_opened();
+    if up.deflate.is_some() {
+        core.stats.compressed_connection(true);
+    }
     let mut ws = Ws::new(&core, conn.clone());
     ws.inbuf = up.early;
     if let Some(id) = conn_id {
@@ -248,6 +256,9 @@ async fn finish(core: Rc<Core>, ws: Ws) {
     let state = conn.close_state();
     core.stats.closed_with(state.final_code());
     core.stats.connection_closed();
+    if conn.deflate().is_some() {
+        core.stats.compressed_connection(false);
+    }
     if let Some(id) = conn.conn_id() {
         conn.detach_id();
         let lost = conn.take_losses();

@@ -27,6 +27,7 @@ mod close;
 mod push;
 
 use crate::proto::close::ServerClose;
+use crate::proto::extensions::Deflate;
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
 use crate::sys;
 pub use close::Close;
@@ -65,6 +66,9 @@ pub struct Conn {
     /// The 101 is not complete yet (its session, so its cookie, is being
     /// decided): output queues but nothing is sent until [`Conn::accept`].
     held: Cell<bool>,
+    /// The permessage-deflate agreement, packed ([`Deflate::pack`]; 0:
+    /// none). One byte: the compressor and decompressor are the core's.
+    deflate: Cell<u8>,
     /// When the connection's token runs out, in whole seconds of the core's
     /// coarse clock (0: no token, or it never runs out). The heartbeat sweep
     /// closes it with 1008 "token expired" then: no timer per connection.
@@ -112,6 +116,7 @@ impl Conn {
             ready: Cell::new(WRITE),
             pushing: Cell::new(false),
             held: Cell::new(false),
+            deflate: Cell::new(0),
             token_deadline: Cell::new(0),
             conn_id: Cell::new(conn_id.unwrap_or(0)),
             last_seen: Cell::new(now),
@@ -166,6 +171,16 @@ impl Conn {
         }
         self.set_ready(WRITE);
         self.notify();
+    }
+
+    /// Records the permessage-deflate agreement of the handshake.
+    pub fn set_deflate(&self, agreed: Option<Deflate>) {
+        self.deflate.set(Deflate::pack(agreed));
+    }
+
+    /// The permessage-deflate agreement, if any.
+    pub fn deflate(&self) -> Option<Deflate> {
+        Deflate::unpack(self.deflate.get())
     }
 
     /// When the token runs out (coarse seconds; 0: never).
