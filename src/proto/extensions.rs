@@ -89,8 +89,12 @@ pub enum Declined {
 /// The permessage-deflate offer the server accepts among the values of the
 /// request's `Sec-WebSocket-Extensions` fields, in order: the first one it
 /// can honour (§5.1: the client lists them in order of preference). Other
-/// extensions are ignored.
+/// extensions are ignored. A build without the `compression` feature
+/// accepts none.
 pub fn negotiate<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Option<Deflate> {
+    if !cfg!(feature = "compression") {
+        return None;
+    }
     fields
         .into_iter()
         .flat_map(elements)
@@ -98,8 +102,9 @@ pub fn negotiate<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Option<Defla
         .next()
 }
 
-/// Every permessage-deflate offer in one field value, accepted or declined
-/// (`Err`); elements naming other extensions are skipped.
+/// Every permessage-deflate offer in one field value, as a build with the
+/// `compression` feature judges it: accepted, or declined (`Err`);
+/// elements naming other extensions are skipped.
 pub fn offers(field: &[u8]) -> impl Iterator<Item = Result<Deflate, Declined>> + '_ {
     elements(field).filter_map(|e| parse_offer(e).transpose())
 }
@@ -175,10 +180,6 @@ fn parse_offer(element: &[u8]) -> Result<Option<Deflate>, Declined> {
             }
             _ => return Err(Declined::InvalidValue),
         }
-    }
-    if !cfg!(feature = "compression") {
-        // Parsed (and so fuzzed) alike, but a lean build accepts nothing.
-        return Ok(None);
     }
     Ok(Some(Deflate {
         server_max_window_bits: server_bits,
@@ -288,7 +289,7 @@ fn is_token(s: &[u8]) -> bool {
         })
 }
 
-#[cfg(all(test, feature = "compression"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -323,7 +324,9 @@ mod tests {
             ("permessage-deflate; client_max_window_bits=\"1\\0\"", None),
         ];
         for (field, bits) in cases {
-            assert_eq!(negotiate([field.as_bytes()]), deflate(bits), "{field}");
+            assert_eq!(all(field), vec![Ok(deflate(bits).unwrap())], "{field}");
+            let agreed = deflate(bits).filter(|_| cfg!(feature = "compression"));
+            assert_eq!(negotiate([field.as_bytes()]), agreed, "{field}");
         }
     }
 
@@ -376,7 +379,8 @@ mod tests {
             b"x-webkit-deflate-frame, permessage-deflate; bogus",
             b"permessage-deflate; server_max_window_bits=10, permessage-deflate",
         ];
-        assert_eq!(negotiate(fields), deflate(Some(10)));
+        let agreed = deflate(Some(10)).filter(|_| cfg!(feature = "compression"));
+        assert_eq!(negotiate(fields), agreed);
         assert_eq!(negotiate([&b"x-webkit-deflate-frame"[..]]), None);
         assert_eq!(negotiate([&b""[..], b" , ,"]), None);
         // A comma inside a quoted value does not split the element.
