@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use common::*;
 
+/// Flags, and environment variables.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 #[test]
 fn compression_flags_fail_at_start_without_the_feature() {
-    let cases: [(&[&str], &[(&str, &str)]); 4] = [
+    let cases: [Case; 4] = [
         (&["--compression", "on"], &[]),
         (&["--compression-min-size", "1KiB"], &[]),
         (&[], &[("WSGATE_COMPRESSION", "on")]),

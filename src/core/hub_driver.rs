@@ -267,10 +267,13 @@ struct Forms<'a> {
     plain: &'a [u8],
     /// Per window size: the compressed frame and its payload's length, or
     /// `None` when the message goes plain (too small, or not smaller).
-    compressed: Vec<(u8, Option<(Vec<u8>, usize)>)>,
+    compressed: Vec<(u8, Option<Compressed>)>,
     /// The plain frame's payload length, once known.
     plain_payload: Option<usize>,
 }
+
+/// A compressed frame and its payload's length.
+type Compressed = (Vec<u8>, usize);
 
 impl<'a> Forms<'a> {
     fn new(plain: &'a [u8]) -> Forms<'a> {

@@ -14,7 +14,7 @@
 #   WSGATE_AUTOBAHN_DRIVERS    drivers to run (default "io_uring epoll")
 #   WSGATE_AUTOBAHN_CASES      comma-separated case patterns for a quick partial
 #                              run, e.g. "1.*,7.*" (skips the expected.txt diff)
-#   WSGATE_AUTOBAHN_TIMEOUT    seconds allowed for one driver's wstest run (1200)
+#   WSGATE_AUTOBAHN_TIMEOUT    seconds allowed for one driver's wstest run (2400)
 #
 # The gateway runs with its defaults for permessage-deflate (on, 256 B
 # minimum), so cases 12.* and 13.* negotiate it and must all be OK.
@@ -26,7 +26,7 @@ OUT="$ROOT/target/autobahn"
 TEMPLATE="$HERE/fuzzingclient.json"
 EXPECTED="$HERE/expected.txt"
 VENV="${WSGATE_AUTOBAHN_VENV:-${HOME:-/tmp}/.cache/wsgate/autobahn-venv}"
-RUN_TIMEOUT="${WSGATE_AUTOBAHN_TIMEOUT:-1200}"
+RUN_TIMEOUT="${WSGATE_AUTOBAHN_TIMEOUT:-2400}"
 DRIVERS="${WSGATE_AUTOBAHN_DRIVERS:-io_uring epoll}"
 CASES="${WSGATE_AUTOBAHN_CASES:-}"
 BLESS="${WSGATE_AUTOBAHN_BLESS:-0}"
@@ -53,8 +53,14 @@ die() { printf 'autobahn: ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- cleanup
 GW_PID=""
 WSTEST_PID=""
+DRIVER_PIDS=()
 # shellcheck disable=SC2317  # invoked from the EXIT trap
 cleanup() {
+  # The drivers' runs (subshells with their own cleanup).
+  local pid
+  for pid in "${DRIVER_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
   # wstest runs under `timeout`, which forwards TERM to it.
   if [[ -n "$WSTEST_PID" ]] && kill -0 "$WSTEST_PID" 2>/dev/null; then
     kill -TERM "$WSTEST_PID" 2>/dev/null || true
@@ -251,20 +257,22 @@ fi
 [[ -x "$BIN" ]] || die "gateway binary not executable: $BIN"
 log "gateway binary: $BIN"
 
-results=()
-failed=0
-blessed=0
-for driver in $DRIVERS; do
-  status=OK
-  rm -rf "${OUT:?}/$driver"
-  mkdir -p "$OUT/$driver"
+# One driver's run: its own gateway and wstest, in a subshell of its own
+# (the drivers run side by side: wstest is single-threaded Python and the
+# 216 permessage-deflate cases take most of the time). Writes the run's
+# verdict line (`<rc> <alive> <status>`) to $OUT/<driver>/verdict.
+run_driver() {
+  local driver=$1 status=OK
+  DRIVER_PIDS=()   # this subshell's cleanup stops its own gateway and wstest only
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap cleanup EXIT
   start_gateway "$driver"
 
-  spec="$OUT/$driver/fuzzingclient.json"
+  local spec="$OUT/$driver/fuzzingclient.json"
   write_spec "$driver" "$spec"
   log "$driver: running wstest (limit ${RUN_TIMEOUT}s, log $OUT/$driver/wstest.log)"
-  t0=$SECONDS
-  rc=0
+  local t0=$SECONDS rc=0
   # Background + wait so a signal to this script is handled promptly.
   (cd "$OUT/$driver" && exec timeout -k 10 "$RUN_TIMEOUT" "$VENV/bin/wstest" -m fuzzingclient -s "$spec") \
     >"$OUT/$driver/wstest.log" 2>&1 &
@@ -274,7 +282,7 @@ for driver in $DRIVERS; do
   log "$driver: wstest finished in $((SECONDS - t0)) s (exit $rc)"
 
   # The gateway must have survived the whole fuzzing run.
-  alive=1
+  local alive=1
   if ! kill -0 "$GW_PID" 2>/dev/null; then
     log "$driver: FAIL gateway process died during the run"; alive=0
   elif [[ "$(http_status "$GW_PORT" /ws-health)" != 200 ]]; then
@@ -286,12 +294,30 @@ for driver in $DRIVERS; do
   if (( rc != 0 )) || [[ ! -f "$OUT/$driver/index.json" ]]; then
     (( rc == 124 )) && log "$driver: FAIL wstest timed out after ${RUN_TIMEOUT}s"
     tail -n 30 "$OUT/$driver/wstest.log" | sed 's/^/  wstest.log: /'
-    [[ -f "$OUT/$driver/index.json" ]] || { log "$driver: FAIL no index.json"; results+=("$driver FAILED"); failed=1; continue; }
+    [[ -f "$OUT/$driver/index.json" ]] || { log "$driver: FAIL no index.json"; echo "$rc $alive FAILED" >"$OUT/$driver/verdict"; return 0; }
     status=FAILED
   fi
 
   log "$driver: results (summary: $OUT/$driver/summary.txt, report: $OUT/$driver/index.html)"
   summarize "$driver" || status=FAILED
+  echo "$rc $alive $status" >"$OUT/$driver/verdict"
+}
+
+for driver in $DRIVERS; do
+  rm -rf "${OUT:?}/$driver"
+  mkdir -p "$OUT/$driver"
+  run_driver "$driver" >"$OUT/$driver/run.log" 2>&1 &
+  DRIVER_PIDS+=($!)
+done
+for pid in "${DRIVER_PIDS[@]}"; do wait "$pid" || true; done
+DRIVER_PIDS=()
+
+results=()
+failed=0
+blessed=0
+for driver in $DRIVERS; do
+  cat "$OUT/$driver/run.log"
+  read -r rc alive status <"$OUT/$driver/verdict" 2>/dev/null || { rc=1; alive=0; status=FAILED; }
   n=0
   [[ -f "$OUT/$driver/summary.txt" ]] || { results+=("$driver FAILED"); failed=1; continue; }
   n=$(wc -l <"$OUT/$driver/summary.txt")
