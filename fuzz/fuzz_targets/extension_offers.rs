@@ -15,12 +15,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::proto::extensions::{offers, Deflate, Declined};
+use wsgate::proto::extensions::{offers, Declined, Deflate};
 
 /// The element's name as a model sees it: up to the first `;`, trimmed.
 fn names_deflate(element: &[u8]) -> bool {
     let name = element.split(|&b| b == b';').next().unwrap_or_default();
-    name.trim_ascii().eq_ignore_ascii_case(b"permessage-deflate")
+    name.trim_ascii()
+        .eq_ignore_ascii_case(b"permessage-deflate")
 }
 
 /// Splits at commas outside quoted strings (with `\` escapes inside them).
@@ -50,13 +51,20 @@ fuzz_target!(|data: &[u8]| {
             let found: Vec<_> = offers(element).collect();
             assert!(found.len() <= 1, "one element, one offer: {found:?}");
             if let Some(Ok(_)) = found.first() {
-                assert!(names_deflate(element), "{:?}", String::from_utf8_lossy(element));
+                assert!(
+                    names_deflate(element),
+                    "{:?}",
+                    String::from_utf8_lossy(element)
+                );
             }
             pieces.extend(found);
         }
         assert_eq!(all, pieces, "{:?}", String::from_utf8_lossy(field));
         for d in all.iter().flatten() {
-            assert!(matches!(d.server_max_window_bits, None | Some(8..=15)), "{d:?}");
+            assert!(
+                matches!(d.server_max_window_bits, None | Some(8..=15)),
+                "{d:?}"
+            );
             let mut line = Vec::new();
             d.write_response(&mut line);
             let value = line

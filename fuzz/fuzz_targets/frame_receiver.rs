@@ -47,6 +47,8 @@ fn own(e: Event<'_>) -> Owned {
         Event::Ping(p) => Owned::Ping(p.to_vec()),
         Event::Pong(p) => Owned::Pong(p.to_vec()),
         Event::Close(c, r) => Owned::Close(c.map(|c| c.0), r.to_string()),
+        // `Receiver::new` agreed no permessage-deflate: RSV1 is reserved.
+        Event::Compressed { .. } => panic!("a compressed message without an agreement"),
     }
 }
 

@@ -17,6 +17,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsgate::proto::cookie::{find_session, CookieSpec, SessionId};
+use wsgate::proto::extensions::offers;
 use wsgate::proto::handshake::OriginPolicy;
 use wsgate::proto::handshake::{
     accept_key, write_101, write_session_204, Rejection, Route, Routes,
@@ -98,7 +99,13 @@ fn check_request(data: &[u8], req: &Request<'_>, end: usize) {
             assert!(req.minor_version >= 1);
             assert_eq!(key.len(), 24);
             assert!(accept_key(key).iter().all(|b| b.is_ascii_graphic()));
-            write_101(&mut out, key, &cookie, id);
+            // The offer a build with compression would accept (this crate
+            // builds wsgate without it: `negotiate` would say none).
+            let deflate = req
+                .extension_headers()
+                .flat_map(offers)
+                .find_map(Result::ok);
+            write_101(&mut out, key, deflate, &cookie, id);
             check_response(&out, 101);
         }
         Ok(Route::Session) => {
