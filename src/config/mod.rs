@@ -127,10 +127,25 @@ pub struct Config {
     pub allowed_origin: Vec<String>,
 
     /// Redis as the shared engine for sessions, topic history and cross-node
-    /// fan-out: redis://[[user]:password@]host[:port][/db] [default: none, one
-    /// node in memory].
+    /// fan-out: redis://[[user]:password@]host[:port][/db], or rediss://…
+    /// for TLS [default: none, one node in memory].
     #[arg(long, env = "WSGATE_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+
+    /// With rediss://: a PEM file of the CAs to trust instead of the public
+    /// roots (a private CA).
+    #[arg(long, env = "WSGATE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
+
+    /// With rediss://: the name the server's certificate must carry, when it
+    /// is not the URL's host (e.g. the host is an address).
+    #[arg(long, env = "WSGATE_REDIS_TLS_SERVER_NAME")]
+    pub redis_tls_server_name: Option<String>,
+
+    /// With rediss://: do NOT verify the server's certificate (encrypted,
+    /// not authenticated; logged as a warning at start).
+    #[arg(long, env = "WSGATE_REDIS_TLS_INSECURE")]
+    pub redis_tls_insecure: bool,
 
     /// Longest wait for Redis (connect, any answer); beyond it the node serves
     /// locally and reconnects.
@@ -518,13 +533,56 @@ impl Config {
     fn validate_redis(&self) -> Result<(), String> {
         // Checked here rather than by clap, whose message would print the
         // URL, password included.
-        if let Some(url) = &self.redis {
-            RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
-        }
+        let target = match &self.redis {
+            Some(url) => Some(RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?),
+            None => None,
+        };
+        self.validate_redis_tls(target.as_ref())?;
         if self.redis_timeout < Duration::from_millis(10)
             || self.redis_timeout > Duration::from_secs(60)
         {
             return Err("--redis-timeout must be between 10ms and 60s".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The TLS flags: a build that has the feature, and `rediss://`.
+    fn validate_redis_tls(&self, target: Option<&RedisTarget>) -> Result<(), String> {
+        let flags = [
+            ("--redis-ca-file", self.redis_ca_file.is_some()),
+            (
+                "--redis-tls-server-name",
+                self.redis_tls_server_name.is_some(),
+            ),
+            ("--redis-tls-insecure", self.redis_tls_insecure),
+        ];
+        let first = flags.iter().find(|(_, on)| *on).map(|(name, _)| *name);
+        let tls = target.is_some_and(|t| t.tls);
+        if !cfg!(feature = "redis-tls") {
+            let what = if tls {
+                Some("--redis rediss://")
+            } else {
+                first
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "{what}: this wsgate was built without the `redis-tls` feature (rebuild with default features to use TLS to Redis)"
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(first) = first {
+            if !tls {
+                return Err(format!("{first} needs --redis rediss://…"));
+            }
+        }
+        if self.redis_tls_insecure && self.redis_ca_file.is_some() {
+            return Err(
+                "--redis-tls-insecure verifies no certificate: --redis-ca-file would be ignored"
+                    .into(),
+            );
         }
         Ok(())
     }

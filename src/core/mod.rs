@@ -57,6 +57,8 @@ pub struct Shared {
     /// The events hook, resolved at start (`--events-hook`).
     #[cfg(feature = "backend")]
     pub events: Option<events::EventsSetup>,
+    /// TLS to Redis, built at start (`rediss://`).
+    pub redis_tls: Option<crate::net::redis_stream::Tls>,
     /// Open WebSocket connections on all cores (checked only at upgrade).
     active: AtomicUsize,
     /// Set once by the signal thread: health and upgrades answer 503.
@@ -98,6 +100,7 @@ impl Shared {
             },
             #[cfg(feature = "backend")]
             events: None,
+            redis_tls: None,
             cores,
             mailboxes,
             active: AtomicUsize::new(0),

@@ -15,21 +15,18 @@
 //! (100 ms doubling to 2 s) until Redis answers again.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-use monoio::time::{timeout_at, Instant};
+use monoio::time::Instant;
 
 use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
 use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
-use crate::net::socket::{self, would_block};
+use crate::net::redis_stream::RedisStream;
 use crate::proto::resp::{self, encode_command, Value};
-use crate::sys;
 use crate::sys::log::{self, Level};
 
 /// Keeps this core's Redis connection up, forever (without `--redis`, returns).
@@ -94,13 +91,12 @@ fn invalid(what: impl ToString) -> io::Error {
 /// fails.
 async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Result<()> {
     let timeout = core.shared.config.redis_timeout;
+    let deadline = Instant::now() + timeout;
     let addr = target.resolve()?;
-    let stream = monoio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timed_out("connect timed out"))??;
-    let _ = stream.set_nodelay(true);
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    hello(&stream, &mut inbuf, link, target, Instant::now() + timeout).await?;
+    let tls = core.shared.redis_tls.as_ref();
+    let mut stream = RedisStream::connect(addr, &target.host, tls, &mut inbuf, deadline).await?;
+    hello(&mut stream, &mut inbuf, link, target, deadline).await?;
 
     link.pipeline().connected();
     core.stats.set_redis_up(true);
@@ -110,12 +106,12 @@ async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Re
         &[("core", &core.index), ("redis", target)],
     );
     core.with_hub(|hub| hub.engine_status(true, core.now()));
-    serve(core, link, &stream, inbuf).await
+    serve(core, link, &mut stream, inbuf).await
 }
 
 /// HELLO 3 (with AUTH), SELECT, SCRIPT LOAD: all answered before service.
 async fn hello(
-    stream: &TcpStream,
+    stream: &mut RedisStream,
     inbuf: &mut Vec<u8>,
     link: &EngineLink,
     target: &RedisTarget,
@@ -135,14 +131,12 @@ async fn hello(
     for source in &scripts {
         encode_command(&mut hello, &["SCRIPT", "LOAD", source]);
     }
-    timeout_at(
-        deadline,
-        socket::flush_all(stream.as_raw_fd(), stream, &mut hello),
-    )
-    .await
-    .map_err(|_| timed_out("write timed out"))??;
+    stream.write_all(&mut hello, deadline).await?;
     for _ in 0..2 + scripts.len() {
-        if let Value::Error(e) = read_value(stream, inbuf, deadline).await? {
+        if let Value::Error(e) = stream
+            .read_value(inbuf, deadline, "no answer to HELLO")
+            .await?
+        {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
         }
     }
@@ -153,48 +147,34 @@ async fn hello(
 async fn serve(
     core: &Core,
     link: &EngineLink,
-    stream: &TcpStream,
+    stream: &mut RedisStream,
     mut inbuf: Vec<u8>,
 ) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
     let timeout = core.shared.config.redis_timeout;
     let check = (timeout / 4).max(Duration::from_millis(5));
     loop {
         let has_output = {
             let mut pipeline = link.pipeline();
-            let n = socket::send_some(fd, pipeline.output())?;
+            let n = stream.send_some(pipeline.output())?;
             pipeline.written(n);
             // Has anything waited too long?
             if pipeline.timed_out(core.tick(), timeout.as_millis() as u64) {
                 return Err(timed_out("request timed out"));
             }
-            !pipeline.output().is_empty()
+            !pipeline.output().is_empty() || stream.wants_write()
         };
         monoio::select! {
-            r = stream.readable(false) => r?,
-            w = stream.writable(false), if has_output => w?,
+            r = stream.readable() => r?,
+            w = stream.writable(), if has_output => w?,
             _ = link.woken() => {},
             _ = monoio::time::sleep(check) => {},
         }
         // Read everything there is and hand it to the hub.
-        loop {
-            match sys::recv_append(fd, &mut inbuf, 64 * 1024) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "closed by Redis",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) if would_block(&e) => break,
-                Err(e) => return Err(e),
-            }
-        }
+        stream.recv_all(&mut inbuf)?;
         let used = feed_hub(core, link, &inbuf)?;
         inbuf.drain(..used);
     }
 }
-
 /// Hands every complete value in `inbuf` to the hub; returns the bytes used.
 fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
     let now = core.tick();
@@ -228,32 +208,4 @@ fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
         }
         Ok(used)
     })
-}
-
-async fn read_value(
-    stream: &TcpStream,
-    inbuf: &mut Vec<u8>,
-    deadline: Instant,
-) -> io::Result<Value> {
-    loop {
-        if let Some((v, n)) = resp::parse(inbuf).map_err(invalid)? {
-            inbuf.drain(..n);
-            return Ok(v);
-        }
-        match sys::recv_append(stream.as_raw_fd(), inbuf, 64 * 1024) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed by Redis",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if would_block(&e) => {
-                timeout_at(deadline, stream.readable(false))
-                    .await
-                    .map_err(|_| timed_out("no answer to HELLO"))??;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
