@@ -15,6 +15,8 @@ mod redis_url;
 mod units;
 
 pub use redis_url::RedisTarget;
+
+use crate::engine::sentinel::Endpoint;
 pub use units::{parse_duration, parse_size};
 
 /// The built-in route that only sets the cookie (204).
@@ -146,6 +148,16 @@ pub struct Config {
     /// not authenticated; logged as a warning at start).
     #[arg(long, env = "WSGATE_REDIS_TLS_INSECURE")]
     pub redis_tls_insecure: bool,
+
+    /// Sentinels to ask for the primary, comma-separated host:port (with
+    /// --redis-sentinel-master); --redis then gives only the credentials,
+    /// database and scheme [default: none, --redis is the server].
+    #[arg(long, env = "WSGATE_REDIS_SENTINEL", value_delimiter = ',')]
+    pub redis_sentinel: Vec<String>,
+
+    /// The name the sentinels monitor the primary under.
+    #[arg(long, env = "WSGATE_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
 
     /// Longest wait for Redis (connect, any answer); beyond it the node serves
     /// locally and reconnects.
@@ -538,6 +550,7 @@ impl Config {
             None => None,
         };
         self.validate_redis_tls(target.as_ref())?;
+        self.validate_sentinel()?;
         if self.redis_timeout < Duration::from_millis(10)
             || self.redis_timeout > Duration::from_secs(60)
         {
@@ -548,6 +561,40 @@ impl Config {
 }
 
 impl Config {
+    /// The sentinels (`--redis-sentinel`, already validated); empty without.
+    pub fn redis_sentinels(&self) -> Vec<Endpoint> {
+        (self.redis_sentinel.iter())
+            .filter_map(|s| Endpoint::parse(s).ok())
+            .collect()
+    }
+
+    /// `--redis-sentinel` and `--redis-sentinel-master`: both or neither,
+    /// with `--redis`.
+    fn validate_sentinel(&self) -> Result<(), String> {
+        match (self.redis_sentinel.is_empty(), &self.redis_sentinel_master) {
+            (true, None) => return Ok(()),
+            (false, None) => {
+                return Err("--redis-sentinel needs --redis-sentinel-master NAME".into())
+            }
+            (true, Some(_)) => {
+                return Err("--redis-sentinel-master needs --redis-sentinel host:port,…".into())
+            }
+            (false, Some(name)) if name.is_empty() || name.contains(char::is_whitespace) => {
+                return Err(format!(
+                    "--redis-sentinel-master: {name:?} is not a master name"
+                ))
+            }
+            _ => {}
+        }
+        if self.redis.is_none() {
+            return Err("--redis-sentinel needs --redis (its credentials, database and scheme are the primary's; its host is replaced by the one Sentinel names), e.g. --redis redis://:password@primary/0".into());
+        }
+        for s in &self.redis_sentinel {
+            Endpoint::parse(s).map_err(|e| format!("--redis-sentinel: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// The TLS flags: a build that has the feature, and `rediss://`.
     fn validate_redis_tls(&self, target: Option<&RedisTarget>) -> Result<(), String> {
         let flags = [
@@ -613,6 +660,24 @@ mod tests {
     }
 
     #[test]
+    fn sentinels_parse() {
+        let c = Config::try_parse_from([
+            "wsgate",
+            "--redis",
+            "redis://:pw@primary/2",
+            "--redis-sentinel",
+            "10.0.0.1:26379,[::1]:26380",
+            "--redis-sentinel-master",
+            "mymaster",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        let s = c.redis_sentinels();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].host.as_str(), s[1].port), ("::1", 26380));
+    }
+
+    #[test]
     fn impossible_combinations_are_refused() {
         for args in [
             &["wsgate", "--cores", "0"][..],
@@ -628,6 +693,36 @@ mod tests {
             &["wsgate", "--jwt-issuer", "https://idp"],
             &["wsgate", "--jwt-secret-file", "a", "--jwt-jwks-file", "b"],
             &["wsgate", "--auth-hook-timeout", "1s"],
+            &[
+                "wsgate",
+                "--redis",
+                "redis://h",
+                "--redis-sentinel",
+                "s:26379",
+            ],
+            &[
+                "wsgate",
+                "--redis",
+                "redis://h",
+                "--redis-sentinel-master",
+                "m",
+            ],
+            &[
+                "wsgate",
+                "--redis-sentinel",
+                "s:26379",
+                "--redis-sentinel-master",
+                "m",
+            ],
+            &[
+                "wsgate",
+                "--redis",
+                "redis://h",
+                "--redis-sentinel",
+                "s:26379,s2",
+                "--redis-sentinel-master",
+                "m",
+            ],
         ] {
             let c = Config::try_parse_from(args).unwrap();
             assert!(c.validate().is_err(), "{args:?}");

@@ -15,4 +15,5 @@ pub mod heartbeat;
 pub mod mailbox;
 pub mod reactor;
 pub mod redis;
+pub mod redis_sentinel;
 pub mod websocket;

@@ -27,6 +27,7 @@ use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
 use crate::net::redis_stream::RedisStream;
 use crate::proto::resp::{self, encode_command, Value};
+use crate::serve::redis_sentinel::{self, Located, Watch};
 use crate::sys::log::{self, Level};
 
 /// Keeps this core's Redis connection up, forever (without `--redis`, returns).
@@ -87,26 +88,55 @@ fn invalid(what: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Connects, says hello, loads the scripts, then serves until the connection
-/// fails.
+/// Finds the server (with Sentinel: asks for the primary), connects, says
+/// hello, loads the scripts, then serves until the connection fails.
 async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Result<()> {
-    let timeout = core.shared.config.redis_timeout;
+    let config = &core.shared.config;
+    let timeout = config.redis_timeout;
     let deadline = Instant::now() + timeout;
-    let addr = target.resolve()?;
+    let sentinels = config.redis_sentinels();
+    let master = config.redis_sentinel_master.as_deref().unwrap_or("");
+    let located = if sentinels.is_empty() {
+        Located {
+            addr: target.resolve()?,
+            host: target.host.clone(),
+            sentinel: None,
+        }
+    } else {
+        redis_sentinel::locate(&sentinels, master, core.index, deadline).await?
+    };
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let tls = core.shared.redis_tls.as_ref();
-    let mut stream = RedisStream::connect(addr, &target.host, tls, &mut inbuf, deadline).await?;
+    let mut stream =
+        RedisStream::connect(located.addr, &located.host, tls, &mut inbuf, deadline).await?;
     hello(&mut stream, &mut inbuf, link, target, deadline).await?;
+    let mut watch = None;
+    if let Some(sentinel) = &located.sentinel {
+        redis_sentinel::check_primary(&mut stream, &mut inbuf, deadline).await?;
+        // Without the watch a failover is still followed, on the next error.
+        match Watch::open(sentinel, master, Instant::now() + timeout).await {
+            Ok(w) => watch = Some(w),
+            Err(e) => log::emit(
+                Level::Warn,
+                "redis_sentinel_unwatched",
+                &[("core", &core.index), ("sentinel", sentinel), ("error", &e)],
+            ),
+        }
+    }
 
     link.pipeline().connected();
     core.stats.set_redis_up(true);
     log::emit(
         Level::Info,
         "redis_up",
-        &[("core", &core.index), ("redis", target)],
+        &[
+            ("core", &core.index),
+            ("redis", target),
+            ("server", &located.addr),
+        ],
     );
     core.with_hub(|hub| hub.engine_status(true, core.now()));
-    serve(core, link, &mut stream, inbuf).await
+    serve(core, link, &mut stream, inbuf, watch).await
 }
 
 /// HELLO 3 (with AUTH), SELECT, SCRIPT LOAD: all answered before service.
@@ -149,6 +179,7 @@ async fn serve(
     link: &EngineLink,
     stream: &mut RedisStream,
     mut inbuf: Vec<u8>,
+    mut watch: Option<Watch>,
 ) -> io::Result<()> {
     let timeout = core.shared.config.redis_timeout;
     let check = (timeout / 4).max(Duration::from_millis(5));
@@ -163,11 +194,26 @@ async fn serve(
             }
             !pipeline.output().is_empty() || stream.wants_write()
         };
+        let mut sentinel_spoke = false;
         monoio::select! {
             r = stream.readable() => r?,
             w = stream.writable(), if has_output => w?,
             _ = link.woken() => {},
             _ = monoio::time::sleep(check) => {},
+            _ = redis_sentinel::watch_readable(&watch) => sentinel_spoke = true,
+        }
+        if let (true, Some(w)) = (sentinel_spoke, &mut watch) {
+            match w.switched() {
+                Ok(None) => {}
+                Ok(Some(primary)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("sentinel: +switch-master to {primary}"),
+                    ))
+                }
+                // The sentinel went away: the next reconnect asks another.
+                Err(_) => watch = None,
+            }
         }
         // Read everything there is and hand it to the hub.
         stream.recv_all(&mut inbuf)?;
@@ -196,6 +242,10 @@ fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
                     } else if let Some(push) = decode_direct_push(&items) {
                         hub.engine_direct(push, now);
                     }
+                }
+                // A demoted primary (a failover under us): find the new one.
+                Value::Error(e) if e.starts_with("READONLY") => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionReset, e));
                 }
                 value => {
                     let (id, reply) = link

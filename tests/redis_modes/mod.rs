@@ -221,6 +221,27 @@ impl Proc {
         self.child = Some(child);
     }
 
+    /// Starts it again with the same arguments (after [`Proc::kill`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{}: still running", self.label);
+        self.spawn();
+    }
+
+    /// Waits (bounded) until its log has a line containing `needle`, at
+    /// least `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize, within: Duration) {
+        let ok = wait_until(within, || {
+            self.logs().iter().filter(|l| l.contains(needle)).count() >= count
+        });
+        if !ok {
+            self.dump_logs();
+            panic!(
+                "{}: no {count}× {needle:?} in its log within {within:?}",
+                self.label
+            );
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -282,6 +303,32 @@ pub fn tls_redis(pki: &Pki, extra: &[&str]) -> Proc {
     let bin = bin.display().to_string();
     Proc::start(
         "redis-tls",
+        &bin,
+        free_port(),
+        &args,
+        "Ready to accept connections",
+    )
+}
+
+/// A plain redis-server on a free port (`extra` arguments after).
+pub fn plain_redis(label: &str, extra: &[&str]) -> Proc {
+    let bin = redis_server_binary().expect("redis-server (Debian package redis-server)");
+    let mut args = vec![
+        "--port",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        "{dir}",
+    ];
+    args.extend_from_slice(extra);
+    let bin = bin.display().to_string();
+    Proc::start(
+        label,
         &bin,
         free_port(),
         &args,
