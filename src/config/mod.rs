@@ -16,7 +16,7 @@ mod units;
 
 pub use redis_url::RedisTarget;
 
-use crate::engine::sentinel::Endpoint;
+use crate::engine::endpoint::Endpoint;
 pub use units::{parse_duration, parse_size};
 
 /// The built-in route that only sets the cookie (204).
