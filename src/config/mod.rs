@@ -149,6 +149,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_REDIS_TLS_INSECURE")]
     pub redis_tls_insecure: bool,
 
+    /// --redis names a node of a Redis Cluster (Valkey cluster mode,
+    /// MemoryDB): the slot map is read from it, each request goes to the
+    /// primary of its slot, topics use sharded pub/sub (Redis >= 7).
+    #[arg(long, env = "WSGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
     /// Sentinels to ask for the primary, comma-separated host:port (with
     /// --redis-sentinel-master); --redis then gives only the credentials,
     /// database and scheme [default: none, --redis is the server].
@@ -571,6 +577,17 @@ impl Config {
     /// `--redis-sentinel` and `--redis-sentinel-master`: both or neither,
     /// with `--redis`.
     fn validate_sentinel(&self) -> Result<(), String> {
+        if self.redis_cluster {
+            let Some(target) = self.redis_target() else {
+                return Err("--redis-cluster needs --redis (a node of the cluster)".into());
+            };
+            if target.db != 0 {
+                return Err("--redis-cluster: a cluster has database 0 only".into());
+            }
+            if !self.redis_sentinel.is_empty() || self.redis_sentinel_master.is_some() {
+                return Err("--redis-cluster and --redis-sentinel exclude each other".into());
+            }
+        }
         match (self.redis_sentinel.is_empty(), &self.redis_sentinel_master) {
             (true, None) => return Ok(()),
             (false, None) => {

@@ -82,8 +82,13 @@ impl Shared {
         let schema = config.redis.as_ref().map(|_| {
             let ttl = config.session_ttl.as_millis() as u64;
             let topic_ttl = config.topic_ttl.as_millis() as u64;
-            let schema = Schema::new(&node_id, config.history_size, ttl);
-            Arc::new(schema.with_topics(topic_ttl, config.presence_max_members))
+            let schema = Schema::new(&node_id, config.history_size, ttl)
+                .with_topics(topic_ttl, config.presence_max_members);
+            Arc::new(if config.redis_cluster {
+                schema.for_cluster()
+            } else {
+                schema
+            })
         });
         Shared {
             schema,

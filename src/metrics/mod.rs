@@ -33,6 +33,11 @@ pub struct CoreStats {
     /// 0: no `--redis`; 1: this core's Redis connection is down; 2: up.
     redis: AtomicU8,
     redis_failures: AtomicU64,
+    /// Redis Cluster redirects followed: `MOVED`, `ASK`.
+    redis_moved: AtomicU64,
+    redis_ask: AtomicU64,
+    /// Connection attempts after the first.
+    redis_reconnects: AtomicU64,
     connections_active: AtomicU64,
     upgrades_ok: AtomicU64,
     rejects: [AtomicU64; REJECT_STATUSES.len()],
@@ -173,6 +178,23 @@ impl CoreStats {
             bump(&self.redis_failures, 1);
         }
         self.redis.store(if up { 2 } else { 1 }, Relaxed);
+    }
+
+    /// A cluster redirect was followed (`ask`: `ASK`, else `MOVED`).
+    pub fn redis_redirect(&self, ask: bool) {
+        bump(
+            if ask {
+                &self.redis_ask
+            } else {
+                &self.redis_moved
+            },
+            1,
+        );
+    }
+
+    /// The core tries to connect to Redis again.
+    pub fn redis_reconnect(&self) {
+        bump(&self.redis_reconnects, 1);
     }
 
     /// A connection was closed because its token ran out.

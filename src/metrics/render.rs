@@ -206,6 +206,24 @@ impl Metrics {
             "Redis connections lost (errors, timeouts, closes).",
             &[(String::new(), failures)],
         );
+        let reconnects = self.sum(|c| &c.redis_reconnects);
+        counter(
+            o,
+            "wsgate_redis_reconnects_total",
+            "Attempts to connect to Redis again after a loss or a failed attempt.",
+            &[(String::new(), reconnects)],
+        );
+        let moved = self.sum(|c| &c.redis_moved);
+        let ask = self.sum(|c| &c.redis_ask);
+        counter(
+            o,
+            "wsgate_redis_redirects_total",
+            "Redis Cluster redirects followed, by kind.",
+            &[
+                ("kind=\"moved\"".to_string(), moved),
+                ("kind=\"ask\"".to_string(), ask),
+            ],
+        );
     }
 
     fn render_node(&self, o: &mut String, node: &str, draining: bool) {

@@ -15,5 +15,6 @@ pub mod heartbeat;
 pub mod mailbox;
 pub mod reactor;
 pub mod redis;
+pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod websocket;

@@ -8,14 +8,22 @@
 //! history) and the messages published after it arrive in one ordered
 //! stream: nothing falls between them.
 //!
+//! With `--redis-cluster` a core holds one such connection per primary (a
+//! *lane*, `serve/redis_cluster.rs` finds them): each request goes to the
+//! primary of its key's slot, and a topic's sharded subscription lives on the
+//! connection that runs its scripts, so the same order holds per topic.
+//!
 //! Nothing waits on Redis longer than `--redis-timeout`: a request older than
 //! that, an error on the socket or a close takes the connection down; every
 //! waiting request then fails (the hub falls back to node-local service),
 //! `wsgate_redis_up` drops to 0, and the task reconnects with backoff
 //! (100 ms doubling to 2 s) until Redis answers again.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use monoio::time::Instant;
@@ -23,10 +31,13 @@ use monoio::time::Instant;
 use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
+use crate::engine::endpoint::Endpoint;
+use crate::engine::queue::Answer;
 use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
 use crate::net::redis_stream::RedisStream;
 use crate::proto::resp::{self, encode_command, Value};
+use crate::serve::redis_cluster;
 use crate::serve::redis_sentinel::{self, Located, Watch};
 use crate::sys::log::{self, Level};
 
@@ -37,8 +48,10 @@ pub async fn run(core: Rc<Core>) {
     };
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
+    // Cluster nodes seen: where to ask for the slot map next time.
+    let mut known = Vec::new();
     loop {
-        let err = match session(&core, link, &target).await {
+        let err = match session(&core, link, &target, &mut known).await {
             Ok(()) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed"),
             Err(e) => e,
         };
@@ -62,6 +75,7 @@ pub async fn run(core: Rc<Core>) {
         }
         last_error = text;
         monoio::time::sleep(backoff).await;
+        core.stats.redis_reconnect();
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
@@ -80,20 +94,39 @@ fn go_down(core: &Core, link: &EngineLink) {
     });
 }
 
-fn timed_out(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
-}
-
 fn invalid(what: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Finds the server (with Sentinel: asks for the primary), connects, says
-/// hello, loads the scripts, then serves until the connection fails.
-async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Result<()> {
+/// One connection of a core: to the server, or to one primary of a cluster.
+pub struct Lane {
+    /// The connection.
+    pub stream: RedisStream,
+    /// Bytes read and not yet parsed.
+    pub inbuf: Vec<u8>,
+    /// Where it goes (for logs).
+    pub server: String,
+}
+
+/// Finds the server (with Sentinel: asks for the primary; with a cluster:
+/// reads the slot map), connects, says hello, loads the scripts, then
+/// serves until a connection fails.
+async fn session(
+    core: &Core,
+    link: &EngineLink,
+    target: &RedisTarget,
+    known: &mut Vec<Endpoint>,
+) -> io::Result<()> {
     let config = &core.shared.config;
     let timeout = config.redis_timeout;
     let deadline = Instant::now() + timeout;
+    if config.redis_cluster {
+        let (lanes, map) = redis_cluster::connect(core, link, target, known, deadline).await?;
+        *known = map.nodes();
+        let servers: Vec<String> = lanes.iter().map(|l| l.server.clone()).collect();
+        link.pipeline().connected_cluster(Some(map), lanes.len());
+        return up_and_serve(core, link, target, &servers.join(","), lanes, None).await;
+    }
     let sentinels = config.redis_sentinels();
     let master = config.redis_sentinel_master.as_deref().unwrap_or("");
     let located = if sentinels.is_empty() {
@@ -123,8 +156,25 @@ async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Re
             ),
         }
     }
-
     link.pipeline().connected();
+    let server = located.addr.to_string();
+    let lane = Lane {
+        stream,
+        inbuf,
+        server: server.clone(),
+    };
+    up_and_serve(core, link, target, &server, vec![lane], watch).await
+}
+
+/// Says the connections are up, then serves.
+async fn up_and_serve(
+    core: &Core,
+    link: &EngineLink,
+    target: &RedisTarget,
+    server: &str,
+    lanes: Vec<Lane>,
+    watch: Option<Watch>,
+) -> io::Result<()> {
     core.stats.set_redis_up(true);
     log::emit(
         Level::Info,
@@ -132,15 +182,16 @@ async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Re
         &[
             ("core", &core.index),
             ("redis", target),
-            ("server", &located.addr),
+            ("server", &server),
         ],
     );
     core.with_hub(|hub| hub.engine_status(true, core.now()));
-    serve(core, link, &mut stream, inbuf, watch).await
+    serve(core, link, lanes, watch).await
 }
 
-/// HELLO 3 (with AUTH), SELECT, SCRIPT LOAD: all answered before service.
-async fn hello(
+/// HELLO 3 (with AUTH), SELECT (not in a cluster), SCRIPT LOAD: all
+/// answered before service.
+pub async fn hello(
     stream: &mut RedisStream,
     inbuf: &mut Vec<u8>,
     link: &EngineLink,
@@ -154,15 +205,19 @@ async fn hello(
     }
     args.extend(["SETNAME", "wsgate"]);
     encode_command(&mut hello, &args);
-    encode_command(&mut hello, &["SELECT", &target.db.to_string()]);
-    let scripts: Vec<&'static str> = (link.pipeline().schema().scripts.all().iter())
-        .map(|s| s.source)
+    let mut answers = 1;
+    if target.db != 0 {
+        encode_command(&mut hello, &["SELECT", &target.db.to_string()]);
+        answers += 1;
+    }
+    let scripts: Vec<String> = (link.pipeline().schema().scripts.all().iter())
+        .map(|s| s.source.clone())
         .collect();
     for source in &scripts {
         encode_command(&mut hello, &["SCRIPT", "LOAD", source]);
     }
     stream.write_all(&mut hello, deadline).await?;
-    for _ in 0..2 + scripts.len() {
+    for _ in 0..answers + scripts.len() {
         if let Value::Error(e) = stream
             .read_value(inbuf, deadline, "no answer to HELLO")
             .await?
@@ -177,27 +232,28 @@ async fn hello(
 async fn serve(
     core: &Core,
     link: &EngineLink,
-    stream: &mut RedisStream,
-    mut inbuf: Vec<u8>,
+    mut lanes: Vec<Lane>,
     mut watch: Option<Watch>,
 ) -> io::Result<()> {
     let timeout = core.shared.config.redis_timeout;
     let check = (timeout / 4).max(Duration::from_millis(5));
+    let mut writing = vec![false; lanes.len()];
     loop {
-        let has_output = {
+        {
             let mut pipeline = link.pipeline();
-            let n = stream.send_some(pipeline.output())?;
-            pipeline.written(n);
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                let n = lane.stream.send_some(pipeline.output(i))?;
+                pipeline.written(i, n);
+                writing[i] = !pipeline.output(i).is_empty() || lane.stream.wants_write();
+            }
             // Has anything waited too long?
             if pipeline.timed_out(core.tick(), timeout.as_millis() as u64) {
-                return Err(timed_out("request timed out"));
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"));
             }
-            !pipeline.output().is_empty() || stream.wants_write()
-        };
+        }
         let mut sentinel_spoke = false;
         monoio::select! {
-            r = stream.readable() => r?,
-            w = stream.writable(), if has_output => w?,
+            r = ready(&lanes, &writing) => r?,
             _ = link.woken() => {},
             _ = monoio::time::sleep(check) => {},
             _ = redis_sentinel::watch_readable(&watch) => sentinel_spoke = true,
@@ -216,13 +272,51 @@ async fn serve(
             }
         }
         // Read everything there is and hand it to the hub.
-        stream.recv_all(&mut inbuf)?;
-        let used = feed_hub(core, link, &inbuf)?;
-        inbuf.drain(..used);
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            lane.stream
+                .recv_all(&mut lane.inbuf)
+                .map_err(|e| in_lane(e, lane))?;
+            let used = feed_hub(core, link, i, &lane.inbuf).map_err(|e| in_lane(e, lane))?;
+            lane.inbuf.drain(..used);
+        }
     }
 }
-/// Hands every complete value in `inbuf` to the hub; returns the bytes used.
-fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
+
+/// With several lanes, an error names the server.
+fn in_lane(e: io::Error, lane: &Lane) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", lane.server))
+}
+
+/// Resolves when any lane may be read (or written, where `writing`).
+async fn ready(lanes: &[Lane], writing: &[bool]) -> io::Result<()> {
+    if let [lane] = lanes {
+        monoio::select! {
+            r = lane.stream.readable() => return r,
+            w = lane.stream.writable(), if writing[0] => return w,
+        }
+    }
+    type Wait<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
+    let mut waits: Vec<Wait<'_>> = Vec::with_capacity(lanes.len() * 2);
+    for (lane, &w) in lanes.iter().zip(writing) {
+        waits.push(Box::pin(lane.stream.readable()));
+        if w {
+            waits.push(Box::pin(lane.stream.writable()));
+        }
+    }
+    std::future::poll_fn(|cx| {
+        for w in waits.iter_mut() {
+            if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Hands every complete value in `inbuf` (of `lane`) to the hub; returns
+/// the bytes used.
+fn feed_hub(core: &Core, link: &EngineLink, lane: usize, inbuf: &[u8]) -> io::Result<usize> {
     let now = core.tick();
     let mut used = 0;
     let mut values = Vec::new();
@@ -241,6 +335,13 @@ fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
                         hub.engine_event(topic, event);
                     } else if let Some(push) = decode_direct_push(&items) {
                         hub.engine_direct(push, now);
+                    } else if let Some(channel) = link.pipeline().dropped_subscription(&items) {
+                        // A cluster moved a topic's slot away: its sharded
+                        // subscription is gone; mirror it again from the map.
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            format!("cluster: {channel} moved (unsubscribed by the server)"),
+                        ));
                     }
                 }
                 // A demoted primary (a failover under us): find the new one.
@@ -248,11 +349,21 @@ fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
                     return Err(io::Error::new(io::ErrorKind::ConnectionReset, e));
                 }
                 value => {
-                    let (id, reply) = link
+                    let answer = link
                         .pipeline()
-                        .answer(value)
+                        .answer(lane, value)
                         .map_err(|_| invalid("an answer nobody asked for"))?;
-                    hub.engine_reply(id, reply, now);
+                    match answer {
+                        Answer::Reply(id, reply) => hub.engine_reply(id, reply, now),
+                        Answer::Skip => {}
+                        Answer::Redirected { ask } => core.stats.redis_redirect(ask),
+                        Answer::Rediscover(why) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::ConnectionReset,
+                                format!("cluster: {why}"),
+                            ))
+                        }
+                    }
                 }
             }
         }

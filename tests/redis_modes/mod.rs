@@ -336,16 +336,21 @@ pub fn plain_redis(label: &str, extra: &[&str]) -> Proc {
     )
 }
 
-/// Two nodes on one engine: a client of each subscribed to a topic gets
+/// Two nodes on one engine: a client of each subscribed to a (new) topic gets
 /// what the other publishes; then `a`'s client drops its TCP connection,
 /// `b` publishes three messages, and the client resumes on `b` with its
 /// subscription and the three messages replayed in order.
 pub fn resume_and_fanout(a: &Gateway, b: &Gateway, label: &str) {
-    let t = topic(label);
+    resume_and_fanout_on(a, b, label, &topic(label));
+}
+
+/// [`resume_and_fanout`] on topic `t`.
+pub fn resume_and_fanout_on(a: &Gateway, b: &Gateway, label: &str, t: &str) {
+    let t = t.to_string();
     let mut x = Ws::fresh(a.addr, &format!("{label}-x@a"));
     let mut y = Ws::fresh(b.addr, &format!("{label}-y@b"));
-    assert_eq!(x.sub(&t), 0);
-    assert_eq!(y.sub(&t), 0);
+    let at = x.sub(&t);
+    assert_eq!(y.sub(&t), at, "both nodes see the same seq");
     let round = |from: &mut Ws, to: &mut Ws, p: &str| -> u64 {
         from.send_text(&format!("pub {t} {p}"));
         let mut skipped = Vec::new();
@@ -410,4 +415,208 @@ pub fn wait_redis_down_saying(gw: &Gateway, name: &str, needle: &str, within: Du
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The cluster's key slot (CRC16/XMODEM of the key or its hash tag), to
+/// pick names by slot without asking a server each time.
+pub fn key_slot(key: &str) -> u16 {
+    let b = key.as_bytes();
+    let tagged = b.iter().position(|&c| c == b'{').and_then(|o| {
+        let len = b[o + 1..].iter().position(|&c| c == b'}')?;
+        (len > 0).then(|| &b[o + 1..o + 1 + len])
+    });
+    let mut crc: u16 = 0;
+    for &x in tagged.unwrap_or(b) {
+        crc ^= u16::from(x) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The slot of a topic's keys and channel.
+pub fn topic_slot(topic: &str) -> u16 {
+    key_slot(&format!("wsgate:t:{{{topic}}}:seq"))
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: String,
+    pub port: u16,
+    pub primary: bool,
+    pub failed: bool,
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// A Redis Cluster of `primaries` shards with one replica each, on
+/// loopback (`redis-cli --cluster create`).
+pub struct Cluster {
+    pub nodes: Vec<Proc>,
+}
+
+impl Cluster {
+    pub fn start(primaries: usize) -> Cluster {
+        let bin = redis_server_binary().expect("redis-server (Debian package redis-server)");
+        let bin = bin.display().to_string();
+        let nodes: Vec<Proc> = (0..primaries * 2)
+            .map(|i| {
+                plain_or(
+                    &bin,
+                    &format!("cluster-{i}"),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "{dir}/nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ],
+                )
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli (Debian package redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = Cluster { nodes };
+        c.wait_ok(Duration::from_secs(20));
+        c
+    }
+
+    fn addr(&self, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.nodes[i].port))
+    }
+
+    /// One command on node `i`.
+    pub fn cmd(&self, i: usize, args: &[&str]) -> Resp {
+        resp_command(self.addr(i), None, args).unwrap_or_else(|e| panic!("node {i} {args:?}: {e}"))
+    }
+
+    /// `CLUSTER NODES` as node `i` sees it.
+    pub fn view(&self, i: usize) -> Vec<NodeInfo> {
+        let Resp::Bulk(Some(text)) = self.cmd(i, &["CLUSTER", "NODES"]) else {
+            panic!("CLUSTER NODES on node {i}");
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let port = f
+                    .get(1)?
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let flags = f.get(2)?;
+                let slots = f[8.min(f.len())..]
+                    .iter()
+                    .filter(|s| !s.starts_with('['))
+                    .filter_map(|s| match s.split_once('-') {
+                        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                        None => s.parse().ok().map(|x| (x, x)),
+                    })
+                    .collect();
+                Some(NodeInfo {
+                    id: f[0].to_string(),
+                    port,
+                    primary: flags.contains("master"),
+                    failed: flags.contains("fail"),
+                    slots,
+                })
+            })
+            .collect()
+    }
+
+    /// The index of the node with `port`.
+    pub fn index_of(&self, port: u16) -> usize {
+        self.nodes.iter().position(|n| n.port == port).unwrap()
+    }
+
+    /// The node (index) serving `slot`, as node `from` sees it.
+    pub fn owner(&self, from: usize, slot: u16) -> usize {
+        let view = self.view(from);
+        let n = view
+            .iter()
+            .find(|n| {
+                n.primary && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .unwrap_or_else(|| panic!("nobody serves slot {slot}: {view:?}"));
+        self.index_of(n.port)
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and every
+    /// replica's link to its primary is up.
+    pub fn wait_ok(&self, within: Duration) {
+        let ok = wait_until(within, || {
+            self.nodes.iter().enumerate().all(|(i, n)| {
+                if n.child.is_none() {
+                    return true;
+                }
+                let info = match resp_command(self.addr(i), None, &["CLUSTER", "INFO"]) {
+                    Ok(Resp::Bulk(Some(t))) => String::from_utf8_lossy(&t).into_owned(),
+                    _ => return false,
+                };
+                let role = resp_command(self.addr(i), None, &["ROLE"]);
+                let linked = match role {
+                    Ok(Resp::Array(r)) => match r.first() {
+                        Some(Resp::Bulk(Some(k))) if k == b"slave" => {
+                            matches!(r.get(3), Some(Resp::Bulk(Some(s))) if s == b"connected")
+                        }
+                        _ => true,
+                    },
+                    _ => false,
+                };
+                info.contains("cluster_state:ok") && linked
+            })
+        });
+        if !ok {
+            for n in &self.nodes {
+                n.dump_logs();
+            }
+            panic!("the cluster is not ok within {within:?}");
+        }
+    }
+}
+
+fn plain_or(bin: &str, label: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--port",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        "{dir}",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(
+        label,
+        bin,
+        free_port(),
+        &args,
+        "Ready to accept connections",
+    )
 }
