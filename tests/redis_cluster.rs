@@ -43,6 +43,17 @@ fn redirects(gw: &Gateway, kind: &str) -> f64 {
         .sum()
 }
 
+/// A sample of a per-server family (`server="127.0.0.1:<port>"`, and
+/// `kind` when given).
+fn per_server(gw: &Gateway, family: &str, port: u16, kind: Option<&str>) -> f64 {
+    let server = format!("server=\"127.0.0.1:{port}\"");
+    (gw.scrape().family(family).iter())
+        .filter(|(l, _)| l.contains(&server))
+        .filter(|(l, _)| kind.map_or(true, |k| l.contains(&format!("kind=\"{k}\""))))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
 fn publish(gw: &Gateway, t: &str, body: &str) -> u64 {
     api_publish(gw.admin, t, body).unwrap_or_else(|e| panic!("publish {t}: {e}"))
 }
@@ -157,6 +168,17 @@ fn nodes_route_by_slot_follow_redirects_and_failover() {
     let tn = topic_where(&format!("moved.{:x}", std::process::id()), |q| q == slot);
     assert_eq!(publish(&c, &tn, "moved"), 1);
     assert!(redirects(&c, "moved") >= 1.0, "no MOVED followed by cl-c");
+    let (sp, tp) = (cluster.nodes[source].port, cluster.nodes[target].port);
+    let fam = "wsgate_redis_server_redirects_total";
+    assert!(
+        per_server(&c, fam, sp, Some("moved")) >= 1.0,
+        "MOVED counted for the source"
+    );
+    assert!(
+        per_server(&c, fam, sp, Some("ask")) >= 1.0,
+        "ASK counted for the source"
+    );
+    assert_eq!(per_server(&c, fam, tp, Some("moved")), 0.0);
     // The followers of the moved topic get it from its new primary.
     for (gw, n) in [(&a, "cl-a"), (&b, "cl-b")] {
         wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
@@ -197,6 +219,17 @@ fn nodes_route_by_slot_follow_redirects_and_failover() {
     assert!(ok, "the replica did not take over within 30 s");
     for (gw, n) in [(&a, "cl-a"), (&b, "cl-b")] {
         wait_redis_up(gw, n, 1.0, Duration::from_secs(20));
+    }
+    let dead_port = cluster.nodes[dead].port;
+    for gw in [&a, &b] {
+        let f = per_server(gw, "wsgate_redis_server_failures_total", dead_port, None);
+        assert!(f >= 1.0, "the killed primary's failures counted");
+        assert_eq!(
+            per_server(gw, "wsgate_redis_server_up", dead_port, None),
+            0.0
+        );
+        let up = gw.scrape().family("wsgate_redis_server_up");
+        assert_eq!(up.iter().filter(|(_, v)| *v == 1.0).count(), 3, "{up:?}");
     }
     let mut z = Ws::resume(b.addr, "fail-z@b", &zid);
     let seq = publish(&a, &tf, "after-failover");

@@ -12,6 +12,7 @@ use crate::sys::{DataPath, Driver};
 
 pub mod events;
 pub mod hook;
+pub mod redis;
 mod render;
 
 /// Statuses counted in `wsgate_upgrades_total{result}` besides `ok`.
@@ -211,6 +212,8 @@ impl CoreStats {
 /// All cores' counters.
 pub struct Metrics {
     cores: Vec<Arc<CoreStats>>,
+    /// Per Redis server (`--redis`).
+    pub redis_servers: redis::RedisServers,
     /// Whether the auth hook's families are exported.
     hook_on: bool,
     /// Whether the events hook's families are exported.
@@ -222,6 +225,7 @@ impl Metrics {
     pub fn new(cores: usize, hook_on: bool) -> Metrics {
         Metrics {
             cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
+            redis_servers: redis::RedisServers::default(),
             hook_on,
             events_on: false,
         }

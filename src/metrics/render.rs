@@ -16,6 +16,7 @@ impl Metrics {
         self.render_traffic(&mut out);
         self.render_closes(&mut out);
         self.render_redis(&mut out);
+        self.redis_servers.render(&mut out, self.cores.len());
         if self.hook_on {
             let all: Vec<&super::hook::HookStats> = self.cores.iter().map(|c| &*c.hook).collect();
             super::hook::HookStats::render(&mut out, &all);

@@ -186,7 +186,22 @@ async fn up_and_serve(
         ],
     );
     core.with_hub(|hub| hub.engine_status(true, core.now()));
-    serve(core, link, lanes, watch).await
+    let servers: Vec<String> = lanes.iter().map(|l| l.server.clone()).collect();
+    let registry = &core.shared.metrics.redis_servers;
+    for s in &servers {
+        registry.connected(core.index, s);
+    }
+    let err = match serve(core, link, lanes, watch).await {
+        Ok(()) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed"),
+        Err(e) => e,
+    };
+    // Whose error it was: the one lane, or the lane the error names.
+    let text = err.to_string();
+    for s in &servers {
+        let failed = servers.len() == 1 || text.starts_with(&format!("{s}: "));
+        registry.disconnected(s, failed);
+    }
+    Err(err)
 }
 
 /// HELLO 3 (with AUTH), SELECT (not in a cluster), SCRIPT LOAD: all
@@ -276,7 +291,8 @@ async fn serve(
             lane.stream
                 .recv_all(&mut lane.inbuf)
                 .map_err(|e| in_lane(e, lane))?;
-            let used = feed_hub(core, link, i, &lane.inbuf).map_err(|e| in_lane(e, lane))?;
+            let used = feed_hub(core, link, (i, &lane.server), &lane.inbuf)
+                .map_err(|e| in_lane(e, lane))?;
             lane.inbuf.drain(..used);
         }
     }
@@ -316,7 +332,12 @@ async fn ready(lanes: &[Lane], writing: &[bool]) -> io::Result<()> {
 
 /// Hands every complete value in `inbuf` (of `lane`) to the hub; returns
 /// the bytes used.
-fn feed_hub(core: &Core, link: &EngineLink, lane: usize, inbuf: &[u8]) -> io::Result<usize> {
+fn feed_hub(
+    core: &Core,
+    link: &EngineLink,
+    (lane, server): (usize, &str),
+    inbuf: &[u8],
+) -> io::Result<usize> {
     let now = core.tick();
     let mut used = 0;
     let mut values = Vec::new();
@@ -356,7 +377,10 @@ fn feed_hub(core: &Core, link: &EngineLink, lane: usize, inbuf: &[u8]) -> io::Re
                     match answer {
                         Answer::Reply(id, reply) => hub.engine_reply(id, reply, now),
                         Answer::Skip => {}
-                        Answer::Redirected { ask } => core.stats.redis_redirect(ask),
+                        Answer::Redirected { ask } => {
+                            core.stats.redis_redirect(ask);
+                            core.shared.metrics.redis_servers.redirect(server, ask);
+                        }
                         Answer::Rediscover(why) => {
                             return Err(io::Error::new(
                                 io::ErrorKind::ConnectionReset,
