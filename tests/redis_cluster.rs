@@ -7,8 +7,9 @@
 //!    keys are on one primary only, and a different one per topic.
 //! 2. A slot migration by hand (`CLUSTER SETSLOT … IMPORTING/MIGRATING`,
 //!    `MIGRATE`, `SETSLOT … NODE`) of a topic that two clients follow:
-//!    while it migrates, a publish of a new topic in that slot is answered
-//!    `ASK` and followed (`wsgate_redis_redirects_total{kind="ask"}`); once
+//!    while it migrates, the topic is still served by the source, and a
+//!    `who` of a new topic in that slot (its key not on the source) is
+//!    answered `ASK` and followed (`wsgate_redis_redirects_total{kind="ask"}`); once
 //!    moved, a node whose map is stale is answered `MOVED` and follows it
 //!    (`kind="moved"`); the followers keep getting the topic, and its seq
 //!    goes on.
@@ -126,10 +127,22 @@ fn nodes_route_by_slot_follow_redirects_and_failover() {
     let s = slot.to_string();
     cluster.cmd(target, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &source_id]);
     cluster.cmd(source, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target_id]);
-    // A new topic in the migrating slot: its keys are not on the source.
+    // The migrating topic's keys are still on the source: served there.
+    let during = publish(&b, &tm, "during-migration");
+    assert_eq!(during, first + 1);
+    for ws in [&mut x, &mut y] {
+        assert_eq!(
+            ws.data_line(WAIT, "the migrating topic"),
+            format!("msg {tm} {during} during-migration")
+        );
+    }
+    // A new topic in the migrating slot: its key is not on the source, so
+    // the source answers ASK and the target serves it behind ASKING.
     let tq = topic_where(&format!("ask.{:x}", std::process::id()), |q| q == slot);
-    assert_eq!(publish(&c, &tq, "asked"), 1);
+    let mut w = Ws::fresh(c.addr, "ask-w@c");
+    assert!(w.who(&tq).is_empty());
     assert!(redirects(&c, "ask") >= 1.0, "no ASK followed by cl-c");
+    assert_eq!(redirects(&c, "moved"), 0.0, "no MOVED yet");
     // Move the keys, then the slot.
     loop {
         let Resp::Array(keys) = cluster.cmd(source, &["CLUSTER", "GETKEYSINSLOT", &s, "100"])
@@ -172,7 +185,8 @@ fn nodes_route_by_slot_follow_redirects_and_failover() {
     let fam = "wsgate_redis_server_redirects_total";
     assert!(
         per_server(&c, fam, sp, Some("moved")) >= 1.0,
-        "MOVED counted for the source"
+        "MOVED counted for the source {sp}: {:?}",
+        c.scrape().family(fam)
     );
     assert!(
         per_server(&c, fam, sp, Some("ask")) >= 1.0,
@@ -184,7 +198,7 @@ fn nodes_route_by_slot_follow_redirects_and_failover() {
         wait_redis_up(gw, n, 1.0, Duration::from_secs(10));
     }
     let seq = publish(&b, &tm, "after-migration");
-    assert_eq!(seq, first + 1, "the moved topic's seq goes on");
+    assert_eq!(seq, during + 1, "the moved topic's seq goes on");
     for ws in [&mut x, &mut y] {
         assert_eq!(
             ws.data_line(WAIT, "the moved topic"),

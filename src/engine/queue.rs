@@ -28,6 +28,8 @@ struct Waiting {
     /// Cluster only: the slot and the encoded command, to send it again
     /// where a redirect says.
     resend: Option<(u16, Arc<[u8]>)>,
+    /// Sent behind `ASKING` (an `ASK` redirect): so is a retry.
+    asking: bool,
 }
 
 /// An answer arrived that no request waits for: the stream is out of step.
@@ -46,6 +48,10 @@ pub enum Answer {
         /// `ASK` rather than `MOVED`.
         ask: bool,
     },
+    /// `TRYAGAIN` (keys of a slot in the middle of a migration): sent again
+    /// to the same server [`RETRY_MS`] later ([`Pipeline::resend_due`]),
+    /// until `--redis-timeout` from its first sending.
+    Retried,
     /// The cluster changed beyond what a redirect fixes: read the map again
     /// (the caller reconnects).
     Rediscover(String),
@@ -66,6 +72,9 @@ pub struct Pipeline {
     lanes: Vec<Lane>,
     /// Redis Cluster: which lane serves which slot.
     map: Option<SlotMap>,
+    /// Cluster: requests to send again at a time (ms), on a lane
+    /// (`TRYAGAIN`).
+    later: Vec<(u64, usize, Waiting)>,
     /// Cluster: sharded unsubscribes asked for and not yet confirmed, by
     /// channel (any other confirmation is the server dropping a channel
     /// whose slot moved).
@@ -80,6 +89,7 @@ impl Pipeline {
             up: false,
             lanes: Vec::new(),
             map: None,
+            later: Vec::new(),
             unwatching: HashMap::new(),
         }
     }
@@ -124,6 +134,7 @@ impl Pipeline {
         for lane in self.lanes.drain(..) {
             ids.extend(lane.waiting.into_iter().map(|w| w.id));
         }
+        ids.extend(self.later.drain(..).map(|(_, _, w)| w.id));
         ids.retain(|&id| id != SKIP);
         ids
     }
@@ -144,6 +155,7 @@ impl Pipeline {
                     expect,
                     sent_at: now,
                     resend,
+                    asking: false,
                 });
             }
             return true;
@@ -166,6 +178,7 @@ impl Pipeline {
                 expect,
                 sent_at: now,
                 resend,
+                asking: false,
             });
         }
         true
@@ -214,13 +227,55 @@ impl Pipeline {
     /// Whether the oldest request of any lane has waited longer than
     /// `timeout` ms.
     pub fn timed_out(&self, now: u64, timeout: u64) -> bool {
-        (self.lanes.iter())
-            .any(|l| (l.waiting.front()).is_some_and(|w| now.saturating_sub(w.sent_at) > timeout))
+        let late = |w: &Waiting| now.saturating_sub(w.sent_at) > timeout;
+        (self.lanes.iter()).any(|l| l.waiting.front().is_some_and(late))
+            || self.later.iter().any(|(_, _, w)| late(w))
+    }
+
+    /// Whether requests wait to be sent again (call
+    /// [`Pipeline::resend_due`] soon).
+    pub fn has_later(&self) -> bool {
+        !self.later.is_empty()
+    }
+
+    /// Sends again the requests whose time has come; `true` if any.
+    pub fn resend_due(&mut self, now: u64) -> bool {
+        let mut any = false;
+        let mut i = 0;
+        while i < self.later.len() {
+            if self.later[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let (_, lane, w) = self.later.swap_remove(i);
+            self.send_again(lane, w);
+            any = true;
+        }
+        any
+    }
+
+    /// Queues `w` on `lane` again (behind `ASKING` if it was asked there).
+    fn send_again(&mut self, lane: usize, w: Waiting) {
+        let Some((_, cmd)) = &w.resend else { return };
+        let cmd = cmd.clone();
+        let lane = &mut self.lanes[lane];
+        if w.asking {
+            encode_command(&mut lane.out, &["ASKING"]);
+            lane.waiting.push_back(Waiting {
+                id: SKIP,
+                expect: Expect::Done,
+                sent_at: w.sent_at,
+                resend: None,
+                asking: false,
+            });
+        }
+        lane.out.extend_from_slice(&cmd);
+        lane.waiting.push_back(w);
     }
 
     /// Decodes the answer (not a push: see [`super::schema::decode_push`])
     /// to the oldest request waiting on `lane`.
-    pub fn answer(&mut self, lane: usize, value: Value) -> Result<Answer, Unexpected> {
+    pub fn answer(&mut self, lane: usize, value: Value, now: u64) -> Result<Answer, Unexpected> {
         let w = (self.lanes.get_mut(lane))
             .and_then(|l| l.waiting.pop_front())
             .ok_or(Unexpected)?;
@@ -230,6 +285,10 @@ impl Pipeline {
         if let (Value::Error(e), Some(_)) = (&value, &self.map) {
             if let Some(redirect) = Redirect::parse(e) {
                 return Ok(self.redirect(w, redirect));
+            }
+            if e.starts_with("TRYAGAIN") && w.resend.is_some() {
+                self.later.push((now + RETRY_MS, lane, w));
+                return Ok(Answer::Retried);
             }
         }
         Ok(Answer::Reply(w.id, self.schema.decode(w.expect, value)))
@@ -261,6 +320,7 @@ impl Pipeline {
                 expect: Expect::Done,
                 sent_at: w.sent_at,
                 resend: None,
+                asking: false,
             });
         } else {
             map.moved(r.slot, to);
@@ -268,11 +328,16 @@ impl Pipeline {
         lane.out.extend_from_slice(&resend);
         lane.waiting.push_back(Waiting {
             resend: Some((r.slot, resend)),
+            asking: r.ask,
             ..w
         });
         Answer::Redirected { ask: r.ask }
     }
 }
+
+/// How long a `TRYAGAIN` waits before it is sent again (ms): a migration
+/// moves a slot's keys in a few milliseconds.
+pub const RETRY_MS: u64 = 10;
 
 /// The id of a waiting entry that is not the hub's (an `ASKING`).
 const SKIP: u64 = u64::MAX;
@@ -306,13 +371,13 @@ mod tests {
         p.submit(7, &EngineOp::Who("t".into()), 100);
         assert!(!p.timed_out(600, 500));
         assert!(p.timed_out(601, 500));
-        match p.answer(0, Value::Array(vec![])) {
+        match p.answer(0, Value::Array(vec![]), 0) {
             Ok(Answer::Reply(7, EngineReply::Members { members, .. })) => {
                 assert!(members.is_empty())
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(p.answer(0, Value::Int(1)).err(), Some(Unexpected));
+        assert_eq!(p.answer(0, Value::Int(1), 0).err(), Some(Unexpected));
         let n = p.output(0).len();
         p.written(0, n);
         assert!(p.output(0).is_empty());
@@ -380,7 +445,7 @@ mod tests {
         drain(&mut p);
         let moved = Value::Error("MOVED 12182 127.0.0.1:7000".into());
         assert!(matches!(
-            p.answer(2, moved),
+            p.answer(2, moved, 0),
             Ok(Answer::Redirected { ask: false })
         ));
         assert_eq!(p.output(0), &sent[..]);
@@ -389,11 +454,11 @@ mod tests {
         p.submit(2, &EngineOp::Who("foo".into()), 0);
         assert_eq!(lane_with_output(&p), [0]);
         assert!(matches!(
-            p.answer(0, Value::Array(vec![])),
+            p.answer(0, Value::Array(vec![]), 0),
             Ok(Answer::Reply(1, _))
         ));
         assert!(matches!(
-            p.answer(0, Value::Array(vec![])),
+            p.answer(0, Value::Array(vec![]), 0),
             Ok(Answer::Reply(2, _))
         ));
     }
@@ -406,18 +471,18 @@ mod tests {
         drain(&mut p);
         let ask = Value::Error("ASK 12182 127.0.0.1:7001".into());
         assert!(matches!(
-            p.answer(2, ask),
+            p.answer(2, ask, 0),
             Ok(Answer::Redirected { ask: true })
         ));
         let mut want = b"*1\r\n$6\r\nASKING\r\n".to_vec();
         want.extend_from_slice(&sent);
         assert_eq!(p.output(1), &want[..]);
         assert!(matches!(
-            p.answer(1, Value::Simple(b"OK".to_vec())),
+            p.answer(1, Value::Simple(b"OK".to_vec()), 0),
             Ok(Answer::Skip)
         ));
         assert!(matches!(
-            p.answer(1, Value::Array(vec![])),
+            p.answer(1, Value::Array(vec![]), 0),
             Ok(Answer::Reply(1, _))
         ));
         drain(&mut p);
@@ -427,11 +492,59 @@ mod tests {
     }
 
     #[test]
+    fn tryagain_sends_again_to_the_same_server() {
+        let mut p = cluster();
+        p.submit(1, &EngineOp::Who("foo".into()), 5);
+        let sent = p.output(2).to_vec();
+        drain(&mut p);
+        let again = Value::Error("TRYAGAIN Multiple keys request during rehashing of slot".into());
+        assert!(matches!(p.answer(2, again, 0), Ok(Answer::Retried)));
+        assert!(p.output(2).is_empty() && p.has_later());
+        assert!(!p.resend_due(RETRY_MS - 1));
+        assert!(p.resend_due(RETRY_MS));
+        assert_eq!(p.output(2), &sent[..]);
+        // Still timed from its first sending.
+        assert!(p.timed_out(506, 500));
+        assert!(matches!(
+            p.answer(2, Value::Array(vec![]), 0),
+            Ok(Answer::Reply(1, _))
+        ));
+    }
+
+    #[test]
+    fn tryagain_after_ask_asks_again() {
+        let mut p = cluster();
+        p.submit(1, &EngineOp::Who("foo".into()), 0);
+        let sent = p.output(2).to_vec();
+        drain(&mut p);
+        let ask = Value::Error("ASK 12182 127.0.0.1:7001".into());
+        assert!(matches!(
+            p.answer(2, ask, 0),
+            Ok(Answer::Redirected { ask: true })
+        ));
+        drain(&mut p);
+        assert!(matches!(
+            p.answer(1, Value::Simple(b"OK".to_vec()), 0),
+            Ok(Answer::Skip)
+        ));
+        let again = Value::Error("TRYAGAIN".into());
+        assert!(matches!(p.answer(1, again, 0), Ok(Answer::Retried)));
+        assert!(p.resend_due(RETRY_MS));
+        let mut want = b"*1\r\n$6\r\nASKING\r\n".to_vec();
+        want.extend_from_slice(&sent);
+        assert_eq!(p.output(1), &want[..]);
+        assert_eq!(p.disconnected(), vec![1]);
+    }
+
+    #[test]
     fn what_a_redirect_cannot_fix_rediscovers() {
         let mut p = cluster();
         p.submit(1, &EngineOp::Who("foo".into()), 0);
         let elsewhere = Value::Error("MOVED 12182 127.0.0.1:7999".into());
-        assert!(matches!(p.answer(2, elsewhere), Ok(Answer::Rediscover(_))));
+        assert!(matches!(
+            p.answer(2, elsewhere, 0),
+            Ok(Answer::Rediscover(_))
+        ));
         p.submit(
             2,
             &EngineOp::Sync {
@@ -441,10 +554,13 @@ mod tests {
             0,
         );
         let moved = Value::Error("MOVED 12182 127.0.0.1:7000".into());
-        assert!(matches!(p.answer(2, moved), Ok(Answer::Rediscover(_))));
+        assert!(matches!(p.answer(2, moved, 0), Ok(Answer::Rediscover(_))));
         p.submit(3, &EngineOp::Who("foo".into()), 0);
         let other_slot = Value::Error("MOVED 1 127.0.0.1:7000".into());
-        assert!(matches!(p.answer(2, other_slot), Ok(Answer::Rediscover(_))));
+        assert!(matches!(
+            p.answer(2, other_slot, 0),
+            Ok(Answer::Rediscover(_))
+        ));
         let _ = Endpoint::parse("127.0.0.1:7000").unwrap();
         assert_eq!(p.disconnected(), Vec::<u64>::new());
     }

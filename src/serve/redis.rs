@@ -32,7 +32,7 @@ use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
 use crate::engine::endpoint::Endpoint;
-use crate::engine::queue::Answer;
+use crate::engine::queue::{Answer, RETRY_MS};
 use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
 use crate::net::redis_stream::RedisStream;
@@ -254,8 +254,13 @@ async fn serve(
     let check = (timeout / 4).max(Duration::from_millis(5));
     let mut writing = vec![false; lanes.len()];
     loop {
+        let mut wait = check;
         {
             let mut pipeline = link.pipeline();
+            pipeline.resend_due(core.tick());
+            if pipeline.has_later() {
+                wait = wait.min(Duration::from_millis(RETRY_MS));
+            }
             for (i, lane) in lanes.iter_mut().enumerate() {
                 let n = lane.stream.send_some(pipeline.output(i))?;
                 pipeline.written(i, n);
@@ -270,7 +275,7 @@ async fn serve(
         monoio::select! {
             r = ready(&lanes, &writing) => r?,
             _ = link.woken() => {},
-            _ = monoio::time::sleep(check) => {},
+            _ = monoio::time::sleep(wait) => {},
             _ = redis_sentinel::watch_readable(&watch) => sentinel_spoke = true,
         }
         if let (true, Some(w)) = (sentinel_spoke, &mut watch) {
@@ -372,11 +377,11 @@ fn feed_hub(
                 value => {
                     let answer = link
                         .pipeline()
-                        .answer(lane, value)
+                        .answer(lane, value, now)
                         .map_err(|_| invalid("an answer nobody asked for"))?;
                     match answer {
                         Answer::Reply(id, reply) => hub.engine_reply(id, reply, now),
-                        Answer::Skip => {}
+                        Answer::Skip | Answer::Retried => {}
                         Answer::Redirected { ask } => {
                             core.stats.redis_redirect(ask);
                             core.shared.metrics.redis_servers.redirect(server, ask);

@@ -466,10 +466,15 @@ impl Cluster {
         let bin = bin.display().to_string();
         let nodes: Vec<Proc> = (0..primaries * 2)
             .map(|i| {
+                // The bus port is given: port + 10000 (the default) does
+                // not fit above 55535.
+                let bus = free_port().to_string();
                 plain_or(
                     &bin,
                     &format!("cluster-{i}"),
                     &[
+                        "--cluster-port",
+                        &bus,
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
