@@ -84,7 +84,9 @@ start_redis() {
         local ports=() p
         for i in 1 2 3 4 5 6; do
             p="$(free_port)"; ports+=("$p")
-            redis "$dir/$i" "$p" --cluster-enabled yes --cluster-config-file "$dir/$i/nodes.conf" \
+            # The bus port is given: port + 10000 (the default) may not fit.
+            redis "$dir/$i" "$p" --cluster-port "$(free_port)" --cluster-enabled yes \
+                --cluster-config-file "$dir/$i/nodes.conf" \
                 --cluster-node-timeout 2000
         done
         for p in "${ports[@]}"; do wait_ping "$p"; done

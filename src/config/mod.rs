@@ -11,12 +11,12 @@ use crate::proto::cookie::is_valid_cookie_name;
 use crate::sys::is_name_byte;
 use crate::sys::log::Level;
 
+mod endpoint;
 mod redis_url;
 mod units;
 
+pub use endpoint::Endpoint;
 pub use redis_url::RedisTarget;
-
-use crate::engine::endpoint::Endpoint;
 pub use units::{parse_duration, parse_size};
 
 /// The built-in route that only sets the cookie (204).

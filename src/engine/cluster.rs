@@ -6,8 +6,8 @@
 //! [`SlotMap::primaries`]; a request goes to the lane that serves the slot
 //! of its key (`engine/slot.rs`).
 
-use super::endpoint::Endpoint;
 use super::slot::SLOTS;
+use crate::config::Endpoint;
 use crate::proto::resp::Value;
 
 /// Slot → primary, and every node seen (to find the cluster again).

@@ -6,7 +6,6 @@
 //! `serve/redis.rs`.
 
 pub mod cluster;
-pub mod endpoint;
 pub mod queue;
 pub mod schema;
 pub mod scripts;

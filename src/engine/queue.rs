@@ -345,7 +345,7 @@ const SKIP: u64 = u64::MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::endpoint::Endpoint;
+    use crate::config::Endpoint;
     use crate::proto::cookie::SessionId;
 
     fn pipeline() -> Pipeline {

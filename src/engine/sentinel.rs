@@ -8,7 +8,7 @@
 //! failover is followed as soon as Sentinel announces it (the connection to
 //! the old primary is dropped and the new one asked for).
 
-pub use super::endpoint::Endpoint;
+pub use crate::config::Endpoint;
 use crate::proto::resp::Value;
 
 /// The channel Sentinel announces a failover on.

@@ -16,5 +16,6 @@ pub mod mailbox;
 pub mod reactor;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_lane;
 pub mod redis_sentinel;
 pub mod websocket;

@@ -28,16 +28,17 @@ use std::time::Duration;
 
 use monoio::time::Instant;
 
+use crate::config::Endpoint;
 use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
-use crate::engine::endpoint::Endpoint;
 use crate::engine::queue::{Answer, RETRY_MS};
 use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
 use crate::net::redis_stream::RedisStream;
-use crate::proto::resp::{self, encode_command, Value};
+use crate::proto::resp::{self, Value};
 use crate::serve::redis_cluster;
+use crate::serve::redis_lane::{hello, Lane};
 use crate::serve::redis_sentinel::{self, Located, Watch};
 use crate::sys::log::{self, Level};
 
@@ -96,16 +97,6 @@ fn go_down(core: &Core, link: &EngineLink) {
 
 fn invalid(what: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-/// One connection of a core: to the server, or to one primary of a cluster.
-pub struct Lane {
-    /// The connection.
-    pub stream: RedisStream,
-    /// Bytes read and not yet parsed.
-    pub inbuf: Vec<u8>,
-    /// Where it goes (for logs).
-    pub server: String,
 }
 
 /// Finds the server (with Sentinel: asks for the primary; with a cluster:
@@ -202,45 +193,6 @@ async fn up_and_serve(
         registry.disconnected(s, failed);
     }
     Err(err)
-}
-
-/// HELLO 3 (with AUTH), SELECT (not in a cluster), SCRIPT LOAD: all
-/// answered before service.
-pub async fn hello(
-    stream: &mut RedisStream,
-    inbuf: &mut Vec<u8>,
-    link: &EngineLink,
-    target: &RedisTarget,
-    deadline: Instant,
-) -> io::Result<()> {
-    let mut hello = Vec::new();
-    let mut args: Vec<&str> = vec!["HELLO", "3"];
-    if let Some(pw) = &target.password {
-        args.extend(["AUTH", target.user.as_deref().unwrap_or("default"), pw]);
-    }
-    args.extend(["SETNAME", "wsgate"]);
-    encode_command(&mut hello, &args);
-    let mut answers = 1;
-    if target.db != 0 {
-        encode_command(&mut hello, &["SELECT", &target.db.to_string()]);
-        answers += 1;
-    }
-    let scripts: Vec<String> = (link.pipeline().schema().scripts.all().iter())
-        .map(|s| s.source.clone())
-        .collect();
-    for source in &scripts {
-        encode_command(&mut hello, &["SCRIPT", "LOAD", source]);
-    }
-    stream.write_all(&mut hello, deadline).await?;
-    for _ in 0..answers + scripts.len() {
-        if let Value::Error(e) = stream
-            .read_value(inbuf, deadline, "no answer to HELLO")
-            .await?
-        {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
-        }
-    }
-    Ok(())
 }
 
 /// Writes what the pipeline has, reads what Redis says, until an error.

@@ -9,14 +9,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use monoio::time::Instant;
 
+use crate::config::Endpoint;
 use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
 use crate::engine::cluster::SlotMap;
-use crate::engine::endpoint::Endpoint;
 use crate::net::redis_stream::RedisStream;
 use crate::proto::resp::{encode_command, Value};
-use crate::serve::redis::{hello, Lane};
+use crate::serve::redis_lane::{hello, Lane};
 
 fn resolve(e: &Endpoint) -> io::Result<SocketAddr> {
     (e.host.as_str(), e.port)
