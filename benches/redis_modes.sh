@@ -104,6 +104,7 @@ start_redis() {
 # start_gateway NAME -> sets GW_ADDR
 start_gateway() {
     local log="$WORK/$1.log"
+    : >"$log"
     "$WSGATE" --cores 1 --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --node-id "$1" \
         --cookie-secure false "${REDIS_FLAGS[@]}" 2>"$log" &
     pids+=($!)
