@@ -49,6 +49,7 @@ impl RedisStream {
     /// Connects to `addr` before `deadline`; with `tls`, also completes the
     /// TLS handshake (the certificate verified for `host`). Anything the
     /// server sent right behind the handshake is appended to `inbuf`.
+    #[cfg_attr(not(feature = "redis-tls"), allow(unused_variables, clippy::ptr_arg))]
     pub async fn connect(
         addr: SocketAddr,
         host: &str,
@@ -66,7 +67,6 @@ impl RedisStream {
             #[cfg(feature = "redis-tls")]
             tls: None,
         };
-        let _ = (host, &inbuf);
         if let Some(tls) = tls {
             #[cfg(feature = "redis-tls")]
             {
@@ -266,23 +266,13 @@ fn recv_tls(tls: &mut rustls::ClientConnection, fd: RawFd, inbuf: &mut Vec<u8>) 
             ));
         }
         let mut reader = tls.reader();
+        let mut plain = [0u8; 16 * 1024];
         loop {
-            let start = inbuf.len();
-            inbuf.resize(start + READ_CHUNK, 0);
-            match reader.read(&mut inbuf[start..]) {
-                Ok(0) => {
-                    inbuf.truncate(start);
-                    return Err(closed("closed by Redis (tls close_notify)"));
-                }
-                Ok(n) => inbuf.truncate(start + n),
-                Err(e) if would_block(&e) => {
-                    inbuf.truncate(start);
-                    break;
-                }
-                Err(e) => {
-                    inbuf.truncate(start);
-                    return Err(closed(&format!("closed by Redis ({e})")));
-                }
+            match reader.read(&mut plain) {
+                Ok(0) => return Err(closed("closed by Redis (tls close_notify)")),
+                Ok(n) => inbuf.extend_from_slice(&plain[..n]),
+                Err(e) if would_block(&e) => break,
+                Err(e) => return Err(closed(&format!("closed by Redis ({e})"))),
             }
         }
         if eof {
