@@ -112,7 +112,7 @@ async fn session(
     let timeout = config.redis_timeout;
     let deadline = Instant::now() + timeout;
     if config.redis_cluster {
-        let (lanes, map) = redis_cluster::connect(core, link, target, known, deadline).await?;
+        let (lanes, map) = redis_cluster::connect(core, link, target, known, timeout).await?;
         *known = map.nodes();
         let servers: Vec<String> = lanes.iter().map(|l| l.server.clone()).collect();
         link.pipeline().connected_cluster(Some(map), lanes.len());

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use monoio::time::Instant;
 
@@ -68,26 +69,30 @@ async fn read_map(lane: &mut Lane, tls: bool, deadline: Instant) -> io::Result<S
     }
 }
 
-/// Reads the map from the first node that answers (those seen before,
-/// then the one `--redis` names), then connects to every primary.
+/// Nodes asked for the map per attempt, at most.
+const SEEDS: usize = 4;
+
+/// Reads the map from the first node that answers (the one `--redis` names
+/// first: a configuration endpoint resolves to live nodes; then those seen
+/// last time), each within its own `timeout`, then connects to every
+/// primary, all within another.
 pub async fn connect(
     core: &Core,
     link: &EngineLink,
     target: &RedisTarget,
     known: &[Endpoint],
-    deadline: Instant,
+    timeout: Duration,
 ) -> io::Result<(Vec<Lane>, SlotMap)> {
     let seed = Endpoint {
         host: target.host.clone(),
         port: target.port,
     };
-    let mut seeds: Vec<&Endpoint> = known.iter().collect();
-    if !seeds.contains(&&seed) {
-        seeds.push(&seed);
-    }
+    let mut seeds = vec![&seed];
+    seeds.extend(known.iter().filter(|e| **e != seed));
     let mut errors = Vec::new();
     let mut found = None;
-    for e in seeds {
+    for e in seeds.into_iter().take(SEEDS) {
+        let deadline = Instant::now() + timeout;
         let attempt = async {
             let mut lane = open(core, link, target, e, deadline).await?;
             let map = read_map(&mut lane, target.tls, deadline).await?;
@@ -100,9 +105,6 @@ pub async fn connect(
             }
             Err(err) => errors.push(format!("{e}: {err}")),
         }
-        if Instant::now() >= deadline {
-            break;
-        }
     }
     let Some((first, map)) = found else {
         return Err(io::Error::new(
@@ -111,6 +113,7 @@ pub async fn connect(
         ));
     };
     // The node asked is usually a primary: keep its connection as its lane.
+    let deadline = Instant::now() + timeout;
     let mut first = Some(first);
     let mut lanes = Vec::with_capacity(map.primaries().len());
     for p in map.primaries() {
