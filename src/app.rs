@@ -122,6 +122,9 @@ fn shared_state(
         mailboxes.push(Mailbox::new(ring));
         bells.push(bell);
     }
+    // First: a bad CA file is a configuration error, before any log line.
+    #[cfg(feature = "redis-tls")]
+    let redis_tls = crate::net::redis_tls::TlsSetup::from_config(&config).map_err(StartError)?;
     let auth = Gate::from_config(&config).map_err(StartError)?;
     match &auth {
         None => log::emit(Level::Info, "auth_off", &[]),
@@ -135,8 +138,12 @@ fn shared_state(
             ],
         ),
     }
-    #[allow(unused_mut)] // set below only with the `backend` feature
+    #[allow(unused_mut)] // set below only with the `backend` and `redis-tls` features
     let mut shared = Shared::new(config, routes, cookie, node_id, mailboxes, auth, path);
+    #[cfg(feature = "redis-tls")]
+    {
+        shared.redis_tls = redis_tls;
+    }
     #[cfg(feature = "backend")]
     {
         shared.events =

@@ -43,7 +43,7 @@ fn with_loopback<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn bad_flags_exit_2_with_one_line() {
-    let cases: [(&str, &[&str]); 12] = [
+    let cases: [(&str, &[&str]); 13] = [
         ("unknown flag", &["--no-such-flag"]),
         ("unparsable duration", &["--drain-timeout", "ten"]),
         ("fractional size", &["--max-message-size", "1.5MiB"]),
@@ -56,8 +56,22 @@ fn bad_flags_exit_2_with_one_line() {
         ("invalid cookie name", &["--cookie-name", "a b"]),
         ("echo path collides with ws path", &["--echo-path", "/ws"]),
         (
-            "redis URL with TLS scheme",
-            &["--redis", "rediss://127.0.0.1:6379"],
+            "redis CA file that is not there",
+            &[
+                "--redis",
+                "rediss://:hunter2@127.0.0.1:6379",
+                "--redis-ca-file",
+                "/nonexistent/ca.pem",
+            ],
+        ),
+        (
+            "redis TLS flag without rediss",
+            &[
+                "--redis",
+                "redis://127.0.0.1:6379",
+                "--redis-tls-server-name",
+                "r.test",
+            ],
         ),
         (
             "redis URL with a bad port",

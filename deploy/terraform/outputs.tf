@@ -54,3 +54,12 @@ output "alarm_arns" {
     elb_5xx              = aws_cloudwatch_metric_alarm.elb_5xx.arn
   }
 }
+
+output "wsgate_redis_flags" {
+  description = "The gateways' Redis flags for the optional replication group (redis.tf); replace TOKEN with redis_auth_token (keep it in a secret store). Empty without redis_enabled."
+  value = var.redis_enabled ? (
+    var.redis_cluster_mode
+    ? "--redis-cluster --redis rediss://:TOKEN@${aws_elasticache_replication_group.redis[0].configuration_endpoint_address}:6379"
+    : "--redis rediss://:TOKEN@${aws_elasticache_replication_group.redis[0].primary_endpoint_address}:6379"
+  ) : ""
+}

@@ -220,3 +220,59 @@ variable "log_bucket_force_destroy" {
   type        = bool
   default     = false
 }
+
+# --- Optional shared engine (redis.tf) -----------------------------------
+
+variable "redis_enabled" {
+  description = "Create an ElastiCache replication group as the fleet's shared engine (wsgate --redis; see the wsgate_redis_flags output)."
+  type        = bool
+  default     = false
+}
+
+variable "redis_cluster_mode" {
+  description = "Cluster mode on (wsgate --redis-cluster: keys by slot, sharded pub/sub) or off (one primary and its replicas)."
+  type        = bool
+  default     = false
+}
+
+variable "redis_subnet_ids" {
+  description = "Private subnets (in several AZs) of the replication group, reachable from the wsgate targets."
+  type        = list(string)
+  default     = []
+}
+
+variable "redis_node_type" {
+  description = "ElastiCache node type."
+  type        = string
+  default     = "cache.t4g.small"
+}
+
+variable "redis_shards" {
+  description = "With cluster mode on: node groups (shards), each a primary and its replicas."
+  type        = number
+  default     = 3
+}
+
+variable "redis_replicas_per_shard" {
+  description = "Replicas of each primary (at least 1 for automatic failover)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.redis_replicas_per_shard >= 1
+    error_message = "Automatic failover needs at least one replica per shard."
+  }
+}
+
+variable "redis_auth_token" {
+  description = "AUTH token (16 to 128 characters) of the replication group; the gateways send it in --redis rediss://:TOKEN@host:6379."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "redis_snapshot_retention_days" {
+  description = "Days of automatic snapshots (sessions and topic history are transient: a short retention is enough)."
+  type        = number
+  default     = 1
+}

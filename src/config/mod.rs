@@ -11,9 +11,11 @@ use crate::proto::cookie::is_valid_cookie_name;
 use crate::sys::is_name_byte;
 use crate::sys::log::Level;
 
+mod endpoint;
 mod redis_url;
 mod units;
 
+pub use endpoint::Endpoint;
 pub use redis_url::RedisTarget;
 pub use units::{parse_duration, parse_size};
 
@@ -137,10 +139,41 @@ pub struct Config {
     pub allowed_origin: Vec<String>,
 
     /// Redis as the shared engine for sessions, topic history and cross-node
-    /// fan-out: redis://[[user]:password@]host[:port][/db] [default: none, one
-    /// node in memory].
+    /// fan-out: redis://[[user]:password@]host[:port][/db], or rediss://…
+    /// for TLS [default: none, one node in memory].
     #[arg(long, env = "WSGATE_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+
+    /// With rediss://: a PEM file of the CAs to trust instead of the public
+    /// roots (a private CA).
+    #[arg(long, env = "WSGATE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
+
+    /// With rediss://: the name the server's certificate must carry, when it
+    /// is not the URL's host (e.g. the host is an address).
+    #[arg(long, env = "WSGATE_REDIS_TLS_SERVER_NAME")]
+    pub redis_tls_server_name: Option<String>,
+
+    /// With rediss://: do NOT verify the server's certificate (encrypted,
+    /// not authenticated; logged as a warning at start).
+    #[arg(long, env = "WSGATE_REDIS_TLS_INSECURE")]
+    pub redis_tls_insecure: bool,
+
+    /// --redis names a node of a Redis Cluster (Valkey cluster mode,
+    /// MemoryDB): the slot map is read from it, each request goes to the
+    /// primary of its slot, topics use sharded pub/sub (Redis >= 7).
+    #[arg(long, env = "WSGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
+    /// Sentinels to ask for the primary, comma-separated host:port (with
+    /// --redis-sentinel-master); --redis then gives only the credentials,
+    /// database and scheme [default: none, --redis is the server].
+    #[arg(long, env = "WSGATE_REDIS_SENTINEL", value_delimiter = ',')]
+    pub redis_sentinel: Vec<String>,
+
+    /// The name the sentinels monitor the primary under.
+    #[arg(long, env = "WSGATE_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
 
     /// Longest wait for Redis (connect, any answer); beyond it the node serves
     /// locally and reconnects.
@@ -561,13 +594,102 @@ impl Config {
     fn validate_redis(&self) -> Result<(), String> {
         // Checked here rather than by clap, whose message would print the
         // URL, password included.
-        if let Some(url) = &self.redis {
-            RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?;
-        }
+        let target = match &self.redis {
+            Some(url) => Some(RedisTarget::parse(url).map_err(|e| format!("--redis: {e}"))?),
+            None => None,
+        };
+        self.validate_redis_tls(target.as_ref())?;
+        self.validate_sentinel()?;
         if self.redis_timeout < Duration::from_millis(10)
             || self.redis_timeout > Duration::from_secs(60)
         {
             return Err("--redis-timeout must be between 10ms and 60s".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The sentinels (`--redis-sentinel`, already validated); empty without.
+    pub fn redis_sentinels(&self) -> Vec<Endpoint> {
+        (self.redis_sentinel.iter())
+            .filter_map(|s| Endpoint::parse(s).ok())
+            .collect()
+    }
+
+    /// `--redis-sentinel` and `--redis-sentinel-master`: both or neither,
+    /// with `--redis`.
+    fn validate_sentinel(&self) -> Result<(), String> {
+        if self.redis_cluster {
+            let Some(target) = self.redis_target() else {
+                return Err("--redis-cluster needs --redis (a node of the cluster)".into());
+            };
+            if target.db != 0 {
+                return Err("--redis-cluster: a cluster has database 0 only".into());
+            }
+            if !self.redis_sentinel.is_empty() || self.redis_sentinel_master.is_some() {
+                return Err("--redis-cluster and --redis-sentinel exclude each other".into());
+            }
+        }
+        match (self.redis_sentinel.is_empty(), &self.redis_sentinel_master) {
+            (true, None) => return Ok(()),
+            (false, None) => {
+                return Err("--redis-sentinel needs --redis-sentinel-master NAME".into())
+            }
+            (true, Some(_)) => {
+                return Err("--redis-sentinel-master needs --redis-sentinel host:port,…".into())
+            }
+            (false, Some(name)) if name.is_empty() || name.contains(char::is_whitespace) => {
+                return Err(format!(
+                    "--redis-sentinel-master: {name:?} is not a master name"
+                ))
+            }
+            _ => {}
+        }
+        if self.redis.is_none() {
+            return Err("--redis-sentinel needs --redis (its credentials, database and scheme are the primary's; its host is replaced by the one Sentinel names), e.g. --redis redis://:password@primary/0".into());
+        }
+        for s in &self.redis_sentinel {
+            Endpoint::parse(s).map_err(|e| format!("--redis-sentinel: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The TLS flags: a build that has the feature, and `rediss://`.
+    fn validate_redis_tls(&self, target: Option<&RedisTarget>) -> Result<(), String> {
+        let flags = [
+            ("--redis-ca-file", self.redis_ca_file.is_some()),
+            (
+                "--redis-tls-server-name",
+                self.redis_tls_server_name.is_some(),
+            ),
+            ("--redis-tls-insecure", self.redis_tls_insecure),
+        ];
+        let first = flags.iter().find(|(_, on)| *on).map(|(name, _)| *name);
+        let tls = target.is_some_and(|t| t.tls);
+        if !cfg!(feature = "redis-tls") {
+            let what = if tls {
+                Some("--redis rediss://")
+            } else {
+                first
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "{what}: this wsgate was built without the `redis-tls` feature (rebuild with default features to use TLS to Redis)"
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(first) = first {
+            if !tls {
+                return Err(format!("{first} needs --redis rediss://…"));
+            }
+        }
+        if self.redis_tls_insecure && self.redis_ca_file.is_some() {
+            return Err(
+                "--redis-tls-insecure verifies no certificate: --redis-ca-file would be ignored"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -614,6 +736,24 @@ mod tests {
     }
 
     #[test]
+    fn sentinels_parse() {
+        let c = Config::try_parse_from([
+            "wsgate",
+            "--redis",
+            "redis://:pw@primary/2",
+            "--redis-sentinel",
+            "10.0.0.1:26379,[::1]:26380",
+            "--redis-sentinel-master",
+            "mymaster",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        let s = c.redis_sentinels();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].host.as_str(), s[1].port), ("::1", 26380));
+    }
+
+    #[test]
     fn impossible_combinations_are_refused() {
         for args in [
             &["wsgate", "--cores", "0"][..],
@@ -635,6 +775,36 @@ mod tests {
                 "off",
                 "--compression-min-size",
                 "1KiB",
+            ],
+            &[
+                "wsgate",
+                "--redis",
+                "redis://h",
+                "--redis-sentinel",
+                "s:26379",
+            ],
+            &[
+                "wsgate",
+                "--redis",
+                "redis://h",
+                "--redis-sentinel-master",
+                "m",
+            ],
+            &[
+                "wsgate",
+                "--redis-sentinel",
+                "s:26379",
+                "--redis-sentinel-master",
+                "m",
+            ],
+            &[
+                "wsgate",
+                "--redis",
+                "redis://h",
+                "--redis-sentinel",
+                "s:26379,s2",
+                "--redis-sentinel-master",
+                "m",
             ],
         ] {
             let c = Config::try_parse_from(args).unwrap();

@@ -1,11 +1,13 @@
-//! `--redis`: where Redis is, parsed from a `redis://` URL.
+//! `--redis`: where Redis is, parsed from a `redis://` or `rediss://` URL.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// Where Redis is: `redis://[[user]:password@]host[:port][/db]`.
+/// Where Redis is: `redis[s]://[[user]:password@]host[:port][/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
+    /// `rediss://`: TLS (feature `redis-tls`).
+    pub tls: bool,
     /// Host name or address.
     pub host: String,
     /// Port (6379 by default).
@@ -19,11 +21,19 @@ pub struct RedisTarget {
 }
 
 impl RedisTarget {
-    /// Parses a `redis://` URL.
+    /// Parses a `redis://` or `rediss://` URL (whether this build has TLS
+    /// is checked by the caller).
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or("expected redis://[[user]:password@]host[:port][/db] (TLS is not supported)")?;
+        let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(
+                    "expected redis://[[user]:password@]host[:port][/db] or rediss://… (TLS)"
+                        .into(),
+                )
+            }
+        };
         let (auth, hostpart) = match rest.rfind('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
@@ -69,6 +79,7 @@ impl RedisTarget {
                 .ok_or_else(|| format!("port {p:?} is not a port number"))?,
         };
         Ok(RedisTarget {
+            tls,
             host: host.to_string(),
             port,
             user,
@@ -90,7 +101,7 @@ impl RedisTarget {
 impl std::fmt::Display for RedisTarget {
     /// The URL without its password (for logs).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "redis://")?;
+        write!(f, "{}", if self.tls { "rediss://" } else { "redis://" })?;
         if self.password.is_some() {
             write!(f, "{}:***@", self.user.as_deref().unwrap_or(""))?;
         }
@@ -156,13 +167,22 @@ mod tests {
         assert_eq!((v6.host.as_str(), v6.port, v6.db), ("::1", 7000, 2));
         assert_eq!(v6.to_string(), "redis://[::1]:7000/2");
         assert_eq!(pw.to_string(), "redis://:***@10.0.0.5:6379/1");
+        assert!(!pw.tls);
+        let tls = t("rediss://:pw@master.abc.cache.amazonaws.com:6379");
+        assert!(tls.tls);
+        assert_eq!(tls.host, "master.abc.cache.amazonaws.com");
+        assert_eq!(
+            tls.to_string(),
+            "rediss://:***@master.abc.cache.amazonaws.com:6379/0"
+        );
     }
 
     #[test]
     fn rejects_what_it_cannot_use() {
         for bad in [
-            "rediss://h:6379",
             "http://h",
+            "redis:/h",
+            "rediss://",
             "redis://",
             "redis://h:0",
             "redis://h:port",

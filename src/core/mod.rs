@@ -59,6 +59,8 @@ pub struct Shared {
     /// The events hook, resolved at start (`--events-hook`).
     #[cfg(feature = "backend")]
     pub events: Option<events::EventsSetup>,
+    /// TLS to Redis, built at start (`rediss://`).
+    pub redis_tls: Option<crate::net::redis_stream::Tls>,
     /// Open WebSocket connections on all cores (checked only at upgrade).
     active: AtomicUsize,
     /// Set once by the signal thread: health and upgrades answer 503.
@@ -82,8 +84,13 @@ impl Shared {
         let schema = config.redis.as_ref().map(|_| {
             let ttl = config.session_ttl.as_millis() as u64;
             let topic_ttl = config.topic_ttl.as_millis() as u64;
-            let schema = Schema::new(&node_id, config.history_size, ttl);
-            Arc::new(schema.with_topics(topic_ttl, config.presence_max_members))
+            let schema = Schema::new(&node_id, config.history_size, ttl)
+                .with_topics(topic_ttl, config.presence_max_members);
+            Arc::new(if config.redis_cluster {
+                schema.for_cluster()
+            } else {
+                schema
+            })
         });
         Shared {
             schema,
@@ -100,6 +107,7 @@ impl Shared {
             },
             #[cfg(feature = "backend")]
             events: None,
+            redis_tls: None,
             cores,
             mailboxes,
             active: AtomicUsize::new(0),

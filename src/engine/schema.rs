@@ -35,6 +35,7 @@ use crate::proto::peer::{Member, PeerId};
 use crate::proto::resp::{encode_command, Value};
 
 use super::scripts::Scripts;
+use super::slot::key_slot;
 
 /// The process-wide identity written as a session's owner.
 #[derive(Debug, Clone)]
@@ -52,6 +53,9 @@ pub struct Schema {
     pub topic_ttl_ms: u64,
     /// `--presence-max-members`.
     pub presence_cap: usize,
+    /// Redis Cluster (`--redis-cluster`): session keys hash-tagged, topic
+    /// channels sharded (`SSUBSCRIBE`, `SPUBLISH`).
+    pub cluster: bool,
 }
 
 /// What kind of answer a request expects, to decode it.
@@ -69,15 +73,23 @@ pub enum Expect {
     Done,
 }
 
-fn session_key(id: SessionId) -> Vec<u8> {
+/// A session's hash: `wsgate:s:<id>`, or `wsgate:s:{<id>}` in a cluster (so
+/// its direct-message keys share its slot).
+fn session_key(id: SessionId, tagged: bool) -> Vec<u8> {
     let mut k = b"wsgate:s:".to_vec();
+    if tagged {
+        k.push(b'{');
+    }
     k.extend_from_slice(&id.to_text());
+    if tagged {
+        k.push(b'}');
+    }
     k
 }
 
 /// A session's direct messages: their last number, and the kept ones.
-fn direct_keys(id: SessionId) -> [Vec<u8>; 3] {
-    let key = session_key(id);
+fn direct_keys(id: SessionId, tagged: bool) -> [Vec<u8>; 3] {
+    let key = session_key(id, tagged);
     let seq = [&key[..], b":ds"].concat();
     let kept = [&key[..], b":dh"].concat();
     [key, seq, kept]
@@ -123,6 +135,38 @@ impl Schema {
             session_ttl_ms,
             topic_ttl_ms: 60_000,
             presence_cap: 1000,
+            cluster: false,
+        }
+    }
+
+    /// For Redis Cluster (`--redis-cluster`).
+    pub fn for_cluster(mut self) -> Schema {
+        self.cluster = true;
+        self.scripts = Scripts::new(true);
+        self
+    }
+
+    /// The slot of the keys (and channel) a request touches; `None` when it
+    /// touches none (classic pub/sub: any node).
+    pub fn slot_of(&self, op: &EngineOp) -> Option<u16> {
+        let session = |id: &SessionId| Some(key_slot(&session_key(*id, self.cluster)));
+        let topic = |t: &str| Some(key_slot(topic_key(t, "seq").as_bytes()));
+        match op {
+            EngineOp::Claim { session: id, .. }
+            | EngineOp::Save { session: id, .. }
+            | EngineOp::End(id)
+            | EngineOp::Keep { session: id, .. } => session(id),
+            EngineOp::Route {
+                target: DirectTarget::Session(id),
+                ..
+            } => session(id),
+            EngineOp::Publish { topic: t, .. }
+            | EngineOp::Sync { topic: t, .. }
+            | EngineOp::Unwatch(t)
+            | EngineOp::Join { topic: t, .. }
+            | EngineOp::Leave { topic: t, .. }
+            | EngineOp::Who(t) => topic(t),
+            EngineOp::Route { .. } | EngineOp::Listen | EngineOp::Answer { .. } => None,
         }
     }
 
@@ -149,7 +193,7 @@ impl Schema {
                 self.encode_save(*session, who, subs, *direct, *ttl_ms, out)
             }
             EngineOp::End(id) => {
-                let [key, seq, kept] = direct_keys(*id);
+                let [key, seq, kept] = direct_keys(*id, self.cluster);
                 let end = self.scripts.end.sha.as_bytes();
                 let me = self.instance.as_bytes();
                 let args: [&[u8]; 7] = [b"EVALSHA", end, b"3", &key, &seq, &kept, me];
@@ -163,7 +207,12 @@ impl Schema {
                 floor,
             } => self.encode_publish(topic, payload, *binary, *floor, out),
             EngineOp::Sync { topic, floor } => {
-                encode_command(out, &["SUBSCRIBE", &channel(topic)]);
+                let subscribe = if self.cluster {
+                    "SSUBSCRIBE"
+                } else {
+                    "SUBSCRIBE"
+                };
+                encode_command(out, &[subscribe, &channel(topic)]);
                 let seq_key = topic_key(topic, "seq");
                 let history_key = topic_key(topic, "h");
                 let members = topic_key(topic, "m");
@@ -186,7 +235,12 @@ impl Schema {
                 Expect::Synced
             }
             EngineOp::Unwatch(topic) => {
-                encode_command(out, &["UNSUBSCRIBE", &channel(topic)]);
+                let unsubscribe = if self.cluster {
+                    "SUNSUBSCRIBE"
+                } else {
+                    "UNSUBSCRIBE"
+                };
+                encode_command(out, &[unsubscribe, &channel(topic)]);
                 Expect::Nothing
             }
             EngineOp::Join { topic, member } => self.encode_presence(topic, member, true, out),
@@ -225,7 +279,7 @@ impl Schema {
                 match target {
                     DirectTarget::Session(id) => {
                         let route = self.scripts.route.sha.as_bytes();
-                        let key = session_key(*id);
+                        let key = session_key(*id, self.cluster);
                         encode_command(out, &[b"EVALSHA", route, b"1", &key, &msg]);
                     }
                     DirectTarget::User(_) => {
@@ -241,7 +295,7 @@ impl Schema {
                 binary,
                 floor,
             } => {
-                let [key, seq, kept] = direct_keys(*session);
+                let [key, seq, kept] = direct_keys(*session, self.cluster);
                 let floor = floor.to_string();
                 let keep = self.history_size.to_string();
                 let ttl = self.session_ttl_ms.max(1).to_string();
@@ -275,7 +329,7 @@ impl Schema {
     }
 
     fn encode_claim(&self, id: SessionId, user: Option<&str>, out: &mut Vec<u8>) -> Expect {
-        let [key, seq, kept] = direct_keys(id);
+        let [key, seq, kept] = direct_keys(id, self.cluster);
         // The claimer sets the real expiry when it saves right after.
         let ttl = self.session_ttl_ms.max(1).to_string();
         let args: [&[u8]; 9] = [
@@ -302,7 +356,7 @@ impl Schema {
         ttl_ms: u64,
         out: &mut Vec<u8>,
     ) -> Expect {
-        let [key, seq, kept] = direct_keys(session);
+        let [key, seq, kept] = direct_keys(session, self.cluster);
         let mut args: Vec<Vec<u8>> = vec![
             b"EVALSHA".to_vec(),
             self.scripts.save.sha.clone().into_bytes(),
@@ -532,7 +586,8 @@ pub fn decode_push(items: &[Value]) -> Option<(&str, EngineEvent)> {
     let [kind, chan, data] = items else {
         return None;
     };
-    if kind.as_bytes()? != b"message" {
+    // `smessage`: sharded pub/sub (Redis Cluster).
+    if !matches!(kind.as_bytes()?, b"message" | b"smessage") {
         return None;
     }
     let topic = topic_of_channel(chan.as_bytes()?)?;

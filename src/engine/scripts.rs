@@ -148,17 +148,27 @@ return redis.call('SMEMBERS', KEYS[1])
 #[derive(Debug, Clone)]
 pub struct Script {
     /// The Lua source (for `SCRIPT LOAD`).
-    pub source: &'static str,
+    pub source: String,
     /// Lowercase hex SHA-1 of the source.
     pub sha: String,
 }
 
 impl Script {
-    fn new(source: &'static str) -> Script {
+    fn new(source: &str) -> Script {
         Script {
-            source,
+            source: source.to_string(),
             sha: sha1_smol::Sha1::from(source).digest().to_string(),
         }
+    }
+
+    /// With Redis Cluster, a topic's messages go out with `SPUBLISH` (sharded
+    /// pub/sub, Redis ≥ 7): only the shard that owns the topic's slot
+    /// carries them, instead of every node of the cluster.
+    fn sharded(source: &str) -> Script {
+        Script::new(&source.replace(
+            "redis.call('PUBLISH', ARGV[1]",
+            "redis.call('SPUBLISH', ARGV[1]",
+        ))
     }
 }
 
@@ -178,21 +188,31 @@ pub struct Scripts {
 
 impl Default for Scripts {
     fn default() -> Self {
+        Scripts::new(false)
+    }
+}
+
+impl Scripts {
+    /// The scripts; `sharded`: a topic's messages go out with `SPUBLISH`.
+    pub fn new(sharded: bool) -> Scripts {
+        let topic = if sharded {
+            Script::sharded
+        } else {
+            Script::new
+        };
         Scripts {
-            publish: Script::new(PUBLISH),
+            publish: topic(PUBLISH),
             load: Script::new(LOAD),
             save: Script::new(SAVE),
             claim: Script::new(CLAIM),
             end: Script::new(END),
-            presence: Script::new(PRESENCE),
+            presence: topic(PRESENCE),
             who: Script::new(WHO),
             keep: Script::new(KEEP),
             route: Script::new(ROUTE),
         }
     }
-}
 
-impl Scripts {
     /// All of them, for `SCRIPT LOAD`.
     pub fn all(&self) -> [&Script; 9] {
         [
@@ -206,5 +226,27 @@ impl Scripts {
             &self.keep,
             &self.route,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharded_scripts_spublish_topics_only() {
+        let plain = Scripts::new(false);
+        let sharded = Scripts::new(true);
+        for (p, s) in [
+            (&plain.publish, &sharded.publish),
+            (&plain.presence, &sharded.presence),
+        ] {
+            assert!(p.source.contains("'PUBLISH', ARGV[1]"));
+            assert!(s.source.contains("'SPUBLISH', ARGV[1]") && !s.source.contains("'PUBLISH'"));
+            assert_ne!(p.sha, s.sha);
+        }
+        // A process's channel is classic pub/sub: every node hears it.
+        assert_eq!(plain.route.source, sharded.route.source);
+        assert!(sharded.route.source.contains("'PUBLISH'"));
     }
 }

@@ -12,6 +12,7 @@ use crate::sys::{DataPath, Driver};
 
 pub mod events;
 pub mod hook;
+pub mod redis;
 mod render;
 
 /// Statuses counted in `wsgate_upgrades_total{result}` besides `ok`.
@@ -33,6 +34,11 @@ pub struct CoreStats {
     /// 0: no `--redis`; 1: this core's Redis connection is down; 2: up.
     redis: AtomicU8,
     redis_failures: AtomicU64,
+    /// Redis Cluster redirects followed: `MOVED`, `ASK`.
+    redis_moved: AtomicU64,
+    redis_ask: AtomicU64,
+    /// Connection attempts after the first.
+    redis_reconnects: AtomicU64,
     connections_active: AtomicU64,
     /// Open connections that agreed permessage-deflate.
     connections_compressed: AtomicU64,
@@ -205,6 +211,23 @@ impl CoreStats {
         self.redis.store(if up { 2 } else { 1 }, Relaxed);
     }
 
+    /// A cluster redirect was followed (`ask`: `ASK`, else `MOVED`).
+    pub fn redis_redirect(&self, ask: bool) {
+        bump(
+            if ask {
+                &self.redis_ask
+            } else {
+                &self.redis_moved
+            },
+            1,
+        );
+    }
+
+    /// The core tries to connect to Redis again.
+    pub fn redis_reconnect(&self) {
+        bump(&self.redis_reconnects, 1);
+    }
+
     /// A connection was closed because its token ran out.
     pub fn token_expired(&self) {
         bump(&self.tokens_expired, 1);
@@ -219,6 +242,8 @@ impl CoreStats {
 /// All cores' counters.
 pub struct Metrics {
     cores: Vec<Arc<CoreStats>>,
+    /// Per Redis server (`--redis`).
+    pub redis_servers: redis::RedisServers,
     /// Whether the auth hook's families are exported.
     hook_on: bool,
     /// Whether the events hook's families are exported.
@@ -230,6 +255,7 @@ impl Metrics {
     pub fn new(cores: usize, hook_on: bool) -> Metrics {
         Metrics {
             cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
+            redis_servers: redis::RedisServers::default(),
             hook_on,
             events_on: false,
         }

@@ -16,6 +16,7 @@ impl Metrics {
         self.render_traffic(&mut out);
         self.render_closes(&mut out);
         self.render_redis(&mut out);
+        self.redis_servers.render(&mut out, self.cores.len());
         if self.hook_on {
             let all: Vec<&super::hook::HookStats> = self.cores.iter().map(|c| &*c.hook).collect();
             super::hook::HookStats::render(&mut out, &all);
@@ -240,6 +241,24 @@ impl Metrics {
             "wsgate_redis_connection_failures_total",
             "Redis connections lost (errors, timeouts, closes).",
             &[(String::new(), failures)],
+        );
+        let reconnects = self.sum(|c| &c.redis_reconnects);
+        counter(
+            o,
+            "wsgate_redis_reconnects_total",
+            "Attempts to connect to Redis again after a loss or a failed attempt.",
+            &[(String::new(), reconnects)],
+        );
+        let moved = self.sum(|c| &c.redis_moved);
+        let ask = self.sum(|c| &c.redis_ask);
+        counter(
+            o,
+            "wsgate_redis_redirects_total",
+            "Redis Cluster redirects followed, by kind.",
+            &[
+                ("kind=\"moved\"".to_string(), moved),
+                ("kind=\"ask\"".to_string(), ask),
+            ],
         );
     }
 

@@ -3,7 +3,8 @@
 //! per-core registry ([`registry`]), the data path of open connections
 //! ([`reactor`]: an io_uring ring, [`uring`] on [`ring`], or an epoll set,
 //! [`epoll`]; parked connections woken by [`wakeups`]), and the cross-core
-//! mailbox ([`mailbox`]).
+//! mailbox ([`mailbox`]); a Redis connection's byte stream, plain or TLS
+//! ([`redis_stream`], [`redis_tls`]).
 
 pub mod conn;
 pub mod deliveries;
@@ -12,6 +13,9 @@ pub mod epoll;
 pub mod hook_client;
 pub mod mailbox;
 pub mod reactor;
+pub mod redis_stream;
+#[cfg(feature = "redis-tls")]
+pub mod redis_tls;
 pub mod registry;
 pub mod ring;
 pub mod socket;

@@ -15,4 +15,7 @@ pub mod heartbeat;
 pub mod mailbox;
 pub mod reactor;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_lane;
+pub mod redis_sentinel;
 pub mod websocket;

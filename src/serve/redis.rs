@@ -8,28 +8,38 @@
 //! history) and the messages published after it arrive in one ordered
 //! stream: nothing falls between them.
 //!
+//! With `--redis-cluster` a core holds one such connection per primary (a
+//! *lane*, `serve/redis_cluster.rs` finds them): each request goes to the
+//! primary of its key's slot, and a topic's sharded subscription lives on the
+//! connection that runs its scripts, so the same order holds per topic.
+//!
 //! Nothing waits on Redis longer than `--redis-timeout`: a request older than
 //! that, an error on the socket or a close takes the connection down; every
 //! waiting request then fails (the hub falls back to node-local service),
 //! `wsgate_redis_up` drops to 0, and the task reconnects with backoff
 //! (100 ms doubling to 2 s) until Redis answers again.
 
+use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-use monoio::time::{timeout_at, Instant};
+use monoio::time::Instant;
 
+use crate::config::Endpoint;
 use crate::config::RedisTarget;
 use crate::core::engine_link::EngineLink;
 use crate::core::Core;
+use crate::engine::queue::{Answer, RETRY_MS};
 use crate::engine::schema::{decode_direct_push, decode_push};
 use crate::hub::EngineReply;
-use crate::net::socket::{self, would_block};
-use crate::proto::resp::{self, encode_command, Value};
-use crate::sys;
+use crate::net::redis_stream::RedisStream;
+use crate::proto::resp::{self, Value};
+use crate::serve::redis_cluster;
+use crate::serve::redis_lane::{hello, Lane};
+use crate::serve::redis_sentinel::{self, Located, Watch};
 use crate::sys::log::{self, Level};
 
 /// Keeps this core's Redis connection up, forever (without `--redis`, returns).
@@ -39,8 +49,10 @@ pub async fn run(core: Rc<Core>) {
     };
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
+    // Cluster nodes seen: where to ask for the slot map next time.
+    let mut known = Vec::new();
     loop {
-        let err = match session(&core, link, &target).await {
+        let err = match session(&core, link, &target, &mut known).await {
             Ok(()) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed"),
             Err(e) => e,
         };
@@ -64,6 +76,7 @@ pub async fn run(core: Rc<Core>) {
         }
         last_error = text;
         monoio::time::sleep(backoff).await;
+        core.stats.redis_reconnect();
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
@@ -82,121 +95,206 @@ fn go_down(core: &Core, link: &EngineLink) {
     });
 }
 
-fn timed_out(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
-}
-
 fn invalid(what: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Connects, says hello, loads the scripts, then serves until the connection
-/// fails.
-async fn session(core: &Core, link: &EngineLink, target: &RedisTarget) -> io::Result<()> {
-    let timeout = core.shared.config.redis_timeout;
-    let addr = target.resolve()?;
-    let stream = monoio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timed_out("connect timed out"))??;
-    let _ = stream.set_nodelay(true);
+/// Finds the server (with Sentinel: asks for the primary; with a cluster:
+/// reads the slot map), connects, says hello, loads the scripts, then
+/// serves until a connection fails.
+async fn session(
+    core: &Core,
+    link: &EngineLink,
+    target: &RedisTarget,
+    known: &mut Vec<Endpoint>,
+) -> io::Result<()> {
+    let config = &core.shared.config;
+    let timeout = config.redis_timeout;
+    let deadline = Instant::now() + timeout;
+    if config.redis_cluster {
+        let (lanes, map) = redis_cluster::connect(core, link, target, known, timeout).await?;
+        *known = map.nodes();
+        let servers: Vec<String> = lanes.iter().map(|l| l.server.clone()).collect();
+        link.pipeline().connected_cluster(Some(map), lanes.len());
+        return up_and_serve(core, link, target, &servers.join(","), lanes, None).await;
+    }
+    let sentinels = config.redis_sentinels();
+    let master = config.redis_sentinel_master.as_deref().unwrap_or("");
+    let located = if sentinels.is_empty() {
+        Located {
+            addr: target.resolve()?,
+            host: target.host.clone(),
+            sentinel: None,
+        }
+    } else {
+        redis_sentinel::locate(&sentinels, master, core.index, deadline).await?
+    };
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    hello(&stream, &mut inbuf, link, target, Instant::now() + timeout).await?;
-
+    let tls = core.shared.redis_tls.as_ref();
+    let mut stream =
+        RedisStream::connect(located.addr, &located.host, tls, &mut inbuf, deadline).await?;
+    hello(&mut stream, &mut inbuf, link, target, deadline).await?;
+    let mut watch = None;
+    if let Some(sentinel) = &located.sentinel {
+        redis_sentinel::check_primary(&mut stream, &mut inbuf, deadline).await?;
+        // Without the watch a failover is still followed, on the next error.
+        match Watch::open(sentinel, master, Instant::now() + timeout).await {
+            Ok(w) => watch = Some(w),
+            Err(e) => log::emit(
+                Level::Warn,
+                "redis_sentinel_unwatched",
+                &[("core", &core.index), ("sentinel", sentinel), ("error", &e)],
+            ),
+        }
+    }
     link.pipeline().connected();
+    let server = located.addr.to_string();
+    let lane = Lane {
+        stream,
+        inbuf,
+        server: server.clone(),
+    };
+    up_and_serve(core, link, target, &server, vec![lane], watch).await
+}
+
+/// Says the connections are up, then serves.
+async fn up_and_serve(
+    core: &Core,
+    link: &EngineLink,
+    target: &RedisTarget,
+    server: &str,
+    lanes: Vec<Lane>,
+    watch: Option<Watch>,
+) -> io::Result<()> {
     core.stats.set_redis_up(true);
     log::emit(
         Level::Info,
         "redis_up",
-        &[("core", &core.index), ("redis", target)],
+        &[
+            ("core", &core.index),
+            ("redis", target),
+            ("server", &server),
+        ],
     );
     core.with_hub(|hub| hub.engine_status(true, core.now()));
-    serve(core, link, &stream, inbuf).await
-}
-
-/// HELLO 3 (with AUTH), SELECT, SCRIPT LOAD: all answered before service.
-async fn hello(
-    stream: &TcpStream,
-    inbuf: &mut Vec<u8>,
-    link: &EngineLink,
-    target: &RedisTarget,
-    deadline: Instant,
-) -> io::Result<()> {
-    let mut hello = Vec::new();
-    let mut args: Vec<&str> = vec!["HELLO", "3"];
-    if let Some(pw) = &target.password {
-        args.extend(["AUTH", target.user.as_deref().unwrap_or("default"), pw]);
+    let servers: Vec<String> = lanes.iter().map(|l| l.server.clone()).collect();
+    let registry = &core.shared.metrics.redis_servers;
+    for s in &servers {
+        registry.connected(core.index, s);
     }
-    args.extend(["SETNAME", "wsgate"]);
-    encode_command(&mut hello, &args);
-    encode_command(&mut hello, &["SELECT", &target.db.to_string()]);
-    let scripts: Vec<&'static str> = (link.pipeline().schema().scripts.all().iter())
-        .map(|s| s.source)
-        .collect();
-    for source in &scripts {
-        encode_command(&mut hello, &["SCRIPT", "LOAD", source]);
+    let err = match serve(core, link, lanes, watch).await {
+        Ok(()) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed"),
+        Err(e) => e,
+    };
+    // Whose error it was: the one lane, or the lane the error names.
+    let text = err.to_string();
+    for s in &servers {
+        let failed = servers.len() == 1 || text.starts_with(&format!("{s}: "));
+        registry.disconnected(s, failed);
     }
-    timeout_at(
-        deadline,
-        socket::flush_all(stream.as_raw_fd(), stream, &mut hello),
-    )
-    .await
-    .map_err(|_| timed_out("write timed out"))??;
-    for _ in 0..2 + scripts.len() {
-        if let Value::Error(e) = read_value(stream, inbuf, deadline).await? {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
-        }
-    }
-    Ok(())
+    Err(err)
 }
 
 /// Writes what the pipeline has, reads what Redis says, until an error.
 async fn serve(
     core: &Core,
     link: &EngineLink,
-    stream: &TcpStream,
-    mut inbuf: Vec<u8>,
+    mut lanes: Vec<Lane>,
+    mut watch: Option<Watch>,
 ) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
     let timeout = core.shared.config.redis_timeout;
     let check = (timeout / 4).max(Duration::from_millis(5));
+    let mut writing = vec![false; lanes.len()];
     loop {
-        let has_output = {
+        let mut wait = check;
+        {
             let mut pipeline = link.pipeline();
-            let n = socket::send_some(fd, pipeline.output())?;
-            pipeline.written(n);
+            pipeline.resend_due(core.tick());
+            if pipeline.has_later() {
+                wait = wait.min(Duration::from_millis(RETRY_MS));
+            }
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                let n = lane.stream.send_some(pipeline.output(i))?;
+                pipeline.written(i, n);
+                writing[i] = !pipeline.output(i).is_empty() || lane.stream.wants_write();
+            }
             // Has anything waited too long?
             if pipeline.timed_out(core.tick(), timeout.as_millis() as u64) {
-                return Err(timed_out("request timed out"));
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"));
             }
-            !pipeline.output().is_empty()
-        };
-        monoio::select! {
-            r = stream.readable(false) => r?,
-            w = stream.writable(false), if has_output => w?,
-            _ = link.woken() => {},
-            _ = monoio::time::sleep(check) => {},
         }
-        // Read everything there is and hand it to the hub.
-        loop {
-            match sys::recv_append(fd, &mut inbuf, 64 * 1024) {
-                Ok(0) => {
+        let mut sentinel_spoke = false;
+        monoio::select! {
+            r = ready(&lanes, &writing) => r?,
+            _ = link.woken() => {},
+            _ = monoio::time::sleep(wait) => {},
+            _ = redis_sentinel::watch_readable(&watch) => sentinel_spoke = true,
+        }
+        if let (true, Some(w)) = (sentinel_spoke, &mut watch) {
+            match w.switched() {
+                Ok(None) => {}
+                Ok(Some(primary)) => {
                     return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "closed by Redis",
+                        io::ErrorKind::ConnectionReset,
+                        format!("sentinel: +switch-master to {primary}"),
                     ))
                 }
-                Ok(_) => {}
-                Err(e) if would_block(&e) => break,
-                Err(e) => return Err(e),
+                // The sentinel went away: the next reconnect asks another.
+                Err(_) => watch = None,
             }
         }
-        let used = feed_hub(core, link, &inbuf)?;
-        inbuf.drain(..used);
+        // Read everything there is and hand it to the hub.
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            lane.stream
+                .recv_all(&mut lane.inbuf)
+                .map_err(|e| in_lane(e, lane))?;
+            let used = feed_hub(core, link, (i, &lane.server), &lane.inbuf)
+                .map_err(|e| in_lane(e, lane))?;
+            lane.inbuf.drain(..used);
+        }
     }
 }
 
-/// Hands every complete value in `inbuf` to the hub; returns the bytes used.
-fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
+/// With several lanes, an error names the server.
+fn in_lane(e: io::Error, lane: &Lane) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", lane.server))
+}
+
+/// Resolves when any lane may be read (or written, where `writing`).
+async fn ready(lanes: &[Lane], writing: &[bool]) -> io::Result<()> {
+    if let [lane] = lanes {
+        monoio::select! {
+            r = lane.stream.readable() => return r,
+            w = lane.stream.writable(), if writing[0] => return w,
+        }
+    }
+    type Wait<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
+    let mut waits: Vec<Wait<'_>> = Vec::with_capacity(lanes.len() * 2);
+    for (lane, &w) in lanes.iter().zip(writing) {
+        waits.push(Box::pin(lane.stream.readable()));
+        if w {
+            waits.push(Box::pin(lane.stream.writable()));
+        }
+    }
+    std::future::poll_fn(|cx| {
+        for w in waits.iter_mut() {
+            if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Hands every complete value in `inbuf` (of `lane`) to the hub; returns
+/// the bytes used.
+fn feed_hub(
+    core: &Core,
+    link: &EngineLink,
+    (lane, server): (usize, &str),
+    inbuf: &[u8],
+) -> io::Result<usize> {
     let now = core.tick();
     let mut used = 0;
     let mut values = Vec::new();
@@ -215,45 +313,41 @@ fn feed_hub(core: &Core, link: &EngineLink, inbuf: &[u8]) -> io::Result<usize> {
                         hub.engine_event(topic, event);
                     } else if let Some(push) = decode_direct_push(&items) {
                         hub.engine_direct(push, now);
+                    } else if let Some(channel) = link.pipeline().dropped_subscription(&items) {
+                        // A cluster moved a topic's slot away: its sharded
+                        // subscription is gone; mirror it again from the map.
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            format!("cluster: {channel} moved (unsubscribed by the server)"),
+                        ));
                     }
                 }
+                // A demoted primary (a failover under us): find the new one.
+                Value::Error(e) if e.starts_with("READONLY") => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionReset, e));
+                }
                 value => {
-                    let (id, reply) = link
+                    let answer = link
                         .pipeline()
-                        .answer(value)
+                        .answer(lane, value, now)
                         .map_err(|_| invalid("an answer nobody asked for"))?;
-                    hub.engine_reply(id, reply, now);
+                    match answer {
+                        Answer::Reply(id, reply) => hub.engine_reply(id, reply, now),
+                        Answer::Skip | Answer::Retried => {}
+                        Answer::Redirected { ask } => {
+                            core.stats.redis_redirect(ask);
+                            core.shared.metrics.redis_servers.redirect(server, ask);
+                        }
+                        Answer::Rediscover(why) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::ConnectionReset,
+                                format!("cluster: {why}"),
+                            ))
+                        }
+                    }
                 }
             }
         }
         Ok(used)
     })
-}
-
-async fn read_value(
-    stream: &TcpStream,
-    inbuf: &mut Vec<u8>,
-    deadline: Instant,
-) -> io::Result<Value> {
-    loop {
-        if let Some((v, n)) = resp::parse(inbuf).map_err(invalid)? {
-            inbuf.drain(..n);
-            return Ok(v);
-        }
-        match sys::recv_append(stream.as_raw_fd(), inbuf, 64 * 1024) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed by Redis",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if would_block(&e) => {
-                timeout_at(deadline, stream.readable(false))
-                    .await
-                    .map_err(|_| timed_out("no answer to HELLO"))??;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
