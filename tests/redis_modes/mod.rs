@@ -367,9 +367,13 @@ pub fn resume_and_fanout_on(a: &Gateway, b: &Gateway, label: &str, t: &str) {
     };
     round(&mut x, &mut y, "a-to-b");
     let last = round(&mut y, &mut x, "b-to-a");
-    // x has seen `last`; it goes away without a close.
+    // x has seen `last`; it goes away without a close, and what `b`
+    // publishes next is missed only once `a` has seen the socket go (before
+    // that, `a` writes it into the dead socket and counts it delivered).
     let id = x.id().to_string();
+    let open = crate::gw::metric(a, "wsgate_connections_active") as usize;
     x.drop_tcp();
+    crate::gw::wait_open_connections(a, open - 1, &format!("{label}: x's socket gone on a"));
     let mut missed = Vec::new();
     for i in 0..3 {
         let p = format!("missed-{i}");
