@@ -184,29 +184,7 @@ impl RedisServer {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = self.logs.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(out);
-                let mut line = String::new();
-                while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
-                    logs.lock().unwrap().push(line.trim_end().to_string());
-                    line.clear();
-                }
-            });
-        }
+        collect_lines(&mut child, &self.logs);
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(st)) = child.try_wait() {
@@ -427,6 +405,26 @@ fn resp_session(
 // ---------------------------------------------------------------------------
 // Nodes
 // ---------------------------------------------------------------------------
+
+/// Reads `child`'s stdout and stderr, line by line, into `logs` (one thread
+/// each, ending with the child's output).
+pub fn collect_lines(child: &mut Child, logs: &Arc<Mutex<Vec<String>>>) {
+    let outs = [
+        (child.stdout.take()).map(|s| Box::new(s) as Box<dyn Read + Send>),
+        (child.stderr.take()).map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ];
+    for out in outs.into_iter().flatten() {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(out);
+            let mut line = String::new();
+            while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                logs.lock().unwrap().push(line.trim_end().to_string());
+                line.clear();
+            }
+        });
+    }
+}
 
 /// Starts node `name` of a fleet: loopback ports chosen by the kernel,
 /// `--cores 2`, plain-HTTP cookie, `--drain-timeout 4s`, the publish token,

@@ -17,7 +17,6 @@ use crate::common::*;
 use crate::edge::{die_with_parent, free_port, TempDir};
 use crate::redis::*;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -179,29 +178,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
         let seen = self.logs.lock().unwrap().len();
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = self.logs.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(out);
-                let mut line = String::new();
-                while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
-                    logs.lock().unwrap().push(line.trim_end().to_string());
-                    line.clear();
-                }
-            });
-        }
+        collect_lines(&mut child, &self.logs);
         let ready = self.ready.clone();
         let ok = wait_until(Duration::from_secs(10), || {
             self.logs.lock().unwrap()[seen..]
