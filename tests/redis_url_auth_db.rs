@@ -62,21 +62,8 @@ fn password_acl_user_and_db_from_the_url() {
     let mut y = Ws::fresh(b.addr, "y@b");
     assert_eq!(x.sub(&t), 0);
     assert_eq!(y.sub(&t), 0);
-    let round = |from: &mut Ws, to: &mut Ws, p: &str| {
-        from.send_text(&format!("pub {t} {p}"));
-        let mut skipped = Vec::new();
-        let ok = from.reply(&format!("ok pub {t} "), WAIT, &mut skipped);
-        let seq: u64 = ok.rsplit(' ').next().unwrap().parse().unwrap();
-        assert_eq!(
-            to.data_line(WAIT, &format!("{p} from the other node")),
-            format!("msg {t} {seq} {p}"),
-            "{} -> {}",
-            from.name,
-            to.name
-        );
-    };
-    round(&mut x, &mut y, "a-to-b");
-    round(&mut y, &mut x, "b-to-a");
+    pub_across(&mut x, &mut y, &t, "a-to-b");
+    pub_across(&mut y, &mut x, &t, "b-to-a");
 
     let keys = redis.keys(DB);
     assert!(!keys.is_empty(), "nothing stored in db {DB}");

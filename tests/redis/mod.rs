@@ -406,6 +406,23 @@ fn resp_session(
 // Nodes
 // ---------------------------------------------------------------------------
 
+/// `from` publishes `p` on `t` (a topic both are subscribed to) and `to`
+/// gets it with the seq `from`'s `ok pub` named; returns that seq.
+pub fn pub_across(from: &mut Ws, to: &mut Ws, t: &str, p: &str) -> u64 {
+    from.send_text(&format!("pub {t} {p}"));
+    let mut skipped = Vec::new();
+    let ok = from.reply(&format!("ok pub {t} "), WAIT, &mut skipped);
+    let seq: u64 = ok.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(
+        to.data_line(WAIT, &format!("{p} from the other node")),
+        format!("msg {t} {seq} {p}"),
+        "{} -> {}",
+        from.name,
+        to.name
+    );
+    seq
+}
+
 /// Reads `child`'s stdout and stderr, line by line, into `logs` (one thread
 /// each, ending with the child's output).
 pub fn collect_lines(child: &mut Child, logs: &Arc<Mutex<Vec<String>>>) {

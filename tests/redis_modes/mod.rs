@@ -290,27 +290,7 @@ pub fn tls_redis(pki: &Pki, extra: &[&str]) -> Proc {
 /// A plain redis-server on a free port (`extra` arguments after).
 pub fn plain_redis(label: &str, extra: &[&str]) -> Proc {
     let bin = redis_server_binary().expect("redis-server (Debian package redis-server)");
-    let mut args = vec![
-        "--port",
-        "{port}",
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        "{dir}",
-    ];
-    args.extend_from_slice(extra);
-    let bin = bin.display().to_string();
-    Proc::start(
-        label,
-        &bin,
-        free_port(),
-        &args,
-        "Ready to accept connections",
-    )
+    redis_proc(&bin.display().to_string(), label, extra)
 }
 
 /// Two nodes on one engine: a client of each subscribed to a (new) topic gets
@@ -328,22 +308,8 @@ pub fn resume_and_fanout_on(a: &Gateway, b: &Gateway, label: &str, t: &str) {
     let mut y = Ws::fresh(b.addr, &format!("{label}-y@b"));
     let at = x.sub(&t);
     assert_eq!(y.sub(&t), at, "both nodes see the same seq");
-    let round = |from: &mut Ws, to: &mut Ws, p: &str| -> u64 {
-        from.send_text(&format!("pub {t} {p}"));
-        let mut skipped = Vec::new();
-        let ok = from.reply(&format!("ok pub {t} "), WAIT, &mut skipped);
-        let seq: u64 = ok.rsplit(' ').next().unwrap().parse().unwrap();
-        assert_eq!(
-            to.data_line(WAIT, &format!("{p} from the other node")),
-            format!("msg {t} {seq} {p}"),
-            "{} -> {}",
-            from.name,
-            to.name
-        );
-        seq
-    };
-    round(&mut x, &mut y, "a-to-b");
-    let last = round(&mut y, &mut x, "b-to-a");
+    pub_across(&mut x, &mut y, &t, "a-to-b");
+    let last = pub_across(&mut y, &mut x, &t, "b-to-a");
     // x has seen `last`; it goes away without a close, and what `b`
     // publishes next is missed only once `a` has seen the socket go (before
     // that, `a` writes it into the dead socket and counts it delivered).
@@ -450,7 +416,7 @@ impl Cluster {
                 // The bus port is given: port + 10000 (the default) does
                 // not fit above 55535.
                 let bus = free_port().to_string();
-                plain_or(
+                redis_proc(
                     &bin,
                     &format!("cluster-{i}"),
                     &[
@@ -584,7 +550,9 @@ impl Cluster {
     }
 }
 
-fn plain_or(bin: &str, label: &str, extra: &[&str]) -> Proc {
+/// redis-server `bin` on a free port, nothing saved to disk (`extra`
+/// arguments after).
+fn redis_proc(bin: &str, label: &str, extra: &[&str]) -> Proc {
     let mut args = vec![
         "--port",
         "{port}",
