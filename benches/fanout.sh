@@ -61,6 +61,12 @@
 #                   processes to leave the CPUs (each window records how much
 #                   of either CPU others took; > 5 % is reported as disturbed)
 #   WSGATE_BIN=     a wsgate binary to measure instead of building this checkout
+#   PEERS=          other servers to measure in the same run, interleaved per
+#                   round (after wsgate's steps), in the topics-at-scale table
+#                   beside wsgate (a column each, and wsgate ÷ peer): `uws` is
+#                   uWebSockets.js on one thread (benches/peers/uws, installed
+#                   here with `npm ci`; needs node and npm). Peers run the
+#                   subscribe, cpu (with echo) and memory scenarios, not topics.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,6 +98,7 @@ RESUME_SESSIONS="${RESUME_SESSIONS:-1000}"
 RESUME_CYCLES="${RESUME_CYCLES:-20}"
 RESUME_CONCURRENCY="${RESUME_CONCURRENCY:-64}"
 QUIET_WAIT="${QUIET_WAIT:-30}"
+PEERS="${PEERS:-}"
 OUT="$ROOT/target/bench"
 
 for tool in cargo taskset; do
@@ -129,6 +136,25 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
         exit 2
     }
 fi
+# Peers of topics at scale: a launcher each that takes wsgate's flags.
+peer_args=()
+peer_note=""
+for p in ${PEERS//,/ }; do
+    case "$p" in
+        uws)
+            [ -n "$scale_list" ] || { echo "benches/fanout.sh: PEERS=uws needs a topics-at-scale scenario (subscribe, cpu, memory)" >&2; exit 2; }
+            echo "== peer uws: npm ci in benches/peers/uws" >&2
+            bash "$ROOT/benches/peers/uws/setup.sh"
+            peer_args+=(--peer "uWebSockets=$ROOT/benches/peers/uws/wsgate-compat.sh")
+            uws_version="$(node -p "require('$ROOT/benches/peers/uws/package-lock.json').packages['node_modules/@btc-vision/uwebsockets.js'].version")"
+            peer_note="$peer_note; uWebSockets: \`@btc-vision/uwebsockets.js\` $uws_version (uWebSockets.js binaries) under node $(node --version), one thread (benches/peers/uws/server.js via wsgate-compat.sh, pinned like the gateway; CPU and RSS of the node process)"
+            if [ -f "$ROOT/benches/peers/uws/isoc23-shim.so" ]; then
+                peer_note="$peer_note, loaded on glibc $(ldd --version 2>&1 | awk 'NR == 1 { print $NF }') through isoc23-shim.so (benches/peers/uws/setup.sh)"
+            fi
+            ;;
+        *) echo "benches/fanout.sh: unknown peer $p (uws)" >&2; exit 2;;
+    esac
+done
 mkdir -p "$OUT/logs"
 rm -f "$OUT/fanout-table.md" "$OUT/scale-table.md"
 
@@ -201,7 +227,7 @@ if [ -n "$scale_list" ]; then
         --sub-timeout "$SUB_TIMEOUT" --echo-seconds "$ECHO_SECONDS" \
         --topics "$TOPICS" --ttl-wait "$ttl_wait" \
         --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" \
-        --quiet-wait "$QUIET_WAIT" "${scale_args[@]}" >/dev/null || status=$?
+        --quiet-wait "$QUIET_WAIT" "${scale_args[@]}" "${peer_args[@]}" >/dev/null || status=$?
 fi
 if [ -n "$suite_list" ]; then
 "$ROOT/target/peers/release/fanout" suite \
@@ -237,11 +263,12 @@ fi
         "TOPIC_TTL=$TOPIC_TTL SUB_TIMEOUT=$SUB_TIMEOUT ECHO_SECONDS=$ECHO_SECONDS PRESENCE_MAX=$PRESENCE_MAX" \
         "RUNS=$RUNS SUBS=$SUBS PAYLOAD=$PAYLOAD WARMUP=$WARMUP" \
         "MEASURE=$MEASURE THREADS=$THREADS RESUME_SESSIONS=$RESUME_SESSIONS RESUME_CYCLES=$RESUME_CYCLES" \
-        "RESUME_CONCURRENCY=$RESUME_CONCURRENCY QUIET_WAIT=$QUIET_WAIT)"
+        "RESUME_CONCURRENCY=$RESUME_CONCURRENCY QUIET_WAIT=$QUIET_WAIT PEERS=$PEERS)"
     if [ -n "$scale_list" ]; then
         echo "- topics at scale: \`wsgate --cores 1 --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cookie-secure false\`" \
             "under \`taskset -c $SERVER_CPU\` (echo: plus \`--echo-path /echo --max-message-size 16MiB\`); $flags_note;" \
             "load generator pinned to CPU $CLIENT_CPU"
+        if [ -n "$peer_note" ]; then echo "- peers in the same run: ${peer_note#; }"; fi
     fi
     if [ -n "$suite_list" ]; then
         echo "- fan-out and resume: \`wsgate --cores 2 --cookie-secure false --max-backpressure 16MiB\`, load generator unpinned"

@@ -71,6 +71,15 @@ struct ScaleOpts {
     client_cpu: usize,
     quiet_wait: f64,
     concurrency: usize,
+    /// Other servers measured in the same rounds (`--peer NAME=PATH`): each
+    /// is started like wsgate (same flags, pinned the same way) and must
+    /// print the same `event=listening listen=… admin=…` line. They run the
+    /// scenarios subscribe, cpu (with echo) and memory, after wsgate in every
+    /// round; not topics (it reads wsgate's `wsgate_topics` gauge and
+    /// `--topic-ttl`).
+    peers: Vec<(String, PathBuf)>,
+    /// Server log names under `--out`/logs start with this.
+    log_tag: String,
 }
 
 const USAGE: &str = "\
@@ -80,7 +89,7 @@ usage: fanout scale --wsgate PATH [--loadgen PATH] [--out DIR] [--rounds 3]
          [--mem-subs 5000] [--warmup 1] [--measure 3] [--ack-window 32] [--e2e-window 32]
          [--sub-timeout 150] [--echo-seconds 2] [--topics 30000] [--topic-ttl 5s]
          [--ttl-wait 7] [--gateway-arg FLAG]... [--server-cpu 0] [--client-cpu 1]
-         [--quiet-wait 60] [--concurrency 64]";
+         [--quiet-wait 60] [--concurrency 64] [--peer NAME=PATH]...";
 
 fn parse(args: impl Iterator<Item = String>) -> ScaleOpts {
     let mut o = ScaleOpts {
@@ -111,6 +120,8 @@ fn parse(args: impl Iterator<Item = String>) -> ScaleOpts {
         client_cpu: 1,
         quiet_wait: 60.0,
         concurrency: 64,
+        peers: Vec::new(),
+        log_tag: "scale".into(),
     };
     let bad = || -> ! {
         eprintln!("{USAGE}");
@@ -159,6 +170,12 @@ fn parse(args: impl Iterator<Item = String>) -> ScaleOpts {
             "--client-cpu" => o.client_cpu = num(&v),
             "--quiet-wait" => o.quiet_wait = float(&v),
             "--concurrency" => o.concurrency = num(&v).max(1),
+            "--peer" => {
+                let Some((name, path)) = v.split_once('=') else {
+                    bad()
+                };
+                o.peers.push((name.to_string(), path.into()));
+            }
             _ => bad(),
         }
     }
@@ -171,7 +188,22 @@ fn parse(args: impl Iterator<Item = String>) -> ScaleOpts {
     o
 }
 
+/// Scenarios a peer runs (see `ScaleOpts::peers`).
+const PEER_SCENARIOS: [&str; 3] = ["subscribe", "cpu", "memory"];
+
 impl ScaleOpts {
+    /// The options to measure peer `path` with: the same sizes and pinning,
+    /// no extra gateway flags, no topics scenario.
+    fn for_peer(&self, name: &str, path: &std::path::Path) -> ScaleOpts {
+        let mut p = self.clone();
+        p.log_tag = format!("scale-{name}");
+        p.wsgate = path.to_path_buf();
+        p.gateway_args.clear();
+        p.topic_ttl = None;
+        p.scenarios.retain(|s| PEER_SCENARIOS.contains(&s.as_str()));
+        p.peers.clear();
+        p
+    }
     fn want(&self, s: &str) -> bool {
         self.scenarios.iter().any(|x| x == s)
     }
@@ -898,7 +930,7 @@ struct Round {
 /// One population: connect, subscribe (timed), then the fan-out runs.
 async fn population(o: &ScaleOpts, n: usize, round: usize, r: &mut Round) -> Result<bool, String> {
     eprintln!("== round {round}: {n} subscribers");
-    let gw = start_gateway(o, &[], &format!("scale-{round}-subs-{n}.log"))?;
+    let gw = start_gateway(o, &[], &format!("{}-{round}-subs-{n}.log", o.log_tag))?;
     let pop = Pop::new(n);
     let res = population_steps(o, n, &gw, &pop, r).await;
     // The gateway goes first, so the client sockets are not left in TIME_WAIT.
@@ -1166,7 +1198,7 @@ async fn echo(o: &ScaleOpts, round: usize) -> Result<EchoResult, String> {
         .ok_or("no --loadgen: the echo reference needs it")?;
     eprintln!("== round {round}: echo pipelined-32");
     let extra = ["--echo-path", "/echo", "--max-message-size", "16MiB"].map(String::from);
-    let gw = start_gateway(o, &extra, &format!("scale-{round}-echo.log"))?;
+    let gw = start_gateway(o, &extra, &format!("{}-{round}-echo.log", o.log_tag))?;
     wait_quiet(o, Some(gw.pid)).await;
     // Blocking is fine here: no subscriber is connected meanwhile. The child
     // inherits this process's CPU (the load generator's).
@@ -1232,7 +1264,7 @@ async fn topics(o: &ScaleOpts, round: usize) -> Result<TopicResult, String> {
         .iter()
         .flat_map(|t| ["--topic-ttl".to_string(), t.clone()])
         .collect();
-    let gw = start_gateway(o, &extra, &format!("scale-{round}-topics.log"))?;
+    let gw = start_gateway(o, &extra, &format!("{}-{round}-topics.log", o.log_tag))?;
     let mut c = client_connect(gw.addr).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_quiet(o, Some(gw.pid)).await;
@@ -1348,7 +1380,7 @@ fn med(vals: &[Option<f64>]) -> Option<f64> {
     (!have.is_empty()).then(|| median(have))
 }
 
-fn report(o: &ScaleOpts, rounds: &[Round]) -> (String, bool) {
+fn report(o: &ScaleOpts, server: &str, rounds: &[Round]) -> (String, bool) {
     let mut s = String::new();
     let mut all_ok = true;
     let nr = rounds.len();
@@ -1358,7 +1390,7 @@ fn report(o: &ScaleOpts, rounds: &[Round]) -> (String, bool) {
     let mib = |x: f64| format!("{:.1}", x / 1048576.0);
     let _ = writeln!(
         s,
-        "### Topics at scale: gateway `--cores 1` on CPU {}, load generator on CPU {}\n",
+        "### Topics at scale: {server} on CPU {}, load generator on CPU {}\n",
         o.server_cpu, o.client_cpu
     );
     let _ = writeln!(
@@ -1802,51 +1834,281 @@ fn report(o: &ScaleOpts, rounds: &[Round]) -> (String, bool) {
 
 // ---------------------------------------------------------------------------
 
+/// One round's steps for one server: its populations, echo, topics.
+async fn run_round(o: &ScaleOpts, round: usize, hopeless: &mut Vec<usize>) -> Round {
+    let mut r = Round::default();
+    for n in o.populations() {
+        // Populations whose subscribe did not finish in time are not repeated.
+        if hopeless.contains(&n) {
+            eprintln!(
+                "== round {round}: {n} subscribers skipped (did not subscribe within {:.0} s before)",
+                o.sub_timeout
+            );
+            continue;
+        }
+        match population(o, n, round, &mut r).await {
+            Ok(true) => {}
+            Ok(false) => hopeless.push(n),
+            Err(e) => {
+                eprintln!("   FAILED: {e}");
+                r.subs.push(Err(format!("{n} subscribers: {e}")));
+            }
+        }
+    }
+    if o.want("cpu") {
+        r.echo = Some(echo(o, round).await);
+        if let Some(Err(e)) = &r.echo {
+            eprintln!("   FAILED: {e}");
+        }
+    }
+    if o.want("topics") && o.topics > 0 {
+        r.topics = Some(topics(o, round).await);
+        if let Some(Err(e)) = &r.topics {
+            eprintln!("   FAILED: {e}");
+        }
+    }
+    r
+}
+
+/// wsgate beside each peer: the medians of the figures both can give, a
+/// column per server, and wsgate ÷ peer.
+fn compare(o: &ScaleOpts, rounds: &[Round], peers: &[(String, Vec<Round>)]) -> String {
+    let mut s = String::new();
+    let names: Vec<&str> = peers.iter().map(|(n, _)| n.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "### wsgate beside {}: the same harness, rounds interleaved\n",
+        names.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "Medians of {} round(s); in every round wsgate's steps run first, then each peer's, \
+         each on a fresh server pinned to CPU {} with the load generator on CPU {}. \
+         Every figure is measured by the harness (client-side counts, `/proc/<pid>` of the \
+         server process: all its threads); the peers export no metrics and have no presence \
+         (no `join` lines: their subscribe does less work), resume or replay.\n",
+        rounds.len(),
+        o.server_cpu,
+        o.client_cpu
+    );
+    s.push_str("| scenario | metric | wsgate |");
+    for n in &names {
+        let _ = write!(s, " {n} | wsgate ÷ {n} |");
+    }
+    s.push_str("\n|---|---|---:|");
+    for _ in &names {
+        s.push_str("---:|---:|");
+    }
+    s.push('\n');
+    let f0 = |x: f64| thousands(x);
+    let f2 = |x: f64| format!("{x:.2}");
+    let f3 = |x: f64| format!("{x:.3}");
+    // A row: the median of `value` over each server's rounds.
+    let line = |s: &mut String,
+                label: &str,
+                metric: &str,
+                value: &dyn Fn(&Round) -> Option<f64>,
+                fmt: &dyn Fn(f64) -> String| {
+        let of = |rs: &[Round]| med(&rs.iter().map(value).collect::<Vec<_>>());
+        let w = of(rounds);
+        let _ = write!(s, "| {label} | {metric} | {} |", fmt_opt(w, fmt));
+        for (_, pr) in peers {
+            let p = of(pr);
+            let ratio = w.zip(p).map(|(a, b)| a / b);
+            let _ = write!(s, " {} | {} |", fmt_opt(p, fmt), fmt_opt(ratio, f2));
+        }
+        s.push('\n');
+    };
+    let fan_of = |r: &Round, n: usize, p: usize| -> Option<FanResult> {
+        r.fans
+            .iter()
+            .filter_map(|x| x.as_ref().ok())
+            .find(|x| x.n == n && x.payload == p)
+            .cloned()
+    };
+    let sub_of = |r: &Round, n: usize| -> Option<SubResult> {
+        r.subs
+            .iter()
+            .filter_map(|x| x.as_ref().ok())
+            .find(|x| x.n == n)
+            .cloned()
+    };
+    let echo_us = |r: &Round| -> Option<f64> { Some(r.echo.clone()?.ok()?.us_per_msg) };
+    if o.want("subscribe") {
+        for &n in &o.sub_sizes {
+            let label = format!("subscribe {}", thousands(n as f64));
+            line(
+                &mut s,
+                &label,
+                "time, first `sub` sent → last `ok sub` (s)",
+                &|r| sub_of(r, n)?.secs,
+                &f3,
+            );
+            line(
+                &mut s,
+                &label,
+                "presence lines received (the peers send none)",
+                &|r| Some(sub_of(r, n)?.presence as f64),
+                &f0,
+            );
+        }
+    }
+    if o.want("cpu") {
+        let mut cases: Vec<(usize, usize)> = o.fan_sizes.iter().map(|&n| (n, o.payload)).collect();
+        if o.big_payload > 0 && o.big_subs > 0 {
+            cases.push((o.big_subs, o.big_payload));
+        }
+        for (n, p) in cases {
+            let label = format!("fan-out {} × {} B", thousands(n as f64), p);
+            line(
+                &mut s,
+                &label,
+                "**server CPU per delivery (µs)**",
+                &|r| Some(fan_of(r, n, p)?.us_per_delivery),
+                &f3,
+            );
+            line(
+                &mut s,
+                &label,
+                "server CPU per delivery, schedstat (µs)",
+                &|r| Some(fan_of(r, n, p)?.us_per_delivery_sched),
+                &f3,
+            );
+            line(
+                &mut s,
+                &label,
+                "deliveries/s",
+                &|r| Some(fan_of(r, n, p)?.deliveries_s),
+                &f0,
+            );
+            line(
+                &mut s,
+                &label,
+                "**÷ the same server's echo pipelined-32 CPU per message** (per round, median)",
+                &|r| Some(fan_of(r, n, p)?.us_per_delivery / echo_us(r)?),
+                &f2,
+            );
+            line(
+                &mut s,
+                &label,
+                "subscribers that got every message once, in order (of the subscribers)",
+                &|r| {
+                    let f = fan_of(r, n, p)?;
+                    Some(if f.cut == 0 {
+                        f.subs_ok as f64
+                    } else {
+                        f64::NAN
+                    })
+                },
+                &f0,
+            );
+        }
+        line(
+            &mut s,
+            "echo pipelined-32",
+            "server CPU per message (µs)",
+            &echo_us,
+            &f3,
+        );
+        line(
+            &mut s,
+            "echo pipelined-32",
+            "messages/s",
+            &|r| Some(r.echo.clone()?.ok()?.msgs_s),
+            &f0,
+        );
+    }
+    if o.want("memory") {
+        let n = o.mem_subs;
+        let label = format!("memory {} subscribers", thousands(n as f64));
+        line(
+            &mut s,
+            &label,
+            "RSS growth per subscribed session, 1 s after the subscribe (B)",
+            &|r| {
+                let x = sub_of(r, n)?;
+                Some((x.rss_subscribed - x.rss_start) / n as f64)
+            },
+            &f0,
+        );
+        line(
+            &mut s,
+            &label,
+            &format!(
+                "left per subscriber 1 s after a {} s burst of {} B drained (B)",
+                o.warmup + o.measure,
+                o.payload
+            ),
+            &|r| {
+                let f = fan_of(r, n, o.payload)?;
+                Some((f.rss_after - f.rss_before) / n as f64)
+            },
+            &f0,
+        );
+        line(
+            &mut s,
+            &label,
+            "… 5 s after (B)",
+            &|r| {
+                let f = fan_of(r, n, o.payload)?;
+                Some((f.rss_after_later? - f.rss_before) / n as f64)
+            },
+            &f0,
+        );
+        line(
+            &mut s,
+            &label,
+            "server RSS once subscribed (MiB)",
+            &|r| Some(sub_of(r, n)?.rss_subscribed / 1048576.0),
+            &|x| format!("{x:.1}"),
+        );
+    }
+    s
+}
+
 pub(super) fn main(args: impl Iterator<Item = String>) {
     let o = parse(args);
     if let Some(out) = &o.out {
         let _ = std::fs::create_dir_all(out.join("logs"));
     }
     pin_self(o.client_cpu);
+    let peer_opts: Vec<(String, ScaleOpts)> = o
+        .peers
+        .iter()
+        .map(|(name, path)| (name.clone(), o.for_peer(name, path)))
+        .collect();
     let rt = runtime();
     let local = LocalSet::new();
-    let rounds = local.block_on(&rt, async {
+    let (rounds, peer_rounds) = local.block_on(&rt, async {
         let mut rounds: Vec<Round> = Vec::new();
-        // Populations whose subscribe did not finish in time are not repeated.
+        let mut peer_rounds: Vec<Vec<Round>> = peer_opts.iter().map(|_| Vec::new()).collect();
         let mut hopeless: Vec<usize> = Vec::new();
+        let mut peer_hopeless: Vec<Vec<usize>> = vec![Vec::new(); peer_opts.len()];
         for round in 1..=o.rounds {
-            let mut r = Round::default();
-            for n in o.populations() {
-                if hopeless.contains(&n) {
-                    eprintln!("== round {round}: {n} subscribers skipped (did not subscribe within {:.0} s before)", o.sub_timeout);
-                    continue;
-                }
-                match population(&o, n, round, &mut r).await {
-                    Ok(true) => {}
-                    Ok(false) => hopeless.push(n),
-                    Err(e) => {
-                        eprintln!("   FAILED: {e}");
-                        r.subs.push(Err(format!("{n} subscribers: {e}")));
-                    }
-                }
+            rounds.push(run_round(&o, round, &mut hopeless).await);
+            for (k, (name, po)) in peer_opts.iter().enumerate() {
+                eprintln!("== round {round}: peer {name} ({})", po.wsgate.display());
+                peer_rounds[k].push(run_round(po, round, &mut peer_hopeless[k]).await);
             }
-            if o.want("cpu") {
-                r.echo = Some(echo(&o, round).await);
-                if let Some(Err(e)) = &r.echo {
-                    eprintln!("   FAILED: {e}");
-                }
-            }
-            if o.want("topics") && o.topics > 0 {
-                r.topics = Some(topics(&o, round).await);
-                if let Some(Err(e)) = &r.topics {
-                    eprintln!("   FAILED: {e}");
-                }
-            }
-            rounds.push(r);
         }
-        rounds
+        (rounds, peer_rounds)
     });
-    let (md, ok) = report(&o, &rounds);
+    let (mut md, mut ok) = report(&o, "gateway `--cores 1`", &rounds);
+    if !peer_opts.is_empty() {
+        let peers: Vec<(String, Vec<Round>)> = peer_opts
+            .iter()
+            .zip(peer_rounds)
+            .map(|((name, _), r)| (name.clone(), r))
+            .collect();
+        md.push('\n');
+        md.push_str(&compare(&o, &rounds, &peers));
+        for ((name, po), (_, pr)) in peer_opts.iter().zip(&peers) {
+            let (pmd, pok) = report(po, &format!("peer {name} (`{}`)", po.wsgate.display()), pr);
+            md.push('\n');
+            md.push_str(&pmd);
+            ok &= pok;
+        }
+    }
     print!("{md}");
     if let Some(out) = &o.out {
         let _ = std::fs::write(out.join("scale-table.md"), &md);
