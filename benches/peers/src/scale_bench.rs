@@ -26,6 +26,12 @@
 //!   nobody subscribes to (`pub`, `--ack-window` in flight); RSS before, after,
 //!   and `--ttl-wait` seconds later; the `wsgate_topics` gauge when exported.
 //!
+//! * **peers** (`--peer NAME=PATH`, benches/fanout.sh `PEERS=uws`): after
+//!   wsgate's steps, every round runs the populations and echo again against
+//!   each peer, a server started like wsgate (same flags, same pinning; e.g.
+//!   benches/peers/uws/wsgate-compat.sh, uWebSockets.js); the report adds a
+//!   table with a column per server and wsgate ÷ peer, then each peer's own.
+//!
 //! Medians are over rounds. Every measured window records how much of CPU 0
 //! and CPU 1 other processes took (busy ticks not the gateway's or this
 //! process's; > 5 % marks the window disturbed).
