@@ -2,7 +2,7 @@
 // benches/fanout.sh PEERS=uws). One thread, one event loop: the fair
 // comparison is `wsgate --cores 1`.
 //
-// It speaks the part of wsgate's line protocol (../../../DESIGN §3–§6) that
+// It speaks the part of wsgate's line protocol (README.md, "The gateway protocol") that
 // the harness drives, on /ws:
 //
 //   on open       → `hello <id> new <node>`  (and a `WS_SESSION_ID` cookie on
