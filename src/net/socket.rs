@@ -58,14 +58,40 @@ pub fn send_behind(fd: RawFd, queue: &mut Vec<u8>, batch: &[u8]) -> io::Result<u
 }
 
 /// Sends as much of `queue` as the socket takes now; returns the bytes
-/// sent. An emptied queue gives its memory back (idle connections hold none).
+/// sent. An emptied queue gives its memory back (idle connections hold
+/// none), unless it is burst-sized ([`emptied`]).
 pub fn flush(fd: RawFd, queue: &mut Vec<u8>) -> io::Result<usize> {
     let sent = send_some(fd, queue)?;
     queue.drain(..sent);
-    if queue.is_empty() {
+    emptied(queue);
+    Ok(sent)
+}
+
+/// Capacity from which an emptied output queue is kept for the next flush
+/// rather than freed: a connection that receives a burst (a fan-out of
+/// several messages a loop turn) would otherwise allocate, grow and free
+/// it on every turn, and with thousands of subscribers that churn (and the
+/// page faults of the heap growing and shrinking) cost more than the
+/// messages themselves. Its owner gives it back when the connection is
+/// quiet (the heartbeat sweep: [`release_idle`]).
+pub const KEEP_OUTPUT: usize = 1024;
+
+/// After bytes left `queue`: an empty queue frees a small buffer at once and
+/// keeps a burst-sized one.
+pub fn emptied(queue: &mut Vec<u8>) {
+    if queue.is_empty() && queue.capacity() < KEEP_OUTPUT {
         *queue = Vec::new();
     }
-    Ok(sent)
+}
+
+/// Frees an empty queue's buffer (a quiet connection holds none); whether
+/// there was one.
+pub fn release_idle(queue: &mut Vec<u8>) -> bool {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = Vec::new();
+        return true;
+    }
+    false
 }
 
 /// How a socket's owner waits for it.
@@ -139,5 +165,44 @@ impl Readiness for monoio::net::TcpStream {
     }
     async fn readable(&self) -> io::Result<()> {
         monoio::net::TcpStream::readable(self, false).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn an_emptied_queue_keeps_a_burst_sized_buffer_until_released() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut got = vec![0u8; 64 * 1024];
+
+        // A few small frames: the buffer goes with the bytes.
+        let mut small = b"one small frame".to_vec();
+        assert_eq!(flush(a.as_raw_fd(), &mut small).unwrap(), 15);
+        assert_eq!((small.len(), small.capacity()), (0, 0));
+        assert_eq!(b.read(&mut got).unwrap(), 15);
+
+        // A burst: the buffer stays for the next flush, empty.
+        let mut burst = Vec::with_capacity(16 * 1024);
+        burst.resize(4 * 1024, b'x');
+        assert_eq!(flush(a.as_raw_fd(), &mut burst).unwrap(), 4 * 1024);
+        assert!(burst.is_empty());
+        assert_eq!(burst.capacity(), 16 * 1024);
+        assert_eq!(b.read(&mut got).unwrap(), 4 * 1024);
+
+        // The sweep gives it back once the connection is quiet, and only
+        // an empty one.
+        assert!(release_idle(&mut burst));
+        assert_eq!(burst.capacity(), 0);
+        assert!(!release_idle(&mut burst));
+        let mut waiting = Vec::with_capacity(2048);
+        waiting.push(1);
+        assert!(!release_idle(&mut waiting));
+        assert_eq!(waiting.capacity(), 2048);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{Close, Conn};
 use crate::net::deliveries::{Deliveries, Lost};
+use crate::net::socket;
 use crate::sys;
 
 /// What [`Conn::push_frame`] did with a frame.
@@ -131,9 +132,7 @@ impl Conn {
         let sent = sent.inspect(|&n| {
             let mut outbox = self.outbox.borrow_mut();
             outbox.drain(..n);
-            if outbox.is_empty() {
-                *outbox = Vec::new();
-            }
+            socket::emptied(&mut outbox);
         });
         let sent = self.count_sent(sent);
         self.pushed_sent(sent, now);
@@ -172,14 +171,20 @@ impl Conn {
         r
     }
 
-    /// After a burst: once the peer has acknowledged every delivery, the
-    /// records go (their memory with them). Called by the heartbeat sweep,
-    /// about once a second, for connections with nothing queued.
-    /// Returns whether the records were freed.
+    /// After a burst: the output buffer a busy connection keeps between
+    /// flushes ([`socket::KEEP_OUTPUT`]) goes, and once the peer has
+    /// acknowledged every delivery, the records go (their memory with them).
+    /// Called by the heartbeat sweep, about once a second. Returns whether
+    /// anything was freed.
     pub fn trim_deliveries(&self) -> bool {
         if self.has_output() {
             return false;
         }
+        let released = socket::release_idle(&mut self.outbox.borrow_mut());
+        released | self.trim_records()
+    }
+
+    fn trim_records(&self) -> bool {
         self.with_deliveries(|slot| {
             let Some(d) = slot.as_mut() else {
                 return false;
