@@ -129,6 +129,15 @@ impl Reactor {
         }
     }
 
+    /// An emptied output vector for a connection's next batch (on the
+    /// ring, one that a batch of sends emptied; on epoll, none).
+    pub fn spare_output(&self) -> Vec<u8> {
+        match self {
+            Reactor::Uring(r) => r.spare_output(),
+            Reactor::Epoll(_) => Vec::new(),
+        }
+    }
+
     /// Receive buffers in circulation (0 on epoll).
     pub fn buffers(&self) -> u16 {
         match self {

@@ -555,6 +555,7 @@ impl Ring {
         self.push(&sqe)
     }
 
+    #[inline]
     fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
         // SAFETY: the entry refers to memory that outlives the operation:
         // the registered buffer ring, or a send's buffer kept in `sending`
