@@ -9,7 +9,7 @@
 //! A connection's unread bytes stay in the ring's buffers, lent to it (the
 //! first parsed in place, [`Reactor::lend`]; the rest read with
 //! [`Reactor::recv`] where the epoll path calls `recv(2)`), up to
-//! [`QUEUE_MAX`] of them; beyond, and when the ring runs dry, they are
+//! `QUEUE_MAX` of them; beyond, and when the ring runs dry, they are
 //! copied into the connection's input and the buffers go back.
 //!
 //! Output: what the connections a wake serves answer, and the frames the
@@ -577,7 +577,7 @@ impl Reactor {
         }
     }
 
-    /// An emptied output vector (see [`OUT_SPARE_BYTES`]).
+    /// An emptied output vector (a batch of sends emptied it), or a new one.
     pub fn spare_output(&self) -> Vec<u8> {
         let v = self.out_spare.borrow_mut().pop().unwrap_or_default();
         (self.out_spare_bytes).set(self.out_spare_bytes.get() - v.capacity());
