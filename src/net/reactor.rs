@@ -48,11 +48,13 @@ impl Reactor {
         }
     }
 
-    /// The connection is about to close its socket (the ring's operations
-    /// on it go first: they would hold it open).
-    pub fn remove(&self, conn: &Conn) {
-        if let Reactor::Uring(r) = self {
-            r.remove(conn.fd(), conn.slot());
+    /// Closes the connection's socket: on the ring, its operations there are
+    /// cancelled (they would hold it open) and the socket closed in one
+    /// `io_uring_enter`; on epoll, `close(2)` (which leaves the epoll set).
+    pub fn close(&self, conn: &Conn) {
+        match self {
+            Reactor::Uring(r) => r.close(conn),
+            Reactor::Epoll(_) => conn.close_fd(),
         }
     }
 

@@ -39,6 +39,7 @@ const OP_ACCEPT: u64 = 3 << 56;
 const OP_POLL_OUT: u64 = 4 << 56;
 const OP_CANCEL: u64 = 5 << 56;
 const OP_SEND_NOW: u64 = 6 << 56;
+const OP_CLOSE: u64 = 7 << 56;
 /// The bits of `user_data` that are the caller's key.
 pub const KEY_MASK: u64 = !OP_MASK;
 const OP_MASK: u64 = 0xff << 56;
@@ -535,6 +536,48 @@ impl Ring {
             .user_data(OP_CANCEL);
         self.push(&sqe)?;
         self.submit().map(drop)
+    }
+
+    /// Cancels every operation on socket `fd` and closes it, both handed to
+    /// the kernel in one `io_uring_enter` (one system call where
+    /// [`Ring::cancel_fd`] and `close(2)` make two). On `Ok` the descriptor
+    /// is the ring's: the caller forgets it (its number is free once the
+    /// kernel has run the close, at the latest on the ring's next enter).
+    /// On `Err` nothing was queued and the caller still owns it.
+    pub fn cancel_and_close(&mut self, fd: RawFd) -> io::Result<()> {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(OP_CANCEL);
+        let close = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(OP_CLOSE);
+        // Both or neither: room for two first. Not linked: a cancel that
+        // finds nothing fails, and the close must run anyway; the socket
+        // itself lives on until the last operation holding it has ended.
+        let room = |ring: &mut IoUring| {
+            let sq = ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room(&mut self.ring) < 2 {
+            self.ring.submit()?;
+        }
+        {
+            let mut sq = self.ring.submission();
+            if sq.capacity() - sq.len() < 2 {
+                return Err(io::Error::other("submission queue full"));
+            }
+            // SAFETY: neither entry refers to memory (a descriptor only).
+            unsafe {
+                sq.push(&cancel)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+                sq.push(&close)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+            }
+        }
+        // Not submitted now, the close still runs on the next enter (the
+        // caller no longer uses the descriptor): not an error for it.
+        let _ = self.submit();
+        Ok(())
     }
 
     /// Cancels connection `key`'s receive (to stop reading a peer that is

@@ -492,3 +492,39 @@ fn completions_beyond_the_queue_are_not_lost() {
         assert_eq!(got, format!("to {key}").into_bytes());
     }
 }
+
+#[test]
+fn cancel_and_close_ends_the_receive_and_closes_the_socket() {
+    if probe().is_err() {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    let (mut client, server) = pair();
+    let mut u = Ring::new(8, 2, 64).expect("ring");
+    let fd = server.into_raw_fd(); // the ring's to close from here on
+    u.arm_recv(fd, 7).expect("arm");
+    u.poll_writable(fd, 7).expect("poll");
+    u.submit().expect("submit");
+    u.cancel_and_close(fd).expect("queued");
+    // The peer sees the end of the stream: the close ran, and no operation
+    // kept the socket open.
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut b = [0u8; 8];
+    assert_eq!(client.read(&mut b).expect("read"), 0, "no FIN");
+    // The receive's last completion says it was cancelled.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut ended = false;
+    while !ended {
+        assert!(Instant::now() < deadline, "the receive never ended");
+        u.submit_and_wait().expect("wait");
+        u.complete(|e| {
+            if let Event::Recv(Recv::End { key: 7, error }) = e {
+                assert_eq!(error, Some(libc::ECANCELED));
+                ended = true;
+            }
+        });
+    }
+}

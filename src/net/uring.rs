@@ -209,10 +209,26 @@ impl Reactor {
         ring.submit().map(drop)
     }
 
-    /// The connection in `slot` is closing: its operations are cancelled
-    /// (they hold the socket open otherwise) and its input is dropped.
-    /// Call right before closing the socket.
-    pub fn remove(&self, fd: RawFd, slot: u32) {
+    /// The connection is done: its operations are cancelled (they hold the
+    /// socket open otherwise), its input is dropped and its socket closed,
+    /// the cancellation and the close in one `io_uring_enter`.
+    pub fn close(&self, conn: &Conn) {
+        let fd = conn.fd();
+        if fd < 0 {
+            return;
+        }
+        self.forget(conn.slot());
+        if self.ring.borrow_mut().cancel_and_close(fd).is_ok() {
+            conn.forget_fd();
+        } else {
+            let _ = self.ring.borrow_mut().cancel_fd(fd);
+            conn.close_fd();
+        }
+    }
+
+    /// Drops what the ring holds for the connection in `slot` (its
+    /// buffers, its input); late completions for it are ignored.
+    fn forget(&self, slot: u32) {
         let mut ring = self.ring.borrow_mut();
         if let Some(s) = self.slots.borrow_mut().get_mut(slot as usize) {
             if s.held != NONE {
@@ -229,7 +245,6 @@ impl Reactor {
             }
             self.keep_spare(input.bytes);
         }
-        let _ = ring.cancel_fd(fd);
     }
 
     /// The ring's descriptor: readable while completions wait (monoio
