@@ -467,18 +467,41 @@ impl Ring {
         results.resize_with(sends.len(), || Err(io::ErrorKind::Interrupted.into()));
         let mut queued = 0usize;
         let mut done = 0usize;
-        for (i, &(fd, bytes)) in sends.iter().enumerate() {
-            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
-                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(OP_SEND_NOW | i as u64);
-            if let Err(e) = self.push(&sqe) {
-                results[i] = Err(e);
-                done += 1;
-                continue;
+        let mut next = sends.iter().enumerate().peekable();
+        while next.peek().is_some() {
+            {
+                // One view of the queue for as many entries as it has room
+                // for (each view publishes its tail when dropped).
+                let mut sq = self.ring.submission();
+                while !sq.is_full() {
+                    let Some((i, &(fd, bytes))) = next.next() else {
+                        break;
+                    };
+                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
+                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(OP_SEND_NOW | i as u64);
+                    // SAFETY: `bytes` stays borrowed until this function has
+                    // reaped the send's completion; the queue has room.
+                    let _ = unsafe { sq.push(&sqe) };
+                    queued += 1;
+                }
             }
-            queued += 1;
+            if next.peek().is_some() {
+                // Full: hand what is queued to the kernel to make room.
+                let made_room = match self.ring.submit() {
+                    Ok(_) if !self.ring.submission().is_full() => Ok(()),
+                    Ok(_) => Err(io::Error::other("submission queue full")),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = made_room {
+                    for (i, _) in next.by_ref() {
+                        results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                        done += 1;
+                    }
+                }
+            }
         }
         let mut reaped = 0usize;
         let mut submitted = self.ring.submit();

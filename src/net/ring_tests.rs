@@ -528,3 +528,28 @@ fn cancel_and_close_ends_the_receive_and_closes_the_socket() {
         });
     }
 }
+
+#[test]
+fn sends_now_beyond_the_submission_queue_all_leave() {
+    if probe().is_err() {
+        return;
+    }
+    // 8 submission slots, 50 sends: the queue is handed over when full.
+    let mut u = Ring::new(8, 2, 64).expect("ring");
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..50).map(|_| pair()).collect();
+    let lines: Vec<Vec<u8>> = (0..50).map(|i| format!("send {i}").into_bytes()).collect();
+    let sends: Vec<(RawFd, &[u8])> = (pairs.iter())
+        .zip(&lines)
+        .map(|((_, s), l)| (s.as_raw_fd(), l.as_slice()))
+        .collect();
+    let mut results = Vec::new();
+    u.send_now(&sends, &mut results);
+    assert_eq!(results.len(), 50);
+    for ((r, l), (client, _)) in results.iter().zip(&lines).zip(&pairs) {
+        assert_eq!(*r.as_ref().expect("sent"), l.len());
+        let mut got = vec![0u8; l.len()];
+        let mut c = client;
+        std::io::Read::read_exact(&mut c, &mut got).expect("read");
+        assert_eq!(&got, l);
+    }
+}
