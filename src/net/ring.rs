@@ -14,8 +14,11 @@
 //!   ([`Event::Sent`], with how much the kernel took), and every queued send
 //!   of a loop turn goes to the kernel in one `io_uring_enter`.
 //! - **Accept**: one multishot `ACCEPT` per listener ([`Ring::accept`]).
+//! - **Close**: [`Ring::cancel_and_close`] cancels a socket's operations
+//!   and closes it in one `io_uring_enter`, with no completion on success.
 //! - **Probe**: [`probe`] checks what this needs (kernel ≥ 6.0, the opcodes,
-//!   a registrable buffer ring) and names what is missing.
+//!   completions skipped on success, a registrable buffer ring) and names
+//!   what is missing.
 //!
 //! Sans policy: the ring knows keys (the caller's 56-bit names for its
 //! connections) and buffers, nothing of WebSocket. All unsafe code of the
@@ -26,7 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::{cqueue, opcode, types, IoUring, Probe};
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 /// The buffer group of the core's receive buffers.
 const BGID: u16 = 0;
@@ -58,6 +61,9 @@ pub fn probe() -> Result<(), String> {
         None => return Err(format!("kernel release {release:?} not understood")),
     }
     let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    if !ring.params().is_feature_skip_cqe_on_success() {
+        return Err("IOSQE_CQE_SKIP_SUCCESS not supported".into());
+    }
     let mut p = Probe::new();
     (ring.submitter().register_probe(&mut p)).map_err(|e| format!("IORING_REGISTER_PROBE: {e}"))?;
     for (code, name) in [
@@ -568,11 +574,15 @@ impl Ring {
     /// kernel has run the close, at the latest on the ring's next enter).
     /// On `Err` nothing was queued and the caller still owns it.
     pub fn cancel_and_close(&mut self, fd: RawFd) -> io::Result<()> {
+        // No completion unless one fails (a cancel that finds nothing to
+        // cancel: its completion is ignored like the others).
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(OP_CANCEL);
         let close = opcode::Close::new(types::Fd(fd))
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(OP_CLOSE);
         // Both or neither: room for two first. Not linked: a cancel that
         // finds nothing fails, and the close must run anyway; the socket
