@@ -213,11 +213,11 @@ impl Reactor {
     /// socket open otherwise), its input is dropped and its socket closed,
     /// the cancellation and the close in one `io_uring_enter`.
     pub fn close(&self, conn: &Conn) {
+        self.forget(conn.slot());
         let fd = conn.fd();
         if fd < 0 {
             return;
         }
-        self.forget(conn.slot());
         if self.ring.borrow_mut().cancel_and_close(fd).is_ok() {
             conn.forget_fd();
         } else {
