@@ -3,8 +3,10 @@
 //! default) and once more with `--io uring` (the ring: multishot receive
 //! into 4 KiB provided buffers): bytes a byte at a time, frames straddling
 //! the ring's buffers, the buffer ring running dry under 2,000 busy
-//! connections, 15,000 idle connections holding no receive buffer; and the
-//! data path in the log line and `wsgate_info`.
+//! connections, 15,000 idle connections holding no receive buffer, the
+//! answers of many connections sent in one batch, answers waiting for a
+//! peer that does not read; and the data path in the log line and
+//! `wsgate_info`.
 
 mod common;
 use common::*;
@@ -281,5 +283,89 @@ fn idle_connections_hold_no_receive_buffer() {
         s.write_all(&frame(true, OP_TEXT, b"still here"))
             .expect("write");
         assert_eq!(read_frame(s), (OP_TEXT, b"still here".to_vec()));
+    });
+}
+
+#[test]
+fn answers_of_many_connections_leave_whole_and_in_order() {
+    // On the ring the answers of every connection one wake serves leave in
+    // one batch of sends: each peer must still get exactly its own, in order
+    // (echoes and pongs interleaved as the frames were).
+    for_each_path(|gw| {
+        let n = 60;
+        let mut socks: Vec<TcpStream> = (0..n).map(|_| open_echo(gw)).collect();
+        let expected: Vec<Vec<(u8, Vec<u8>)>> = (0..n)
+            .map(|i| {
+                (0..40)
+                    .map(|j| {
+                        let p: Vec<u8> = (0..(i * 7 + j * 13) % 300)
+                            .map(|k| ((i + j + k) % 251) as u8)
+                            .collect();
+                        if j % 9 == 4 {
+                            (OP_PING, p[..p.len().min(125)].to_vec())
+                        } else {
+                            (OP_BINARY, p)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for round in 0..2 {
+            // Every connection's frames in one write, all before any is read.
+            for (s, frames) in socks.iter_mut().zip(&expected) {
+                let mut all = Vec::new();
+                for (op, p) in frames {
+                    all.extend_from_slice(&frame(true, *op, p));
+                }
+                s.write_all(&all).expect("write");
+            }
+            for (i, (s, frames)) in socks.iter_mut().zip(&expected).enumerate() {
+                for (j, (op, p)) in frames.iter().enumerate() {
+                    let want = if *op == OP_PING { OP_PONG } else { *op };
+                    let (got_op, got) = read_frame(s);
+                    assert_eq!(got_op, want, "round {round}, connection {i}, frame {j}");
+                    assert!(
+                        got == *p,
+                        "round {round}, connection {i}, frame {j}: payload"
+                    );
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn answers_a_peer_leaves_unread_follow_in_order_once_it_reads() {
+    // The peer writes far more than its socket buffers hold and reads
+    // nothing for a while: the answers that find its socket full wait, the
+    // gateway stops reading it (--max-backpressure), and once it reads,
+    // every echo arrives whole and in order.
+    for_each_path(|gw| {
+        let mut s = open_echo(gw);
+        // About 15 MB: more than loopback's socket buffers hold.
+        let count = 60_000;
+        let payload = |i: usize| -> Vec<u8> {
+            let n = 100 + i % 300;
+            (0..n).map(|k| ((i * 3 + k) % 251) as u8).collect()
+        };
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            for i in 0..count {
+                batch.extend_from_slice(&frame(true, OP_BINARY, &payload(i)));
+                if batch.len() > 8 * 1024 {
+                    w.write_all(&batch).expect("write");
+                    batch.clear();
+                }
+            }
+            w.write_all(&batch).expect("write");
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..count {
+            let (op, p) = read_frame(&mut s);
+            assert_eq!(op, OP_BINARY, "echo {i}");
+            assert!(p == payload(i), "echo {i}: payload differs");
+        }
+        writer.join().expect("writer");
     });
 }

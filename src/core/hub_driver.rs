@@ -3,11 +3,14 @@
 //! core's connections, mail to other cores, engine requests, publish-API
 //! answers), so no caller can forget to. Frames for one connection are
 //! gathered and leave in one `send` at the end of the call, or at the end of
-//! the enclosing [`Core::hub_batch`] (see [`Conn::push_frame`]).
+//! the enclosing [`Core::hub_batch`] (see [`Conn::push_frame`]); on the ring
+//! a connection's answers to its own frames join them there
+//! ([`Core::send_answers`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -16,10 +19,19 @@ use super::Core;
 use crate::hub::{ConnId, DirectCount, DirectTarget, EngineReply, Hub, Output};
 use crate::net::conn::{Conn, Pushed};
 use crate::net::mailbox::CoreMsg;
+use crate::net::reactor::DataPath;
 use crate::proto::extensions::Deflate;
 use crate::proto::frame::data_frame_payload;
 use crate::proto::handshake::{finish_101, HEAD_101_LEN};
 use crate::sys::log::{self, Level};
+
+/// Answers of one read batch larger than this go out at once (the batch
+/// of sends saves a system call per connection, which matters for small
+/// messages only).
+const ANSWERS_WAIT_MAX: usize = 16 * 1024;
+/// Answers that wait for the end of a batch, summed over its connections:
+/// past this, everything queued is sent.
+const ANSWERS_BATCH_MAX: usize = 256 * 1024;
 
 /// A core's hub and what its outputs are carried out on.
 pub struct HubDriver {
@@ -28,6 +40,8 @@ pub struct HubDriver {
     pushed: RefCell<Vec<Rc<Conn>>>,
     /// Open [`Core::hub_batch`] calls.
     batch: Cell<u32>,
+    /// Bytes of answers queued since the last send ([`Core::send_answers`]).
+    answers: Cell<usize>,
     /// Publish-API requests waiting for their sequence number.
     admin_waiters: RefCell<HashMap<u64, Rc<AdminWaiter>>>,
     /// Direct-message requests waiting for every core's count.
@@ -41,6 +55,7 @@ impl HubDriver {
             hub: RefCell::new(hub),
             pushed: RefCell::default(),
             batch: Cell::new(0),
+            answers: Cell::new(0),
             admin_waiters: RefCell::default(),
             direct_waiters: RefCell::default(),
         }
@@ -209,8 +224,41 @@ impl Core {
         }
     }
 
+    /// Sends the answers of `conn`'s read batch. On the ring, inside a
+    /// [`Core::hub_batch`] (the reactor's dispatch: every connection a wake
+    /// serves), they wait for the batch's end and leave with every other
+    /// connection's answers and pushed frames in one `io_uring_enter`;
+    /// otherwise (and on epoll) they go now, with one `send`. What the
+    /// socket does not take waits in the connection's output either way.
+    pub fn send_answers(&self, conn: &Rc<Conn>, answers: &[u8]) -> io::Result<()> {
+        let wait = !answers.is_empty()
+            && answers.len() <= ANSWERS_WAIT_MAX
+            && self.hub.batch.get() > 0
+            && self.reactor.path() == DataPath::Uring;
+        let queued = if wait {
+            conn.queue_answers(answers, || self.reactor.spare_output())
+        } else {
+            None
+        };
+        let Some(first) = queued else {
+            return conn.send_batch(answers);
+        };
+        if first {
+            self.hub.pushed.borrow_mut().push(conn.clone());
+        }
+        let waiting = self.hub.answers.get() + answers.len();
+        self.hub.answers.set(waiting);
+        if waiting > ANSWERS_BATCH_MAX {
+            // Enough for one batch of sends: out with them now, so a wake
+            // that serves many busy connections holds little output.
+            self.send_pushed();
+        }
+        Ok(())
+    }
+
     /// Sends what [`Core::carry_out`] gathered, one `send` per connection.
     fn send_pushed(&self) {
+        self.hub.answers.set(0);
         if self.hub.pushed.borrow().is_empty() {
             return; // the common case for a batch of echo frames
         }

@@ -48,11 +48,13 @@ impl Reactor {
         }
     }
 
-    /// The connection is about to close its socket (the ring's operations
-    /// on it go first: they would hold it open).
-    pub fn remove(&self, conn: &Conn) {
-        if let Reactor::Uring(r) = self {
-            r.remove(conn.fd(), conn.slot());
+    /// Closes the connection's socket: on the ring, its operations there are
+    /// cancelled (they would hold it open) and the socket closed in one
+    /// `io_uring_enter`; on epoll, `close(2)` (which leaves the epoll set).
+    pub fn close(&self, conn: &Conn) {
+        match self {
+            Reactor::Uring(r) => r.close(conn),
+            Reactor::Epoll(_) => conn.close_fd(),
         }
     }
 
@@ -126,6 +128,15 @@ impl Reactor {
                 true
             }
             Reactor::Epoll(_) => false,
+        }
+    }
+
+    /// An emptied output vector for a connection's next batch (on the
+    /// ring, one that a batch of sends emptied; on epoll, none).
+    pub fn spare_output(&self) -> Vec<u8> {
+        match self {
+            Reactor::Uring(r) => r.spare_output(),
+            Reactor::Epoll(_) => Vec::new(),
         }
     }
 

@@ -14,8 +14,11 @@
 //!   ([`Event::Sent`], with how much the kernel took), and every queued send
 //!   of a loop turn goes to the kernel in one `io_uring_enter`.
 //! - **Accept**: one multishot `ACCEPT` per listener ([`Ring::accept`]).
+//! - **Close**: [`Ring::cancel_and_close`] cancels a socket's operations
+//!   and closes it in one `io_uring_enter`, with no completion on success.
 //! - **Probe**: [`probe`] checks what this needs (kernel ≥ 6.0, the opcodes,
-//!   a registrable buffer ring) and names what is missing.
+//!   completions skipped on success, a registrable buffer ring) and names
+//!   what is missing.
 //!
 //! Sans policy: the ring knows keys (the caller's 56-bit names for its
 //! connections) and buffers, nothing of WebSocket. All unsafe code of the
@@ -26,7 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::{cqueue, opcode, types, IoUring, Probe};
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 /// The buffer group of the core's receive buffers.
 const BGID: u16 = 0;
@@ -39,6 +42,7 @@ const OP_ACCEPT: u64 = 3 << 56;
 const OP_POLL_OUT: u64 = 4 << 56;
 const OP_CANCEL: u64 = 5 << 56;
 const OP_SEND_NOW: u64 = 6 << 56;
+const OP_CLOSE: u64 = 7 << 56;
 /// The bits of `user_data` that are the caller's key.
 pub const KEY_MASK: u64 = !OP_MASK;
 const OP_MASK: u64 = 0xff << 56;
@@ -57,6 +61,9 @@ pub fn probe() -> Result<(), String> {
         None => return Err(format!("kernel release {release:?} not understood")),
     }
     let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    if !ring.params().is_feature_skip_cqe_on_success() {
+        return Err("IOSQE_CQE_SKIP_SUCCESS not supported".into());
+    }
     let mut p = Probe::new();
     (ring.submitter().register_probe(&mut p)).map_err(|e| format!("IORING_REGISTER_PROBE: {e}"))?;
     for (code, name) in [
@@ -466,18 +473,41 @@ impl Ring {
         results.resize_with(sends.len(), || Err(io::ErrorKind::Interrupted.into()));
         let mut queued = 0usize;
         let mut done = 0usize;
-        for (i, &(fd, bytes)) in sends.iter().enumerate() {
-            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
-                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(OP_SEND_NOW | i as u64);
-            if let Err(e) = self.push(&sqe) {
-                results[i] = Err(e);
-                done += 1;
-                continue;
+        let mut next = sends.iter().enumerate().peekable();
+        while next.peek().is_some() {
+            {
+                // One view of the queue for as many entries as it has room
+                // for (each view publishes its tail when dropped).
+                let mut sq = self.ring.submission();
+                while !sq.is_full() {
+                    let Some((i, &(fd, bytes))) = next.next() else {
+                        break;
+                    };
+                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
+                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(OP_SEND_NOW | i as u64);
+                    // SAFETY: `bytes` stays borrowed until this function has
+                    // reaped the send's completion; the queue has room.
+                    let _ = unsafe { sq.push(&sqe) };
+                    queued += 1;
+                }
             }
-            queued += 1;
+            if next.peek().is_some() {
+                // Full: hand what is queued to the kernel to make room.
+                let made_room = match self.ring.submit() {
+                    Ok(_) if !self.ring.submission().is_full() => Ok(()),
+                    Ok(_) => Err(io::Error::other("submission queue full")),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = made_room {
+                    for (i, _) in next.by_ref() {
+                        results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                        done += 1;
+                    }
+                }
+            }
         }
         let mut reaped = 0usize;
         let mut submitted = self.ring.submit();
@@ -537,6 +567,52 @@ impl Ring {
         self.submit().map(drop)
     }
 
+    /// Cancels every operation on socket `fd` and closes it, both handed to
+    /// the kernel in one `io_uring_enter` (one system call where
+    /// [`Ring::cancel_fd`] and `close(2)` make two). On `Ok` the descriptor
+    /// is the ring's: the caller forgets it (its number is free once the
+    /// kernel has run the close, at the latest on the ring's next enter).
+    /// On `Err` nothing was queued and the caller still owns it.
+    pub fn cancel_and_close(&mut self, fd: RawFd) -> io::Result<()> {
+        // No completion unless one fails (a cancel that finds nothing to
+        // cancel: its completion is ignored like the others).
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(OP_CANCEL);
+        let close = opcode::Close::new(types::Fd(fd))
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(OP_CLOSE);
+        // Both or neither: room for two first. Not linked: a cancel that
+        // finds nothing fails, and the close must run anyway; the socket
+        // itself lives on until the last operation holding it has ended.
+        let room = |ring: &mut IoUring| {
+            let sq = ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room(&mut self.ring) < 2 {
+            self.ring.submit()?;
+        }
+        {
+            let mut sq = self.ring.submission();
+            if sq.capacity() - sq.len() < 2 {
+                return Err(io::Error::other("submission queue full"));
+            }
+            // SAFETY: neither entry refers to memory (a descriptor only).
+            unsafe {
+                sq.push(&cancel)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+                sq.push(&close)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+            }
+        }
+        // Not submitted now, the close still runs on the next enter (the
+        // caller no longer uses the descriptor): not an error for it.
+        let _ = self.submit();
+        Ok(())
+    }
+
     /// Cancels connection `key`'s receive (to stop reading a peer that is
     /// owed too much); its last completion follows.
     pub fn cancel_recv(&mut self, key: u64) -> io::Result<()> {
@@ -555,6 +631,7 @@ impl Ring {
         self.push(&sqe)
     }
 
+    #[inline]
     fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
         // SAFETY: the entry refers to memory that outlives the operation:
         // the registered buffer ring, or a send's buffer kept in `sending`

@@ -492,3 +492,64 @@ fn completions_beyond_the_queue_are_not_lost() {
         assert_eq!(got, format!("to {key}").into_bytes());
     }
 }
+
+#[test]
+fn cancel_and_close_ends_the_receive_and_closes_the_socket() {
+    if probe().is_err() {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    let (mut client, server) = pair();
+    let mut u = Ring::new(8, 2, 64).expect("ring");
+    let fd = server.into_raw_fd(); // the ring's to close from here on
+    u.arm_recv(fd, 7).expect("arm");
+    u.poll_writable(fd, 7).expect("poll");
+    u.submit().expect("submit");
+    u.cancel_and_close(fd).expect("queued");
+    // The peer sees the end of the stream: the close ran, and no operation
+    // kept the socket open.
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut b = [0u8; 8];
+    assert_eq!(client.read(&mut b).expect("read"), 0, "no FIN");
+    // The receive's last completion says it was cancelled.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut ended = false;
+    while !ended {
+        assert!(Instant::now() < deadline, "the receive never ended");
+        u.submit_and_wait().expect("wait");
+        u.complete(|e| {
+            if let Event::Recv(Recv::End { key: 7, error }) = e {
+                assert_eq!(error, Some(libc::ECANCELED));
+                ended = true;
+            }
+        });
+    }
+}
+
+#[test]
+fn sends_now_beyond_the_submission_queue_all_leave() {
+    if probe().is_err() {
+        return;
+    }
+    // 8 submission slots, 50 sends: the queue is handed over when full.
+    let mut u = Ring::new(8, 2, 64).expect("ring");
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..50).map(|_| pair()).collect();
+    let lines: Vec<Vec<u8>> = (0..50).map(|i| format!("send {i}").into_bytes()).collect();
+    let sends: Vec<(RawFd, &[u8])> = (pairs.iter())
+        .zip(&lines)
+        .map(|((_, s), l)| (s.as_raw_fd(), l.as_slice()))
+        .collect();
+    let mut results = Vec::new();
+    u.send_now(&sends, &mut results);
+    assert_eq!(results.len(), 50);
+    for ((r, l), (client, _)) in results.iter().zip(&lines).zip(&pairs) {
+        assert_eq!(*r.as_ref().expect("sent"), l.len());
+        let mut got = vec![0u8; l.len()];
+        let mut c = client;
+        std::io::Read::read_exact(&mut c, &mut got).expect("read");
+        assert_eq!(&got, l);
+    }
+}

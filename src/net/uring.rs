@@ -6,10 +6,16 @@
 //! core's provided buffer ring, so an idle connection holds no buffer) and
 //! one multishot `POLLOUT` poll (like the epoll set's edge-triggered
 //! `EPOLLOUT`: it fires again only after a send found the socket full).
-//! Each buffer's bytes are copied into the connection's input at once and
-//! the buffer goes back to the ring, so the ring never waits on a slow
-//! parser; the serving layer reads that input with [`Reactor::recv`] where
-//! the epoll path calls `recv(2)`.
+//! A connection's unread bytes stay in the ring's buffers, lent to it (the
+//! first parsed in place, [`Reactor::lend`]; the rest read with
+//! [`Reactor::recv`] where the epoll path calls `recv(2)`), up to
+//! `QUEUE_MAX` of them; beyond, and when the ring runs dry, they are
+//! copied into the connection's input and the buffers go back.
+//!
+//! Output: what the connections a wake serves answer, and the frames the
+//! core pushes them, leave in one batch of `SEND`s ([`Reactor::send_batch`]:
+//! one `io_uring_enter` for all); what a full socket does not take waits in
+//! the connection's output for its `POLLOUT`, as after a `send(2)`.
 //!
 //! Bounded: a connection's input holds at most [`INPUT_CAP`] bytes (plus
 //! what was in flight): past it the receive is cancelled, and armed again
@@ -21,7 +27,7 @@
 //! the slot gets on each registration, so a late completion for a closed
 //! connection never reaches the one that reuses its slot.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
@@ -53,6 +59,12 @@ const SPARES: usize = 64;
 const SPARE_MAX: usize = 64 * 1024;
 const BIG_SPARES: usize = 4;
 const BIG_SPARE_MAX: usize = 2 * INPUT_CAP;
+/// Output vectors a batch of sends emptied, kept for the connections'
+/// next answers (a batch serves many connections: a fresh vector each
+/// would be a malloc and a free per connection per wake): at most this
+/// much memory in all, none larger than [`OUT_SPARE_MAX`].
+const OUT_SPARE_BYTES: usize = 1024 * 1024;
+const OUT_SPARE_MAX: usize = 16 * 1024;
 
 /// No buffer held.
 const NONE: u16 = u16::MAX;
@@ -119,8 +131,10 @@ pub struct Reactor {
     wakes: RefCell<Vec<Rc<Conn>>>,
     spare: RefCell<Vec<Vec<u8>>>,
     big_spare: RefCell<Vec<Vec<u8>>>,
-    /// The connections of a batch of sends, and what each send did.
-    batch: RefCell<Vec<Rc<Conn>>>,
+    /// Emptied output vectors, and their capacity in all.
+    out_spare: RefCell<Vec<Vec<u8>>>,
+    out_spare_bytes: Cell<usize>,
+    /// What each send of a batch did.
     results: RefCell<Vec<io::Result<usize>>>,
 }
 
@@ -143,7 +157,8 @@ impl Reactor {
             wakes: RefCell::default(),
             spare: RefCell::default(),
             big_spare: RefCell::default(),
-            batch: RefCell::default(),
+            out_spare: RefCell::default(),
+            out_spare_bytes: Cell::new(0),
             results: RefCell::default(),
         })
     }
@@ -194,10 +209,26 @@ impl Reactor {
         ring.submit().map(drop)
     }
 
-    /// The connection in `slot` is closing: its operations are cancelled
-    /// (they hold the socket open otherwise) and its input is dropped.
-    /// Call right before closing the socket.
-    pub fn remove(&self, fd: RawFd, slot: u32) {
+    /// The connection is done: its operations are cancelled (they hold the
+    /// socket open otherwise), its input is dropped and its socket closed,
+    /// the cancellation and the close in one `io_uring_enter`.
+    pub fn close(&self, conn: &Conn) {
+        self.forget(conn.slot());
+        let fd = conn.fd();
+        if fd < 0 {
+            return;
+        }
+        if self.ring.borrow_mut().cancel_and_close(fd).is_ok() {
+            conn.forget_fd();
+        } else {
+            let _ = self.ring.borrow_mut().cancel_fd(fd);
+            conn.close_fd();
+        }
+    }
+
+    /// Drops what the ring holds for the connection in `slot` (its
+    /// buffers, its input); late completions for it are ignored.
+    fn forget(&self, slot: u32) {
         let mut ring = self.ring.borrow_mut();
         if let Some(s) = self.slots.borrow_mut().get_mut(slot as usize) {
             if s.held != NONE {
@@ -214,7 +245,6 @@ impl Reactor {
             }
             self.keep_spare(input.bytes);
         }
-        let _ = ring.cancel_fd(fd);
     }
 
     /// The ring's descriptor: readable while completions wait (monoio
@@ -457,16 +487,15 @@ impl Reactor {
     /// submitting); what a full socket did not take stays queued and the
     /// connection's task waits for it, as after a `send(2)`.
     pub fn send_batch(&self, conns: &[Rc<Conn>], now: u64) {
-        let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
-        batch.clear();
+        let mut batch: Vec<&Conn> = Vec::with_capacity(conns.len());
         for conn in conns {
             if !conn.end_push() {
                 continue;
             }
             if conn.sendable() {
-                batch.push(conn.clone());
+                batch.push(conn);
             } else {
-                conn.take_sent(Ok(0), now);
+                self.keep_output(conn.take_sent(Ok(0), now));
             }
         }
         let mut results = std::mem::take(&mut *self.results.borrow_mut());
@@ -484,10 +513,9 @@ impl Reactor {
                 wakeups::request_dispatch();
             }
         }
-        for (conn, sent) in batch.drain(..).zip(results.drain(..)) {
-            conn.take_sent(sent, now);
+        for (conn, sent) in batch.into_iter().zip(results.drain(..)) {
+            self.keep_output(conn.take_sent(sent, now));
         }
-        *self.batch.borrow_mut() = batch;
         *self.results.borrow_mut() = results;
     }
 
@@ -562,6 +590,25 @@ impl Reactor {
             0 => Err(io::ErrorKind::WouldBlock.into()),
             n => Ok(n),
         }
+    }
+
+    /// An emptied output vector (a batch of sends emptied it), or a new one.
+    pub fn spare_output(&self) -> Vec<u8> {
+        let v = self.out_spare.borrow_mut().pop().unwrap_or_default();
+        (self.out_spare_bytes).set(self.out_spare_bytes.get() - v.capacity());
+        v
+    }
+
+    /// Keeps an emptied output vector for [`Reactor::spare_output`].
+    #[inline]
+    fn keep_output(&self, v: Vec<u8>) {
+        let cap = v.capacity();
+        let total = self.out_spare_bytes.get() + cap;
+        if cap == 0 || cap > OUT_SPARE_MAX || total > OUT_SPARE_BYTES {
+            return;
+        }
+        self.out_spare_bytes.set(total);
+        self.out_spare.borrow_mut().push(v);
     }
 
     fn keep_spare(&self, mut bytes: Vec<u8>) {

@@ -1,8 +1,9 @@
 //! Where a byte of an open WebSocket arrives: read what the socket has into
 //! the core's shared buffer, parse every complete frame of the batch, and
 //! answer them all with one `send` (DESIGN §9: throughput comes from
-//! batching). Gateway commands go to the hub; the echo endpoint answers in
-//! place.
+//! batching; on the ring, the answers of every connection a reactor wake
+//! serves leave together, see [`Core::send_answers`]). Gateway commands go
+//! to the hub; the echo endpoint answers in place.
 
 use std::rc::Rc;
 
@@ -103,7 +104,7 @@ pub fn read_and_answer(core: &Core, ws: &mut Ws, read: bool) -> bool {
             ws.inbuf = inbuf;
         }
     }
-    if ws.conn.send_batch(&wbuf).is_err() && ws.conn.close_state().is_running() {
+    if core.send_answers(&ws.conn, &wbuf).is_err() && ws.conn.close_state().is_running() {
         ws.conn.set_close_state(Close::Cut(1006));
     }
     core.shrink_write_buf(&mut wbuf);

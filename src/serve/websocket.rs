@@ -285,11 +285,10 @@ async fn finish(core: Rc<Core>, ws: Ws) {
     if !(complete && out.is_empty()) {
         socket::linger_close(conn.fd(), &**conn, out, core.read_buf()).await;
     }
-    // No shutdown(SHUT_RDWR) first: close(2), not a ring operation, ends
-    // it (once the data path's own operations on it are cancelled).
-    core.reactor.remove(conn);
+    // No shutdown(SHUT_RDWR) first: the close ends it (on the ring, a
+    // `CLOSE` submitted with the cancellation of the socket's operations).
+    core.reactor.close(conn);
     core.conns.remove(conn);
-    conn.close_fd();
 }
 
 /// Pending once (after scheduling itself again), then ready.

@@ -244,6 +244,12 @@ impl Conn {
         }
     }
 
+    /// Forgets the socket without closing it: something else closes it
+    /// (the data path's ring, [`crate::net::reactor::Reactor::close`]).
+    pub fn forget_fd(&self) {
+        self.fd.set(-1);
+    }
+
     /// Wakes the connection's task: its outbox or close state changed.
     pub fn notify(&self) {
         self.notified.set(true);

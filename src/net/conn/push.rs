@@ -92,6 +92,32 @@ impl Conn {
         }
     }
 
+    /// Queues `answers` (what the connection's own read batch answered:
+    /// echoes, pongs, command errors) to leave with the frames the core
+    /// pushes in its current flush, as [`Conn::push_frame`] queues those.
+    /// `Some(true)`: the connection's first output of the flush (the caller
+    /// lists it, as for [`Pushed::First`]); `Some(false)`: queued behind
+    /// that; None: they cannot wait (the 101 is incomplete, the connection
+    /// is closing, or output from before waits for the socket) and the
+    /// caller sends them now ([`Conn::send_batch`]).
+    /// An output with no memory yet takes `spare`'s (an emptied vector).
+    pub fn queue_answers(&self, answers: &[u8], spare: impl FnOnce() -> Vec<u8>) -> Option<bool> {
+        if self.held.get() || !self.close.get().accepts_output() {
+            return None;
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        let first = !self.pushing.get();
+        if first && !outbox.is_empty() {
+            return None;
+        }
+        self.pushing.set(true);
+        if outbox.capacity() == 0 {
+            *outbox = spare();
+        }
+        outbox.extend_from_slice(answers);
+        Some(first)
+    }
+
     /// Sends what [`Conn::push_frame`] queued since it returned
     /// [`Pushed::First`], as far as the socket takes it now; the connection's
     /// task is told to wait for the socket to drain the rest.
@@ -123,21 +149,31 @@ impl Conn {
         self.outbox.borrow()
     }
 
-    /// What a batched send of [`Conn::pushed_output`]'s bytes did.
-    pub fn take_sent(&self, sent: io::Result<usize>, now: u64) {
+    /// What a batched send of [`Conn::pushed_output`]'s bytes did. An
+    /// output sent whole leaves the connection (idle connections hold no
+    /// buffer): its emptied vector is returned for reuse, unless it is
+    /// burst-sized ([`socket::KEEP_OUTPUT`]).
+    pub fn take_sent(&self, sent: io::Result<usize>, now: u64) -> Vec<u8> {
         let sent = match sent {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             other => other,
         };
+        let mut emptied = Vec::new();
         let sent = sent.inspect(|&n| {
             let mut outbox = self.outbox.borrow_mut();
             outbox.drain(..n);
-            socket::emptied(&mut outbox);
+            if outbox.is_empty() && outbox.capacity() < socket::KEEP_OUTPUT {
+                emptied = std::mem::take(&mut *outbox);
+            }
+            // A burst-sized one stays for the next flush (the sweep gives
+            // it back when the connection is quiet).
         });
         let sent = self.count_sent(sent);
         self.pushed_sent(sent, now);
+        emptied
     }
 
+    #[inline]
     fn pushed_sent(&self, sent: io::Result<()>, now: u64) {
         if sent.is_err() {
             self.cut(1006);
