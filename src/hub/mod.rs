@@ -523,6 +523,7 @@ mod conn_table;
 mod deliver;
 mod direct;
 mod engine;
+mod members;
 mod session;
 mod subs;
 mod topic;
