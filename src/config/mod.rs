@@ -636,6 +636,7 @@ mod tests {
             &["wsgate", "--allowed-origin", "example.com"],
             &["wsgate", "--handshake-timeout", "0s"],
             &["wsgate", "--ping-interval", "5s", "--pong-timeout", "5s"],
+            &["wsgate", "--ping-interval", "1000000s"],
             &["wsgate", "--drain-timeout", "0s"],
             &["wsgate", "--allow-sub", "room:*"],
             &["wsgate", "--jwt-issuer", "https://idp"],
