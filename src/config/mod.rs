@@ -22,6 +22,11 @@ pub use units::{parse_duration, parse_size};
 /// The built-in route that only sets the cookie (204).
 pub const SESSION_PATH: &str = "/ws-session";
 
+/// The longest `--ping-interval`: a connection keeps its heartbeat clocks
+/// in the low 32 bits of the coarse ms clock, read as "how long ago", which
+/// must stay under 2^31 ms (24 days) with the pong timeout on top.
+pub const MAX_PING_INTERVAL: Duration = Duration::from_secs(10 * 86_400);
+
 /// wsgate: a WebSocket gateway for fleets behind an L7 load balancer.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "wsgate", version, about, long_about = None)]
@@ -572,6 +577,13 @@ impl Config {
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than 0".into());
         }
+        if self.ping_interval > MAX_PING_INTERVAL {
+            // A connection keeps its heartbeat clocks in 32 bits of ms.
+            return Err(format!(
+                "--ping-interval must be at most {} days",
+                MAX_PING_INTERVAL.as_secs() / 86_400
+            ));
+        }
         if self.pong_timeout >= self.ping_interval {
             return Err(format!(
                 "--pong-timeout {:?} must be shorter than --ping-interval {:?}",
@@ -764,6 +776,7 @@ mod tests {
             &["wsgate", "--allowed-origin", "example.com"],
             &["wsgate", "--handshake-timeout", "0s"],
             &["wsgate", "--ping-interval", "5s", "--pong-timeout", "5s"],
+            &["wsgate", "--ping-interval", "1000000s"],
             &["wsgate", "--drain-timeout", "0s"],
             &["wsgate", "--allow-sub", "room:*"],
             &["wsgate", "--jwt-issuer", "https://idp"],

@@ -314,6 +314,9 @@ pub struct HubStats {
     pub auth_mismatches: u64,
 }
 
+/// Entries an empty output or local queue keeps between bursts.
+const IDLE_QUEUE: usize = 64;
+
 /// One core's sessions and topics.
 pub struct Hub {
     cfg: HubConfig,
@@ -436,6 +439,17 @@ impl Hub {
         out
     }
 
+    /// Gives back what a burst grew in the output and local queues once
+    /// they are empty (the I/O layer calls it about once a second).
+    pub fn shrink_idle_queues(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > IDLE_QUEUE {
+            self.out = VecDeque::new();
+        }
+        if self.local.is_empty() && self.local.capacity() > IDLE_QUEUE {
+            self.local = VecDeque::new();
+        }
+    }
+
     fn send(&mut self, conn: ConnId, frame: Rc<[u8]>) {
         self.out.push_back(Output::Send {
             conn,
@@ -509,6 +523,7 @@ mod conn_table;
 mod deliver;
 mod direct;
 mod engine;
+mod members;
 mod session;
 mod subs;
 mod topic;

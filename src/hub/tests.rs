@@ -750,3 +750,25 @@ fn an_ended_session_forgets_its_direct_messages() {
     assert!(c.lines(ca2)[0].ends_with(" new n1"));
     assert_eq!(c.lines(ca2).len(), 0);
 }
+
+#[test]
+fn a_storm_of_output_is_given_back_once_it_is_out() {
+    let mut c = Cluster::new(1, 16);
+    let conns: Vec<ConnId> = (0..200)
+        .map(|_| c.connect(SessionId::random(), 1))
+        .collect();
+    for &conn in &conns {
+        c.cmd(conn, "sub room");
+    }
+    let hub = &mut c.hubs[0];
+    assert!(hub.out.is_empty(), "everything was carried out");
+    assert!(hub.out.capacity() > IDLE_QUEUE, "the storm grew the queue");
+    hub.shrink_idle_queues();
+    assert!(hub.out.capacity() <= IDLE_QUEUE);
+    // Nothing was lost meanwhile: the first member saw every later join.
+    let first = &c.received[&conns[0]];
+    assert_eq!(
+        first.iter().filter(|l| l.starts_with("join room ")).count(),
+        199
+    );
+}

@@ -5,10 +5,10 @@ use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::members::Members;
 use super::{EngineOp, Hub, Msg, Reply, Stored, Wait};
 use crate::proto::cookie::SessionId;
-use crate::proto::peer::{Member, PeerId};
-use crate::sys::hash::IdMap;
+use crate::proto::peer::Member;
 
 /// A topic owned by this core.
 #[derive(Debug, Default)]
@@ -20,7 +20,7 @@ pub(super) struct Topic {
     /// Member sessions by peer id (one per session; 8 bytes where the
     /// session id takes 16, in a table with an entry per subscriber), and
     /// their users with authentication on.
-    members: IdMap<PeerId, Option<Arc<str>>>,
+    members: Members,
     /// With an engine: this copy mirrors the engine's (its channel is
     /// subscribed and its history loaded). Without one, always false.
     pub(super) synced: bool,
@@ -120,7 +120,7 @@ impl Hub {
         let current = t.seq;
         // A resuming session is still a member; `insert` only re-adds one the
         // topic forgot, which cannot happen on one node.
-        if t.members.insert(member.peer, member.user.clone()).is_none() {
+        if t.members.insert(member.peer, member.user.clone()) {
             t.cores[from] += 1;
         }
         // Presence is bounded: above the cap, no `join` lines.
@@ -172,7 +172,7 @@ impl Hub {
         };
         // Presence is bounded: a leave from above the cap sends no line.
         let within_cap = t.members.len() <= cap;
-        if t.members.remove(&member.peer).is_none() {
+        if !t.members.remove(&member.peer) {
             return;
         }
         t.cores[from] = t.cores[from].saturating_sub(1);
@@ -421,7 +421,7 @@ impl Hub {
             Some(t) if t.members.len() > cap => (t.members.len(), Vec::new()),
             Some(t) => {
                 let members = (t.members.iter())
-                    .map(|(peer, user)| Member::new(*peer, user.clone()))
+                    .map(|(peer, user)| Member::new(peer, user.cloned()))
                     .collect();
                 (t.members.len(), members)
             }

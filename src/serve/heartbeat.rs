@@ -109,6 +109,7 @@ pub async fn run(core: Rc<Core>) {
             core.reactor.tune(now);
             // Whatever a burst left free (a subscribe storm's presence lines,
             // say) goes back, once there is enough of it to matter.
+            core.shrink_idle_queues();
             crate::sys::trim_heap_if_slack();
         }
     }
@@ -137,7 +138,7 @@ fn sweep(core: &Core, now: u64) {
             return;
         }
         trimmed += usize::from(c.trim_deliveries());
-        let (last_seen, awaiting, out_since) = c.clocks();
+        let (last_seen, awaiting, out_since) = c.clocks(now);
         match beat(
             now,
             last_seen,

@@ -73,16 +73,17 @@ pub struct Conn {
     /// coarse clock (0: no token, or it never runs out). The heartbeat sweep
     /// closes it with 1008 "token expired" then: no timer per connection.
     token_deadline: Cell<u32>,
-    /// The hub's token of a gateway connection; 0 for an echo connection,
-    /// and once the hub has let it go.
-    conn_id: Cell<ConnId>,
-    /// Coarse time (ms) of the last inbound bytes.
-    last_seen: Cell<u64>,
+    /// The upper half of the hub's token of a gateway connection (the
+    /// lower half is the slot); 0 for an echo connection, and once the hub
+    /// has let it go.
+    generation: Cell<u32>,
+    /// Coarse time (its low 32 bits, see [`Stamp`]) of the last inbound bytes.
+    last_seen: Cell<Stamp>,
     /// Coarse time a ping or our close frame went out and its answer is
     /// awaited; 0 when none.
-    awaiting: Cell<u64>,
+    awaiting: Cell<Stamp>,
     /// Coarse time output started waiting on the peer; 0 when none is queued.
-    out_since: Cell<u64>,
+    out_since: Cell<Stamp>,
     /// Bytes of this connection's stream handed to the kernel.
     written: Cell<u64>,
     /// Output waiting for the peer to read, in order (empty, unallocated, when idle).
@@ -93,6 +94,30 @@ pub struct Conn {
     /// (A `Cell`, taken and put back around each use: a `RefCell`'s borrow
     /// flag would make every connection record a malloc size class larger.)
     deliveries: Cell<Option<Box<Deliveries>>>,
+}
+
+/// A coarse time (ms) as a connection keeps it: its low 32 bits, never 0
+/// (0 means "none"). The heartbeat only ever asks how long ago a stamp was,
+/// and that is at most its ping interval plus its pong timeout (the config
+/// keeps both well under 2^31 ms, 24 days): 4 bytes where a `u64` takes 8,
+/// three times in every connection record.
+type Stamp = u32;
+
+fn stamp(now: u64) -> Stamp {
+    (now as u32).max(1)
+}
+
+/// The coarse time `at` was stamped, read at `now` (0 stays 0: none). A
+/// stamp a millisecond "ahead" (0 was stored as 1) reads as `now`.
+fn unstamp(at: Stamp, now: u64) -> u64 {
+    if at == 0 {
+        return 0;
+    }
+    let ago = (now as u32).wrapping_sub(at);
+    if ago > i32::MAX as u32 {
+        return now;
+    }
+    now.saturating_sub(u64::from(ago)).max(1)
 }
 
 impl Drop for Conn {
@@ -106,7 +131,9 @@ impl Conn {
     /// seen at coarse time `now`. It starts writable (the first send finds
     /// out) and not readable: the reactor's registration reports bytes that
     /// are already there.
-    pub(super) fn new(fd: RawFd, slot: u32, now: u64, conn_id: Option<ConnId>) -> Conn {
+    /// `generation` is the upper half of a gateway connection's hub token
+    /// (0: not a gateway connection).
+    pub(super) fn new(fd: RawFd, slot: u32, now: u64, generation: u32) -> Conn {
         Conn {
             fd: Cell::new(fd),
             slot,
@@ -118,8 +145,8 @@ impl Conn {
             held: Cell::new(false),
             deflate: Cell::new(0),
             token_deadline: Cell::new(0),
-            conn_id: Cell::new(conn_id.unwrap_or(0)),
-            last_seen: Cell::new(now),
+            generation: Cell::new(generation),
+            last_seen: Cell::new(stamp(now)),
             awaiting: Cell::new(0),
             out_since: Cell::new(0),
             written: Cell::new(0),
@@ -195,14 +222,14 @@ impl Conn {
 
     /// The hub's token of a gateway connection (`None`: the echo endpoint).
     pub fn conn_id(&self) -> Option<ConnId> {
-        let id = self.conn_id.get();
-        (id != 0).then_some(id)
+        let generation = self.generation.get();
+        (generation != 0).then(|| (u64::from(generation) << 32) | u64::from(self.slot))
     }
 
     /// The hub no longer knows this connection (it is closing): output for
     /// its old token finds nothing.
     pub fn detach_id(&self) {
-        self.conn_id.set(0);
+        self.generation.set(0);
     }
 
     /// Where the close handshake is.
@@ -216,19 +243,20 @@ impl Conn {
     }
 
     /// The heartbeat's clocks: last inbound bytes, the ping or close awaiting
-    /// an answer, and output waiting on the peer (coarse ms, 0 for none).
-    pub fn clocks(&self) -> (u64, u64, u64) {
+    /// an answer, and output waiting on the peer (coarse ms, 0 for none),
+    /// read at coarse time `now`.
+    pub fn clocks(&self, now: u64) -> (u64, u64, u64) {
         (
-            self.last_seen.get(),
-            self.awaiting.get(),
-            self.out_since.get(),
+            unstamp(self.last_seen.get(), now),
+            unstamp(self.awaiting.get(), now),
+            unstamp(self.out_since.get(), now),
         )
     }
 
     /// Inbound bytes arrived at `now`: proof of life, and the answer to a
     /// pending ping (not to our close frame: only the peer's close is).
     pub fn heard_from(&self, now: u64) {
-        self.last_seen.set(now);
+        self.last_seen.set(stamp(now));
         if self.close.get().accepts_output() {
             self.awaiting.set(0);
         }
@@ -368,7 +396,7 @@ impl Conn {
         if !self.has_output() {
             self.out_since.set(0);
         } else if self.out_since.get() == 0 {
-            self.out_since.set(now);
+            self.out_since.set(stamp(now));
         }
     }
 
@@ -405,7 +433,7 @@ impl Conn {
             if !self.has_output() {
                 encode_close(&mut self.outbox.borrow_mut(), why.code().0, why.reason());
                 self.close.set(Close::Sent(why.code().0));
-                self.awaiting.set(now);
+                self.awaiting.set(stamp(now));
             }
         }
     }
@@ -429,7 +457,7 @@ impl Conn {
         let mut frame = Vec::with_capacity(2);
         encode_frame(&mut frame, OpCode::Ping, &[]);
         if self.send_whole(&frame) {
-            self.awaiting.set(now);
+            self.awaiting.set(stamp(now));
         }
     }
 
@@ -453,7 +481,7 @@ impl Conn {
         encode_close(&mut frame, why.code().0, why.reason());
         if self.send_whole(&frame) {
             self.close.set(Close::Sent(why.code().0));
-            self.awaiting.set(now);
+            self.awaiting.set(stamp(now));
         }
     }
 
@@ -550,13 +578,40 @@ mod tests {
     #[test]
     fn an_idle_connection_stays_small() {
         // The record is all an idle connection costs (plus the registry's
-        // and the hub's entries): auth's deadline and the held flag fit in
-        // what alignment left over. With the `Rc`'s two counts it is at
-        // most 136 bytes: one 144-byte malloc chunk (at 137 it is 160).
+        // and the hub's entries). With the `Rc`'s two counts it is at most
+        // 120 bytes: one 128-byte malloc chunk (at 105 it is 144): hence
+        // 32-bit clocks and the token's generation without its slot.
         assert!(
-            std::mem::size_of::<Conn>() <= 120,
+            std::mem::size_of::<Conn>() <= 104,
             "{}",
             std::mem::size_of::<Conn>()
         );
+    }
+
+    #[test]
+    fn a_stamp_reads_back_as_the_time_it_was_taken() {
+        let at = 5_000u64;
+        assert_eq!(unstamp(stamp(at), at + 30_000), at);
+        assert_eq!(unstamp(0, at), 0, "none stays none");
+        // Across the 32-bit wrap of the coarse clock.
+        let at = (1u64 << 32) - 10;
+        assert_eq!(unstamp(stamp(at), at + 40_000), at);
+        let at = 3u64 << 32;
+        assert_eq!(stamp(at), 1, "0 is stored as 1");
+        assert_eq!(
+            unstamp(stamp(at), at),
+            at,
+            "a millisecond ahead reads as now"
+        );
+        assert_eq!(unstamp(stamp(at), at + 10), at + 1);
+    }
+
+    #[test]
+    fn a_gateway_token_is_its_generation_and_slot() {
+        let conn = Conn::new(-1, 7, 1, 3);
+        assert_eq!(conn.conn_id(), Some((3 << 32) | 7));
+        conn.detach_id();
+        assert_eq!(conn.conn_id(), None);
+        assert_eq!(Conn::new(-1, 7, 1, 0).conn_id(), None, "an echo connection");
     }
 }

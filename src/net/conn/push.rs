@@ -181,7 +181,7 @@ impl Conn {
         }
         if self.has_output() {
             if self.out_since.get() == 0 {
-                self.out_since.set(now);
+                self.out_since.set(super::stamp(now));
             }
             self.notify(); // the task must now wait for the socket to drain
         }
