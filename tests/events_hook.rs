@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::for_each_driver;
+use common::{for_each_driver, wait_until};
 use gw::{metric, Client, Event, TOKEN};
 use serde_json::{json, Value};
 
@@ -340,9 +340,11 @@ fn a_failing_backend_fails_sends_at_once_and_retries_connects() {
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
-            gw.logs()
-                .iter()
-                .any(|l| l.contains("event=events_hook_down")),
+            wait_until(Duration::from_secs(5), || {
+                gw.logs()
+                    .iter()
+                    .any(|l| l.contains("event=events_hook_down"))
+            }),
             "the hook going down is logged"
         );
         backend.set(Mode::Echo);
@@ -366,12 +368,12 @@ fn a_failing_backend_fails_sends_at_once_and_retries_connects() {
             a_events.iter().all(|e| e["type"] != "send"),
             "failed sends are not retried"
         );
-        let up = gw
-            .logs()
-            .iter()
-            .filter(|l| l.contains("event=events_hook_up"))
-            .count();
-        assert!(up >= 1, "the hook coming back is logged");
+        // The backend has the events before the gateway has read its
+        // answer (and logged the hook up): wait for the line.
+        let up = wait_until(Duration::from_secs(5), || {
+            gw.logs().iter().any(|l| l.contains("event=events_hook_up"))
+        });
+        assert!(up, "the hook coming back is logged");
         a.send_text("send back");
         a.expect_line("reply echo:back", "served again");
     });
