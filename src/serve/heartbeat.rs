@@ -137,7 +137,7 @@ fn sweep(core: &Core, now: u64) {
             c.request_close(ServerClose::TokenExpired, now);
             return;
         }
-        trimmed += usize::from(c.trim_deliveries());
+        trimmed += usize::from(c.trim_after_burst());
         let (last_seen, awaiting, out_since) = c.clocks(now);
         match beat(
             now,

@@ -212,7 +212,7 @@ impl Conn {
     /// acknowledged every delivery, the records go (their memory with them).
     /// Called by the heartbeat sweep, about once a second. Returns whether
     /// anything was freed.
-    pub fn trim_deliveries(&self) -> bool {
+    pub fn trim_after_burst(&self) -> bool {
         if self.has_output() {
             return false;
         }
