@@ -933,6 +933,22 @@ struct Round {
     topics: Option<Result<TopicResult, String>>,
 }
 
+impl Round {
+    /// The subscribe step of `n` subscribers, if it succeeded.
+    fn sub(&self, n: usize) -> Option<SubResult> {
+        (self.subs.iter().filter_map(|x| x.as_ref().ok()))
+            .find(|x| x.n == n)
+            .cloned()
+    }
+
+    /// The fan-out step of `n` subscribers and `payload` bytes, if it succeeded.
+    fn fan(&self, n: usize, payload: usize) -> Option<FanResult> {
+        (self.fans.iter().filter_map(|x| x.as_ref().ok()))
+            .find(|x| x.n == n && x.payload == payload)
+            .cloned()
+    }
+}
+
 /// One population: connect, subscribe (timed), then the fan-out runs.
 async fn population(o: &ScaleOpts, n: usize, round: usize, r: &mut Round) -> Result<bool, String> {
     eprintln!("== round {round}: {n} subscribers");
@@ -1415,20 +1431,8 @@ fn report(o: &ScaleOpts, server: &str, rounds: &[Round]) -> (String, bool) {
         s.push_str("---:|");
     }
     s.push('\n');
-    let sub_of = |r: &Round, n: usize| -> Option<SubResult> {
-        r.subs
-            .iter()
-            .filter_map(|x| x.as_ref().ok())
-            .find(|x| x.n == n)
-            .cloned()
-    };
-    let fan_of = |r: &Round, n: usize, p: usize| -> Option<FanResult> {
-        r.fans
-            .iter()
-            .filter_map(|x| x.as_ref().ok())
-            .find(|x| x.n == n && x.payload == p)
-            .cloned()
-    };
+    let sub_of = |r: &Round, n: usize| r.sub(n);
+    let fan_of = |r: &Round, n: usize, p: usize| r.fan(n, p);
     let echo_of = |r: &Round| -> Option<EchoResult> { r.echo.clone()?.ok() };
     if o.want("subscribe") {
         for &n in &o.sub_sizes {
@@ -1925,20 +1929,8 @@ fn compare(o: &ScaleOpts, rounds: &[Round], peers: &[(String, Vec<Round>)]) -> S
         }
         s.push('\n');
     };
-    let fan_of = |r: &Round, n: usize, p: usize| -> Option<FanResult> {
-        r.fans
-            .iter()
-            .filter_map(|x| x.as_ref().ok())
-            .find(|x| x.n == n && x.payload == p)
-            .cloned()
-    };
-    let sub_of = |r: &Round, n: usize| -> Option<SubResult> {
-        r.subs
-            .iter()
-            .filter_map(|x| x.as_ref().ok())
-            .find(|x| x.n == n)
-            .cloned()
-    };
+    let fan_of = |r: &Round, n: usize, p: usize| r.fan(n, p);
+    let sub_of = |r: &Round, n: usize| r.sub(n);
     let echo_us = |r: &Round| -> Option<f64> { Some(r.echo.clone()?.ok()?.us_per_msg) };
     if o.want("subscribe") {
         for &n in &o.sub_sizes {
